@@ -1,0 +1,53 @@
+# Office PBX appliance. `make run` and `make test` install what is missing (as root on Debian 12).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PBX := $(VENV)/bin/pbx
+APT_PACKAGES := kamailio kamailio-sqlite-modules kamailio-presence-modules \
+	sip-tester baresip-core sipsak sox espeak-ng sqlite3 iproute2 \
+	python3-venv python3-dev gcc libasound2-dev systemd
+DATA ?= var
+
+.PHONY: all deps sysdeps pydeps run test bench clean prompts
+
+all: deps
+
+# System packages: only what is missing, so a second run costs nothing.
+sysdeps: .stamp-sysdeps
+.stamp-sysdeps: Makefile
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "error: run as root (apt-get install$$missing)"; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@touch $@
+
+pydeps: .stamp-pydeps
+.stamp-pydeps: pyproject.toml .stamp-sysdeps
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing Python packages into $(VENV)"
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
+	@$(PY) -c 'import aiosipua, uvloop, tinydb' || { echo "error: Python packages did not install; see pip output above"; exit 1; }
+	@touch $@
+
+prompts: .stamp-pydeps
+	@$(PY) -m services.media.prompts
+
+deps: .stamp-sysdeps .stamp-pydeps prompts
+
+run: deps
+	@$(PBX) demo --data $(DATA)
+	@$(PBX) run --data $(DATA)
+
+test: deps
+	@$(PY) -m pytest -q -n 2 --dist loadfile tests; rc=$$?; [ $$rc = 5 ] && { echo "no tests collected"; exit 1; }; exit $$rc
+
+bench: deps
+	@$(PY) -m tests.bench.run
+
+clean:
+	rm -rf .stamp-* build *.egg-info
