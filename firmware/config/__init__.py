@@ -1,0 +1,7 @@
+"""Configuration store: typed, validated PBX configuration in TinyDB, written atomically."""
+from .errors import ConfigFileError, ConfigLockTimeout, SchemaVersionError, ValidationError, ValidationErrors
+from .model import Extension, Settings
+from .store import ConfigStore
+
+__all__ = ["ConfigStore", "Extension", "Settings", "ValidationError", "ValidationErrors",
+           "ConfigFileError", "SchemaVersionError", "ConfigLockTimeout"]

@@ -1,0 +1,159 @@
+"""Typed configuration records and the rules a value must meet before it is stored."""
+from __future__ import annotations
+
+import ipaddress
+import re
+import secrets
+import zoneinfo
+from dataclasses import dataclass, fields
+
+from .errors import ValidationError, ValidationErrors
+
+# 2-6 digits, no leading 0 (reserved for the operator/outside line) and no '*' (feature codes).
+_NUMBER_RE = re.compile(r"[1-9][0-9]{1,5}")
+_HOST_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+NAME_MAX = 40
+SECRET_MIN = 12
+SECRET_MAX = 64
+COUNTRIES = ("uk", "us")
+MODES = ("day", "night")
+
+
+def generate_secret() -> str:
+    """A SIP digest password nobody has to type: 18 random bytes -> 24 URL-safe characters."""
+    while True:
+        secret = secrets.token_urlsafe(18)
+        if not secret.isdigit():  # all-digit is astronomically unlikely, but the rule is the rule
+            return secret
+
+
+def _name_errors(field: str, value: object) -> list[ValidationError]:
+    if not isinstance(value, str):
+        return [ValidationError(field, f"must be text, got {type(value).__name__}")]
+    if not value:
+        return [ValidationError(field, "must not be empty")]
+    if len(value) > NAME_MAX:
+        return [ValidationError(field, f"is {len(value)} characters; shorten it to at most {NAME_MAX}")]
+    if not value.isprintable():
+        return [ValidationError(field, "contains control or non-printable characters; use plain text")]
+    return []
+
+
+def number_errors(number: object) -> list[ValidationError]:
+    if not isinstance(number, str):
+        return [ValidationError("number", f"must be a string of 2-6 digits such as '1000', got {number!r}")]
+    if not _NUMBER_RE.fullmatch(number):
+        return [ValidationError(
+            "number", f"'{number}' is not 2-6 digits starting with 1-9 (0 and * are for outside lines and feature codes)")]
+    return []
+
+
+def secret_errors(secret: object, number: object) -> list[ValidationError]:
+    if not isinstance(secret, str):
+        return [ValidationError("secret", f"must be text, got {type(secret).__name__}")]
+    errors = []
+    if len(secret) < SECRET_MIN:
+        errors.append(ValidationError(
+            "secret", f"is {len(secret)} characters; use at least {SECRET_MIN}, or leave it out to have one generated"))
+    if len(secret) > SECRET_MAX:
+        errors.append(ValidationError("secret", f"is {len(secret)} characters; use at most {SECRET_MAX}"))
+    if secret.isdigit():
+        # SIP scanners try digit-only passwords first (toll-fraud brute force).
+        errors.append(ValidationError("secret", "must not be all digits; mix in letters"))
+    if secret == number:
+        errors.append(ValidationError("secret", "must not be the extension number"))
+    if any(c.isspace() or not c.isprintable() for c in secret):
+        errors.append(ValidationError("secret", "must not contain spaces or control characters"))
+    return errors
+
+
+@dataclass(frozen=True)
+class Extension:
+    """A SIP endpoint users dial by number; `secret` is its digest-auth password."""
+    number: str
+    name: str
+    secret: str
+    enabled: bool = True
+
+    def __repr__(self) -> str:
+        # Secrets end up in logs through repr() (f"{ext!r}", tracebacks, debuggers): never show them.
+        return f"Extension(number={self.number!r}, name={self.name!r}, secret='***', enabled={self.enabled!r})"
+
+    __str__ = __repr__
+
+    def validate(self) -> None:
+        """Raise ValidationErrors listing every field that breaks the rules."""
+        errors = number_errors(self.number) + _name_errors("name", self.name)
+        errors += secret_errors(self.secret, self.number)
+        if not isinstance(self.enabled, bool):
+            errors.append(ValidationError("enabled", f"must be true or false, got {self.enabled!r}"))
+        if errors:
+            raise ValidationErrors(errors)
+
+
+def _int_errors(field: str, value: object, low: int, high: int, unit: str) -> list[ValidationError]:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return [ValidationError(field, f"must be a whole number of {unit}, got {value!r}")]
+    if not low <= value <= high:
+        return [ValidationError(field, f"is {value}; choose {low} to {high} {unit}")]
+    return []
+
+
+def _host_errors(field: str, value: object) -> list[ValidationError]:
+    if not isinstance(value, str):
+        return [ValidationError(field, f"must be text, got {type(value).__name__}")]
+    if value == "":
+        return []
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+        return []
+    except ValueError:
+        pass
+    labels = value.rstrip(".").split(".")
+    if len(value) > 253 or not all(_HOST_LABEL_RE.fullmatch(label) for label in labels):
+        return [ValidationError(field, f"'{value}' is not a host name or IP address (e.g. pbx.example.com)")]
+    return []
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Site-wide settings: one record per box."""
+    site_name: str = "Office PBX"
+    country: str = "uk"            # "uk"|"us": tones and ring cadences
+    no_answer_timeout: int = 30    # seconds, 5..300
+    busy_tone_seconds: int = 4     # busy/announcement time before the final response, 0..30
+    timezone: str = "UTC"
+    sip_domain: str = ""           # what phones put after @; empty = the box's SIP address
+    mode: str = "day"              # "day"|"night": toggled by *33 and the panel button
+
+    def validate(self) -> None:
+        """Raise ValidationErrors listing every setting that breaks the rules."""
+        errors = _name_errors("site_name", self.site_name)
+        if self.country not in COUNTRIES:
+            errors.append(ValidationError("country", f"{self.country!r} is not one of {', '.join(COUNTRIES)}"))
+        errors += _int_errors("no_answer_timeout", self.no_answer_timeout, 5, 300, "seconds")
+        errors += _int_errors("busy_tone_seconds", self.busy_tone_seconds, 0, 30, "seconds")
+        errors += _timezone_errors(self.timezone)
+        errors += _host_errors("sip_domain", self.sip_domain)
+        if self.mode not in MODES:
+            errors.append(ValidationError("mode", f"{self.mode!r} is not one of {', '.join(MODES)}"))
+        if errors:
+            raise ValidationErrors(errors)
+
+
+def _timezone_errors(value: object) -> list[ValidationError]:
+    if not isinstance(value, str) or not value:
+        return [ValidationError("timezone", f"must be a zone name such as 'Europe/London', got {value!r}")]
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return [ValidationError("timezone", f"unknown time zone {value!r}; use a name such as 'Europe/London'")]
+    return []
+
+
+SETTING_NAMES = tuple(f.name for f in fields(Settings))
+
+
+def normalize_name(value: object) -> object:
+    """Names are compared and shown without surrounding blanks."""
+    return value.strip() if isinstance(value, str) else value

@@ -1,0 +1,192 @@
+"""ConfigStore: the one way to read and change the box's configuration.
+
+Several processes share config.json (`pbx run` reads it while the CLI or web UI writes it).
+Every change is a read-modify-write under an flock on config.lock that first re-reads the file,
+so no process overwrites another's change. Reads come from memory, refreshed whenever the
+file's (inode, mtime, size) differs from what this store last loaded or wrote.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import logging
+import os
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from tinydb import TinyDB
+from tinydb.table import Document
+
+from .collection import Collection
+from .errors import ConfigFileError, ConfigLockTimeout, ValidationError, ValidationErrors
+from .migrations import SCHEMA_VERSION, migrate, schema_version
+from .model import SETTING_NAMES, Extension, Settings, generate_secret, normalize_name
+from .storage import AtomicJSONStorage
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+LOCK_FILE = "config.lock"
+# A write takes milliseconds (see docs/decisions/002); a lock held this long means a stuck process.
+LOCK_TIMEOUT_S = 10.0
+SETTINGS_DOC_ID = 1
+
+EXTENSIONS = Collection("extensions", Extension, key="number", noun="extension",
+                        sort_key=lambda n: (len(n), n))   # numeric order: 201 before 1000
+
+
+class ConfigStore:
+    def __init__(self, data_dir: str | Path):
+        self.data_dir = Path(data_dir)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigFileError(f"cannot create data directory {self.data_dir}: {e.strerror}") from e
+        self.path = self.data_dir / CONFIG_FILE
+        self._lock_path = self.data_dir / LOCK_FILE
+        self._mutex = threading.RLock()          # flock does not exclude threads of one process
+        self._storage = AtomicJSONStorage(self.path)
+        self._db = self._new_db()
+        self.generation = 0
+        self._unseen_change = False
+        with self._mutex, self._file_lock():
+            self._storage.remove_stale_temp_files()
+            self._storage.load()
+            tables = self._storage.read()
+            if schema_version(tables) != SCHEMA_VERSION or self._storage.disk_signature is None:
+                self._storage.begin()
+                self._storage.replace_all(migrate(self._storage.read(), source=str(self.path)))
+                self._storage.commit()
+                self._db = self._new_db()
+
+    # Extensions
+    def extensions(self) -> list[Extension]:
+        with self._mutex:
+            self._refresh()
+            return EXTENSIONS.all(self._db)
+
+    def get_extension(self, number: str) -> Extension | None:
+        with self._mutex:
+            self._refresh()
+            return EXTENSIONS.get(self._db, number)
+
+    def add_extension(self, number: str, name: str, secret: str | None = None) -> Extension:
+        """Add an extension; without a secret a strong one is generated (24 characters)."""
+        ext = Extension(number, normalize_name(name), generate_secret() if secret is None else secret)
+        ext.validate()
+        with self._write() as db:
+            EXTENSIONS.insert(db, ext)
+        logger.info("extension %s added (%s)", ext.number, ext.name)
+        return ext
+
+    def update_extension(self, number: str, *, name: str | None = None, secret: str | None = None,
+                         enabled: bool | None = None) -> Extension:
+        """Change the given fields; None leaves a field as it is."""
+        changes = {k: v for k, v in (("name", normalize_name(name)), ("secret", secret), ("enabled", enabled))
+                   if v is not None}
+        with self._write() as db:
+            ext = dataclasses.replace(EXTENSIONS.require(db, number), **changes)
+            ext.validate()
+            EXTENSIONS.replace(db, ext)
+        logger.info("extension %s updated (%s)", number, ", ".join(sorted(changes)) or "no change")
+        return ext
+
+    def regenerate_secret(self, number: str) -> Extension:
+        with self._write() as db:
+            ext = dataclasses.replace(EXTENSIONS.require(db, number), secret=generate_secret())
+            EXTENSIONS.replace(db, ext)
+        logger.info("extension %s secret regenerated", number)
+        return ext
+
+    def remove_extension(self, number: str) -> None:
+        with self._write() as db:
+            EXTENSIONS.remove(db, number)
+        logger.info("extension %s removed", number)
+
+    # Settings
+    def settings(self) -> Settings:
+        with self._mutex:
+            self._refresh()
+            return self._settings(self._db)
+
+    def update_settings(self, **changes) -> Settings:
+        """Apply all changes or none; every bad value is reported in one ValidationErrors."""
+        unknown = sorted(set(changes) - set(SETTING_NAMES))
+        if unknown:
+            raise ValidationErrors([ValidationError(k, f"unknown setting; known settings: {', '.join(SETTING_NAMES)}")
+                                    for k in unknown])
+        if "site_name" in changes:
+            changes["site_name"] = normalize_name(changes["site_name"])
+        with self._write() as db:
+            settings = dataclasses.replace(self._settings(db), **changes)
+            settings.validate()
+            db.table("settings").upsert(Document(dataclasses.asdict(settings), doc_id=SETTINGS_DOC_ID))
+        logger.info("settings changed: %s", ", ".join(f"{k}={v!r}" for k, v in sorted(changes.items())))
+        return settings
+
+    @staticmethod
+    def _settings(db: TinyDB) -> Settings:
+        doc = db.table("settings").get(doc_id=SETTINGS_DOC_ID) or {}
+        return Settings(**{k: v for k, v in doc.items() if k in SETTING_NAMES})
+
+    # Change tracking
+    def changed(self) -> bool:
+        """True once after another process changed config.json since the last call (or the load)."""
+        with self._mutex:
+            self._refresh()
+            seen, self._unseen_change = self._unseen_change, False
+            return seen
+
+    def _refresh(self) -> None:
+        if self._storage.current_signature() == self._storage.disk_signature:
+            return
+        self._storage.load(lambda tables: migrate(tables, source=str(self.path)))
+        self._db = self._new_db()
+        self.generation += 1
+        self._unseen_change = True
+        logger.info("config reloaded after a change by another process (generation %d)", self.generation)
+
+    @contextmanager
+    def _write(self) -> Iterator[TinyDB]:
+        with self._mutex, self._file_lock():
+            self._refresh()          # inside the lock: build on the latest file, lose nobody's write
+            self._storage.begin()
+            try:
+                yield self._db
+                self._storage.commit()
+            except BaseException:
+                self._storage.rollback()
+                self._db = self._new_db()    # TinyDB's query cache may hold the dropped state
+                raise
+            self.generation += 1
+
+    @contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            deadline = time.monotonic() + LOCK_TIMEOUT_S
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise ConfigLockTimeout(
+                            f"{self._lock_path} held by another process for {LOCK_TIMEOUT_S:.0f} s; "
+                            "find it with `fuser -v` and stop it") from None
+                    time.sleep(0.002)
+            yield
+        finally:
+            os.close(fd)     # closing the descriptor releases the flock
+
+    def _new_db(self) -> TinyDB:
+        # A fresh TinyDB view after the data under it was swapped: its tables cache query
+        # results and the next document id, both of which would be stale.
+        storage = self._storage
+        return TinyDB(storage=lambda: storage)
+
+    def __repr__(self) -> str:
+        return f"ConfigStore({str(self.data_dir)!r}, generation={self.generation})"
