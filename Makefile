@@ -40,8 +40,7 @@ prompts: .stamp-pydeps
 deps: .stamp-sysdeps .stamp-pydeps prompts
 
 run: deps
-	@$(PBX) demo --data $(DATA)
-	@$(PBX) run --data $(DATA)
+	@$(PBX) run --data $(DATA) --demo
 
 test: deps
 	@$(PY) -m pytest -q -n 2 --dist loadfile tests; rc=$$?; [ $$rc = 5 ] && { echo "no tests collected"; exit 1; }; exit $$rc

@@ -1,0 +1,328 @@
+"""SIP transport and transactions of the call service (RFC 3261 sections 17 and 18, UDP only).
+
+The call service talks to exactly one peer: the Kamailio edge on loopback. Kamailio's tm module
+retransmits towards phones and absorbs their retransmissions, so this layer keeps only what a UDP
+peer of a stateful proxy still needs: answering request retransmissions with the last response,
+retransmitting our own requests until a response (timers A/E), 2xx retransmission until the ACK
+(section 13.3.1.4) and transaction time-outs (timers B/F). Message parsing is aiosipua's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+
+from aiosipua import SipMessage, SipRequest, SipResponse
+from aiosipua.headers import CaseInsensitiveDict
+
+log = logging.getLogger(__name__)
+
+T1 = 0.5
+T2 = 4.0
+TIMER_B = 64 * T1
+MAX_DATAGRAM = 65535
+REQUIRED = ("via", "from", "to", "call-id", "cseq")
+
+REASONS = {
+    100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 400: "Bad Request",
+    404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 415: "Unsupported Media Type",
+    480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist", 486: "Busy Here",
+    487: "Request Terminated", 488: "Not Acceptable Here", 491: "Request Pending",
+    500: "Server Internal Error", 501: "Not Implemented", 503: "Service Unavailable",
+}
+
+
+def new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+def new_branch() -> str:
+    return "z9hG4bK" + secrets.token_hex(8)
+
+
+def top_branch(msg: SipMessage) -> str:
+    via = msg.headers.get_first("via") or ""
+    for part in via.split(";")[1:]:
+        name, _, value = part.strip().partition("=")
+        if name.lower() == "branch":
+            return value
+    return ""
+
+
+def cseq_of(msg: SipMessage) -> tuple[int, str]:
+    num, _, method = (msg.headers.get_first("cseq") or "").strip().partition(" ")
+    return int(num), method.strip().upper()
+
+
+def tag_of(header_value: str | None) -> str:
+    if not header_value:
+        return ""
+    # the tag parameter sits after the closing '>' of a name-addr (or after the URI otherwise)
+    params = header_value.rsplit(">", 1)[-1] if ">" in header_value else header_value
+    for part in params.split(";")[1:]:
+        name, _, value = part.strip().partition("=")
+        if name.lower() == "tag":
+            return value
+    return ""
+
+
+def uri_of(header_value: str) -> str:
+    """The URI inside a name-addr (<sip:...>) or the addr-spec itself."""
+    if "<" in header_value:
+        return header_value.split("<", 1)[1].split(">", 1)[0]
+    return header_value.split(";", 1)[0].strip()
+
+
+def user_of(uri_or_header: str) -> str:
+    uri = uri_of(uri_or_header)
+    _, _, rest = uri.partition(":")
+    if "@" not in rest:
+        return ""
+    return rest.split("@", 1)[0].split(";", 1)[0]
+
+
+def make_response(req: SipRequest, code: int, to_tag: str = "", *, reason: str = "",
+                  extra: list[tuple[str, str]] = (), body: bytes = b"",
+                  content_type: str = "") -> SipResponse:
+    """A response to req (section 8.2.6): Via, From, To, Call-ID, CSeq copied; To tag added."""
+    h = CaseInsensitiveDict()
+    for via in req.headers.get("via"):
+        h.append("Via", via)
+    h.append("From", req.headers.get_first("from"))
+    to = req.headers.get_first("to")
+    if to_tag and not tag_of(to):
+        to = f"{to};tag={to_tag}"
+    h.append("To", to)
+    h.append("Call-ID", req.headers.get_first("call-id"))
+    h.append("CSeq", req.headers.get_first("cseq"))
+    for name, value in extra:
+        h.append(name, value)
+    if body:
+        h.append("Content-Type", content_type or "application/sdp")
+    return SipResponse(headers=h, body=body, status_code=code,
+                       reason_phrase=reason or REASONS.get(code, "Unknown"))
+
+
+class ServerTransaction:
+    """A request we received; remembers the last response to answer retransmissions."""
+
+    __slots__ = ("request", "addr", "last", "key", "ack_waiter", "_retrans")
+
+    def __init__(self, request: SipRequest, addr: tuple[str, int], key: tuple[str, str]):
+        self.request = request
+        self.addr = addr
+        self.last: bytes | None = None
+        self.key = key
+        self.ack_waiter: asyncio.TimerHandle | None = None
+        self._retrans = T1
+
+
+class ClientTransaction:
+    """A request we sent; resolves `final` with the final response, calls on_provisional for 1xx."""
+
+    __slots__ = ("request", "data", "key", "final", "on_provisional", "timer", "interval",
+                 "deadline", "got_response", "is_invite")
+
+    def __init__(self, request: SipRequest, key: tuple[str, str],
+                 on_provisional: Callable[[SipResponse], None] | None):
+        loop = asyncio.get_running_loop()
+        self.request = request
+        self.data = bytes(request)
+        self.key = key
+        self.final: asyncio.Future[SipResponse] = loop.create_future()
+        self.on_provisional = on_provisional
+        self.timer: asyncio.TimerHandle | None = None
+        self.interval = T1
+        self.deadline = loop.time() + TIMER_B
+        self.got_response = False
+        self.is_invite = request.method == "INVITE"
+
+
+class SipEndpoint(asyncio.DatagramProtocol):
+    """UDP socket of the call service with its transaction tables.
+
+    on_request(request, server_tx) is called once per new request (retransmissions are absorbed);
+    ACKs for 2xx and in-dialog requests go to the same callback (their tx is None for ACK).
+    """
+
+    def __init__(self, peer: tuple[str, int], on_request: Callable[[SipRequest, ServerTransaction | None], None]):
+        self.peer = peer
+        self.on_request = on_request
+        self.transport: asyncio.DatagramTransport | None = None
+        self.local: tuple[str, int] = ("0.0.0.0", 0)
+        self.server_tx: dict[tuple[str, str], ServerTransaction] = {}
+        self.client_tx: dict[tuple[str, str], ClientTransaction] = {}
+        self.stats = {"rx": 0, "tx": 0, "bad": 0}
+        self.loop = asyncio.get_event_loop()
+
+    # --- transport ---------------------------------------------------------------------------
+    def connection_made(self, transport):
+        self.transport = transport
+        self.local = transport.get_extra_info("sockname")[:2]
+
+    def error_received(self, exc):  # ICMP port unreachable from a vanished peer: nothing to do
+        log.debug("sip socket error: %s", exc)
+
+    def send(self, data: bytes, addr: tuple[str, int] | None = None) -> None:
+        self.stats["tx"] += 1
+        self.transport.sendto(data, addr or self.peer)
+
+    def datagram_received(self, data: bytes, addr):
+        self.stats["rx"] += 1
+        if len(data) < 4 or data in (b"\r\n\r\n", b"\r\n"):
+            return  # keepalive
+        try:
+            msg = SipMessage.parse(data)
+            missing = [h for h in REQUIRED if not msg.headers.get_first(h)]
+            if missing:
+                raise ValueError("missing " + ", ".join(missing))
+            cseq_of(msg)
+        except Exception as exc:  # malformed SIP: answer 400 when we can address it, never crash
+            self.stats["bad"] += 1
+            log.warning("malformed SIP from %s:%s dropped: %s", addr[0], addr[1], str(exc)[:120])
+            self._reply_bad_request(data, addr, str(exc))
+            return
+        try:
+            if isinstance(msg, SipResponse):
+                self._on_response(msg)
+            else:
+                self._on_request(msg, addr)
+        except Exception:
+            log.exception("error handling %s from %s:%s", _describe(msg), addr[0], addr[1])
+
+    def _reply_bad_request(self, data: bytes, addr, why: str) -> None:
+        # Only when the start line says request and the headers needed to route a reply parse.
+        if data[:4] == b"SIP/" or b"\r\n" not in data:
+            return
+        try:
+            head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+            req = SipMessage.parse(head.encode() + b"\r\n\r\n")
+            if isinstance(req, SipResponse) or req.method == "ACK" or not req.headers.get("via"):
+                return
+            for h in ("from", "to", "call-id", "cseq"):
+                if not req.headers.get_first(h):
+                    return
+            resp = make_response(req, 400, new_tag(), reason="Bad Request")
+            self.send(bytes(resp), addr)
+        except Exception:
+            return
+
+    # --- requests ----------------------------------------------------------------------------
+    def _on_request(self, req: SipRequest, addr) -> None:
+        method = req.method.upper()
+        branch = top_branch(req)
+        if method == "ACK":
+            tx = self.server_tx.get((branch, "INVITE"))
+            if tx is not None and tx.last is not None and not tx.last.startswith(b"SIP/2.0 2"):
+                return  # ACK for our non-2xx final: absorbed by the transaction
+            self.on_request(req, None)
+            return
+        key = (branch, "INVITE" if method == "CANCEL" else method)
+        if method == "CANCEL":
+            key = (branch, "CANCEL")
+        tx = self.server_tx.get(key)
+        if tx is not None:  # retransmission
+            if tx.last is not None:
+                self.send(tx.last, tx.addr)
+            return
+        tx = ServerTransaction(req, addr, key)
+        self.server_tx[key] = tx
+        self.on_request(req, tx)
+
+    def respond(self, tx: ServerTransaction, resp: SipResponse) -> None:
+        data = bytes(resp)
+        tx.last = data
+        self.send(data, tx.addr)
+        code = resp.status_code
+        if code < 200:
+            return
+        if tx.key[1] == "INVITE" and code < 300:
+            tx._retrans = T1
+            tx.ack_waiter = self.loop.call_later(T1, self._retransmit_2xx, tx, self.loop.time() + TIMER_B)
+        else:
+            self.loop.call_later(TIMER_B, self.server_tx.pop, tx.key, None)
+
+    def _retransmit_2xx(self, tx: ServerTransaction, give_up: float) -> None:
+        if self.loop.time() >= give_up:
+            tx.ack_waiter = None
+            self.server_tx.pop(tx.key, None)
+            log.warning("no ACK for 2xx of %s", tx.request.headers.get_first("call-id"))
+            return
+        self.send(tx.last, tx.addr)
+        tx._retrans = min(tx._retrans * 2, T2)
+        tx.ack_waiter = self.loop.call_later(tx._retrans, self._retransmit_2xx, tx, give_up)
+
+    def ack_received(self, tx: ServerTransaction | None) -> None:
+        if tx is None:
+            return
+        if tx.ack_waiter is not None:
+            tx.ack_waiter.cancel()
+            tx.ack_waiter = None
+        self.loop.call_later(T1 * 8, self.server_tx.pop, tx.key, None)
+
+    # --- client side ---------------------------------------------------------------------------
+    def request(self, req: SipRequest, on_provisional=None) -> ClientTransaction:
+        """Send req (which carries its own top Via with a fresh branch) as a client transaction."""
+        tx = ClientTransaction(req, (top_branch(req), req.method.upper()), on_provisional)
+        self.client_tx[tx.key] = tx
+        self.send(tx.data)
+        tx.timer = self.loop.call_later(T1, self._retransmit, tx)
+        return tx
+
+    def send_stateless(self, req: SipRequest) -> None:
+        """ACK for a 2xx: end to end, no transaction (section 13.2.2.4)."""
+        self.send(bytes(req))
+
+    def _retransmit(self, tx: ClientTransaction) -> None:
+        if tx.final.done():
+            return
+        if self.loop.time() >= tx.deadline:
+            self.client_tx.pop(tx.key, None)
+            tx.final.set_result(make_response(tx.request, 408, reason="Request Timeout (no answer from edge)"))
+            return
+        if not (tx.is_invite and tx.got_response):
+            self.send(tx.data)
+            tx.interval = tx.interval * 2 if tx.is_invite else min(tx.interval * 2, T2)
+        tx.timer = self.loop.call_later(tx.interval, self._retransmit, tx)
+
+    def _on_response(self, resp: SipResponse) -> None:
+        num, method = cseq_of(resp)
+        tx = self.client_tx.get((top_branch(resp), method))
+        if tx is None:
+            if method == "INVITE" and 200 <= resp.status_code < 300:
+                self.on_stray_2xx(resp)
+            return
+        tx.got_response = True
+        if resp.status_code < 200:
+            if tx.on_provisional is not None:
+                tx.on_provisional(resp)
+            return
+        if tx.timer is not None:
+            tx.timer.cancel()
+        if not tx.final.done():
+            tx.final.set_result(resp)
+            # keep INVITE transactions a while to catch 2xx retransmissions (we re-ACK them)
+            self.loop.call_later(TIMER_B if tx.is_invite else 0, self.client_tx.pop, tx.key, None)
+        elif method == "INVITE" and resp.status_code < 300:
+            self.on_stray_2xx(resp)
+
+    def on_stray_2xx(self, resp: SipResponse) -> None:
+        """A retransmitted 2xx to an INVITE: the call layer re-sends its ACK (set by the B2BUA)."""
+
+    def close(self) -> None:
+        for tx in self.client_tx.values():
+            if tx.timer is not None:
+                tx.timer.cancel()
+        for tx in self.server_tx.values():
+            if tx.ack_waiter is not None:
+                tx.ack_waiter.cancel()
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _describe(msg: SipMessage) -> str:
+    if isinstance(msg, SipResponse):
+        return f"response {msg.status_code}"
+    return f"{msg.method} request"

@@ -1,0 +1,202 @@
+"""`pbx run`: the whole PBX in one supervised process tree.
+
+Starts, in order: the call service (asyncio + uvloop, in this process), the Kamailio edge (child
+process, config generated from the PBX config), the web UI (child process), the local control
+socket. Configuration changes made by other processes (`pbx ext add`, the web UI) are picked up
+by polling the config file, so nothing ever needs an "apply" or a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from firmware.cdr import CdrStore
+from firmware.config import ConfigStore
+
+from .callsvc.b2bua import CallService
+from .callsvc.media import MediaEngine
+from .control import ControlServer
+from .edge import Edge, EdgeConfig
+
+log = logging.getLogger(__name__)
+VERSION = "0.1.0"
+
+
+@dataclass
+class RunOptions:
+    data: Path
+    sip_addr: str = "127.0.0.1"
+    sip_port: int = 5060
+    web_port: int = 8080
+    rtp_ports: tuple[int, int] = (10000, 20000)
+    cs_port: int = 0                 # 0: any free port (the edge config is written after binding)
+    web: bool = True
+    trusted: tuple[str, ...] = ()
+    flood_limit: tuple[int, int] = (100, 2)
+    edge_children: int = 4
+
+
+class CdrWriter:
+    """Writes CDRs on a thread of its own so an fsync never stalls the call loop."""
+
+    def __init__(self, data_dir: Path):
+        self.q: queue.Queue = queue.Queue()
+        self.data_dir = data_dir
+        self.thread = threading.Thread(target=self._run, name="cdr-writer", daemon=True)
+        self.thread.start()
+
+    def __call__(self, record) -> None:
+        self.q.put(record)
+
+    def _run(self) -> None:
+        store = CdrStore(self.data_dir)
+        while True:
+            rec = self.q.get()
+            if rec is None:
+                break
+            try:
+                store.write(rec)
+            except Exception:
+                log.exception("CDR for call %s could not be written", rec.call_id)
+        store.close()
+
+    def close(self) -> None:
+        self.q.put(None)
+        self.thread.join(timeout=10)
+
+
+class Pbx:
+    def __init__(self, opts: RunOptions):
+        self.opts = opts
+        self.store = ConfigStore(opts.data)
+        self.started = time.time()
+        self.edge: Edge | None = None
+        self.calls: CallService | None = None
+        self.web: subprocess.Popen | None = None
+        self.control: ControlServer | None = None
+        self.cdr = CdrWriter(opts.data)
+        self.stopping = asyncio.Event()
+        self.notifier = _systemd_notifier()
+
+    def _subscribers(self) -> dict[str, str]:
+        return {e.number: e.secret for e in self.store.extensions() if e.enabled}
+
+    async def start(self) -> None:
+        o = self.opts
+        from .media.prompts import load_prompt
+        media = MediaEngine(o.sip_addr, o.rtp_ports)
+        self.calls = CallService(store=self.store, cdr_sink=self.cdr, media=media, sip_addr=o.sip_addr,
+                                 edge=(o.sip_addr, o.sip_port), listen=("127.0.0.1", o.cs_port),
+                                 prompts=load_prompt)
+        await self.calls.start()
+        cs_port = self.calls.endpoint.local[1]
+        self.edge = Edge(EdgeConfig(data_dir=o.data, sip_addr=o.sip_addr, sip_port=o.sip_port,
+                                    cs_addr="127.0.0.1", cs_port=cs_port,
+                                    domain=self.store.settings().sip_domain, trusted=o.trusted,
+                                    flood_limit=o.flood_limit, children=o.edge_children))
+        self.edge.sync_subscribers(self._subscribers())
+        await asyncio.get_running_loop().run_in_executor(None, self.edge.start)
+        self.control = ControlServer(o.data, {"status": self._status, "ping": self._ping})
+        await self.control.start()
+        if o.web:
+            self._start_web()
+        log.info("PBX ready: SIP udp+tcp %s:%d, web http://%s:%d/, data %s", o.sip_addr, o.sip_port,
+                 o.sip_addr, o.web_port, o.data)
+        self.notifier("READY=1\nSTATUS=PBX ready")
+
+    def _start_web(self) -> None:
+        o = self.opts
+        if not (Path(__file__).resolve().parent.parent / "webui" / "__main__.py").exists():
+            log.warning("web UI not installed (webui/__main__.py missing); serving SIP only")
+            return
+        self.web = subprocess.Popen([sys.executable, "-m", "webui", "--data", str(o.data),
+                                     "--host", o.sip_addr, "--port", str(o.web_port)])
+
+    async def _status(self, _args) -> dict:
+        regs = await asyncio.get_running_loop().run_in_executor(None, self.edge.registrations)
+        st = self.calls.status()
+        return {"uptime": round(time.time() - self.started, 1), "version": VERSION,
+                "registrations": regs, "calls": st["calls"], "completed_calls": st["completed"],
+                "sip": st["sip"], "trunks": [], "sip_addr": self.opts.sip_addr,
+                "sip_port": self.opts.sip_port}
+
+    async def _ping(self, _args) -> dict:
+        return {"pong": True}
+
+    async def supervise(self) -> None:
+        """Main loop: config changes, child health, watchdog."""
+        while not self.stopping.is_set():
+            try:
+                await asyncio.wait_for(self.stopping.wait(), 0.5)
+            except asyncio.TimeoutError:
+                pass
+            if self.store.changed():
+                log.info("configuration changed on disk: applying")
+                self.edge.sync_subscribers(self._subscribers())
+                self.calls.refresh_config()
+            if not self.edge.running and not self.stopping.is_set():
+                log.error("Kamailio edge exited; restarting it")
+                await asyncio.get_running_loop().run_in_executor(None, self.edge.start)
+            if self.web is not None and self.web.poll() is not None and not self.stopping.is_set():
+                log.error("web UI exited with %s; restarting it", self.web.returncode)
+                self._start_web()
+            self.notifier(f"WATCHDOG=1\nSTATUS={len(self.calls.calls)} active calls")
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        if self.control is not None:
+            await self.control.stop()
+        if self.web is not None:
+            self.web.terminate()
+            try:
+                self.web.wait(5)
+            except subprocess.TimeoutExpired:
+                self.web.kill()
+        if self.calls is not None:
+            await self.calls.stop()
+        if self.edge is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.edge.stop)
+        self.cdr.close()
+
+
+def _systemd_notifier():
+    if not os.environ.get("NOTIFY_SOCKET"):
+        return lambda msg: None
+    import sdnotify
+    n = sdnotify.SystemdNotifier()
+    return n.notify
+
+
+async def _main(opts: RunOptions) -> int:
+    pbx = Pbx(opts)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, pbx.stopping.set)
+    try:
+        await pbx.start()
+    except Exception as exc:
+        log.error("PBX failed to start: %s", exc)
+        await pbx.stop()
+        return 1
+    await pbx.supervise()
+    log.info("PBX stopping")
+    await pbx.stop()
+    return 0
+
+
+def run(opts: RunOptions) -> int:
+    try:
+        import uvloop
+        return uvloop.run(_main(opts))
+    except ImportError:
+        return asyncio.run(_main(opts))
