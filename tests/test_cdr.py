@@ -1,0 +1,193 @@
+"""Specification of the call detail record store (firmware/cdr.py)."""
+import math
+import os
+import select
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from firmware.cdr import SCHEMA_VERSION, CallRecord, CdrStore, Disposition
+from firmware.config import SchemaVersionError, ValidationError
+
+REPO = Path(__file__).resolve().parents[1]
+T0 = 1_700_000_000.0
+
+
+def answered(call_id="c1", src="1000", dst="1001", start=T0, answer=T0 + 3.0, end=T0 + 65.4, **kw):
+    legs = [{"leg": "a", "peer": src, "call_id": call_id + "-a", "codec": "PCMU", "final": 200,
+             "hangup_by": "caller"},
+            {"leg": "b", "peer": dst, "call_id": call_id + "-b", "codec": "PCMU", "final": 200}]
+    return CallRecord(call_id, src, dst, start, answer, end, Disposition.ANSWERED, legs, **kw)
+
+
+def busy(call_id="c2", src="1000", dst="1002", start=T0 + 100, end=T0 + 104):
+    return CallRecord(call_id, src, dst, start, None, end, Disposition.BUSY, [], cause="486 Busy Here")
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = CdrStore(tmp_path)
+    yield s
+    s.close()
+
+
+def test_record_round_trips_with_legs_cause_and_cost(store, tmp_path):
+    rec = answered(cause="normal clearing", cost=0.125)
+    store.write(rec)
+    with CdrStore(tmp_path) as other:
+        assert other.last() == [rec]
+    got = store.last(1)[0]
+    assert got.legs[1]["peer"] == "1001" and got.disposition is Disposition.ANSWERED
+
+
+def test_duration_and_billsec_follow_answer_and_end_times():
+    rec = answered(start=T0, answer=T0 + 3.0, end=T0 + 65.4)
+    assert math.isclose(rec.duration, 65.4, abs_tol=1e-3) and rec.billsec == 62
+    assert busy(start=T0, end=T0 + 4).duration == 4 and busy().billsec == 0
+
+
+def test_disposition_names_match_asterisk_cdr():
+    assert [d.value for d in Disposition] == ["ANSWERED", "BUSY", "NO ANSWER", "FAILED", "CANCELLED"]
+    assert CallRecord("c", "1000", "1001", T0, None, T0 + 30, "NO ANSWER").disposition is Disposition.NO_ANSWER
+
+
+def test_last_returns_newest_first_and_honours_n(store):
+    for i in range(5):
+        store.write(busy(call_id=f"c{i}", start=T0 + i * 10, end=T0 + i * 10 + 4))
+    assert [r.call_id for r in store.last(3)] == ["c4", "c3", "c2"]
+    assert len(store.last()) == 5
+
+
+def test_query_filters_by_time_extension_and_disposition(store):
+    store.write(answered("a1", src="1000", dst="1001", start=T0, answer=T0 + 1, end=T0 + 10))
+    store.write(busy("b1", src="1001", dst="1002", start=T0 + 100, end=T0 + 104))
+    store.write(CallRecord("n1", "1002", "1000", T0 + 200, None, T0 + 230, Disposition.NO_ANSWER))
+    store.write(CallRecord("x1", "1003", "07700900123", T0 + 300, None, T0 + 301, Disposition.FAILED,
+                           cause="503 Service Unavailable"))
+
+    def ids(**kw):
+        return [r.call_id for r in store.query(**kw)]
+
+    assert ids() == ["x1", "n1", "b1", "a1"]
+    assert ids(extension="1000") == ["n1", "a1"]          # as caller or as callee
+    assert ids(since=T0 + 100, until=T0 + 300) == ["n1", "b1"]
+    assert ids(since=datetime.fromtimestamp(T0 + 200, timezone.utc)) == ["x1", "n1"]
+    assert ids(disposition=Disposition.BUSY) == ["b1"]
+    assert ids(disposition="NO ANSWER", extension="1000") == ["n1"]
+    assert ids(limit=2) == ["x1", "n1"]
+
+
+def test_negative_duration_is_refused():
+    with pytest.raises(ValidationError, match="before start: negative duration") as exc:
+        CallRecord("c", "1000", "1001", T0, None, T0 - 5, Disposition.CANCELLED)
+    assert exc.value.field == "end"
+
+
+def test_unknown_disposition_is_refused_listing_the_known_ones():
+    with pytest.raises(ValidationError, match="unknown disposition 'HUNG UP'; use one of ANSWERED, BUSY"):
+        CallRecord("c", "1000", "1001", T0, None, T0 + 5, "HUNG UP")
+
+
+def test_record_changed_into_a_bad_one_is_not_written(store):
+    rec = busy()
+    rec.end = rec.start - 1
+    with pytest.raises(ValidationError):
+        store.write(rec)
+    assert store.last() == []
+
+
+@pytest.mark.parametrize("kw, field", [
+    (dict(answer=None), "disposition"),                   # ANSWERED needs an answer time
+    (dict(answer=T0 - 1), "answer"),                      # answered before the call started
+    (dict(start=float("nan")), "start"),
+    (dict(start="yesterday"), "start"),
+    (dict(src=""), "src"),
+    (dict(cost=-0.5), "cost"),
+])
+def test_bad_values_are_refused_naming_the_field(kw, field):
+    with pytest.raises(ValidationError) as exc:
+        answered(**kw)
+    assert field in [e.field for e in exc.value.errors]
+
+
+def test_unanswered_call_must_not_carry_an_answer_time():
+    with pytest.raises(ValidationError, match="only ANSWERED calls have one"):
+        CallRecord("c", "1000", "1001", T0, T0 + 1, T0 + 5, Disposition.BUSY)
+
+
+def test_legs_must_be_json_dicts():
+    with pytest.raises(ValidationError, match="legs"):
+        CallRecord("c", "1000", "1001", T0, None, T0 + 5, Disposition.BUSY, legs=[{"peer": object()}])
+    with pytest.raises(ValidationError, match="legs"):
+        CallRecord("c", "1000", "1001", T0, None, T0 + 5, Disposition.BUSY, legs=["a"])
+
+
+def test_bad_query_arguments_are_refused(store):
+    with pytest.raises(ValidationError, match="unknown disposition"):
+        store.query(disposition="LOST")
+    with pytest.raises(ValidationError, match="limit"):
+        store.query(limit=0)
+    with pytest.raises(ValidationError, match="time zone"):
+        store.query(since=datetime(2024, 1, 1))
+
+
+def test_database_uses_wal_and_records_its_schema_version(store):
+    db = sqlite3.connect(store.path)
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        db.close()
+
+
+def test_database_from_newer_firmware_refuses_to_open(tmp_path):
+    db = sqlite3.connect(tmp_path / "cdr.sqlite")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(SchemaVersionError, match="knows up to 1; update the firmware"):
+        CdrStore(tmp_path)
+
+
+def test_writer_and_reader_processes_work_at_the_same_time(tmp_path):
+    writer = """
+        import sys
+        from firmware.cdr import CallRecord, CdrStore, Disposition
+        store = CdrStore(sys.argv[1])
+        first = int(sys.argv[2])
+        for i in range(first, first + 150):
+            store.write(CallRecord(f"c{i}", "1000", "1001", 1e9 + i, None, 1e9 + i + 1, Disposition.BUSY))
+        print("done", flush=True)
+    """
+    reader = """
+        import sys, time
+        from firmware.cdr import CdrStore
+        store = CdrStore(sys.argv[1])
+        deadline, seen = time.monotonic() + 30, 0
+        while seen < 300 and time.monotonic() < deadline:
+            seen = len(store.query(limit=1000))
+        print(seen, flush=True)
+    """
+    CdrStore(tmp_path).close()
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), str(tmp_path), *args], env=env,
+                              text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for code, args in ((reader, []), (writer, ["0"]), (writer, ["1000"]))]
+    try:
+        outputs = []
+        for p in procs:
+            ready, _, _ = select.select([p.stdout], [], [], 60)
+            assert ready, "child hung"
+            outputs.append(p.stdout.readline().strip())
+    finally:
+        for p in procs:
+            p.kill()
+            _, err = p.communicate(timeout=10)
+            assert "Traceback" not in err, err
+    assert outputs == ["300", "done", "done"]
+    with CdrStore(tmp_path) as store:
+        assert len(store.query()) == 300
