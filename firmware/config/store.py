@@ -25,6 +25,8 @@ from .errors import ConfigFileError, ConfigLockTimeout, ValidationError, Validat
 from .migrations import SCHEMA_VERSION, migrate, schema_version
 from .model import SETTING_NAMES, Extension, Settings, generate_secret, normalize_name
 from .storage import AtomicJSONStorage
+from .backup import BackupMixin
+from .routing_store import RoutingStoreMixin
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +40,10 @@ EXTENSIONS = Collection("extensions", Extension, key="number", noun="extension",
                         sort_key=lambda n: (len(n), n))   # numeric order: 201 before 1000
 
 
-class ConfigStore:
+class ConfigStore(RoutingStoreMixin, BackupMixin):
+    """Extensions and settings here; trunks and routes (routing_store.py) and backup/restore
+    (backup.py) come from the mixins."""
+
     def __init__(self, data_dir: str | Path):
         self.data_dir = Path(data_dir)
         try:

@@ -1,0 +1,151 @@
+"""The whole configuration as one JSON document: backup download and all-or-nothing restore.
+
+A restore is checked completely (format, schema version, every field of every record, duplicate
+keys, references between records) before anything is written; then it replaces the configuration
+in one atomic file write. A bad file therefore changes nothing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+from tinydb.table import Document
+
+from .errors import ValidationError, ValidationErrors
+from .migrations import SCHEMA_VERSION
+from .model import Extension, Settings
+from .routing import INBOUND_ROUTES, OUTBOUND_ROUTES, TRUNKS, InboundRoute, OutboundRoute, Trunk
+from .routing_store import reference_errors
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "officepbx-config"
+MAX_RECORDS = 10_000   # per collection: far above an office, far below what would exhaust memory
+
+# section name in the document -> (record type, key field)
+SECTIONS = {
+    "extensions": (Extension, "number"),
+    "trunks": (Trunk, "name"),
+    "inbound_routes": (InboundRoute, "did"),
+    "outbound_routes": (OutboundRoute, "name"),
+}
+
+
+def _records(doc: dict, section: str, record_type, key: str, errors: list) -> list:
+    items = doc.get(section, [])
+    if not isinstance(items, list):
+        errors.append(ValidationError(section, "must be a list of objects"))
+        return []
+    if len(items) > MAX_RECORDS:
+        errors.append(ValidationError(section, f"has {len(items)} entries; at most {MAX_RECORDS}"))
+        return []
+    fields = {f.name: f for f in dataclasses.fields(record_type)}
+    required = {n for n, f in fields.items()
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    records, seen = [], set()
+    for i, item in enumerate(items):
+        where = f"{section}[{i}]"
+        if not isinstance(item, dict):
+            errors.append(ValidationError(where, "must be an object"))
+            continue
+        unknown = sorted(set(item) - set(fields))
+        missing = sorted(required - set(item))
+        if unknown:
+            errors.append(ValidationError(where, f"unknown field(s) {', '.join(unknown)}"))
+        if missing:
+            errors.append(ValidationError(where, f"missing field(s) {', '.join(missing)}"))
+        if unknown or missing:
+            continue
+        record = record_type(**item)
+        try:
+            record.validate()
+        except ValidationErrors as e:
+            errors.extend(ValidationError(f"{where}.{err.field}", err.message) for err in e.errors)
+            continue
+        if getattr(record, key) in seen:
+            errors.append(ValidationError(f"{where}.{key}", f"{getattr(record, key)} appears twice"))
+            continue
+        seen.add(getattr(record, key))
+        records.append(record)
+    return records
+
+
+def parse_backup(doc: object) -> tuple[Settings, dict[str, list]]:
+    """Check a backup document completely; raise ValidationErrors listing every problem."""
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ValidationErrors([ValidationError(
+            "file", f"not a configuration backup of this PBX (expected \"format\": \"{FORMAT}\"); "
+                    "use a file downloaded from the System page")])
+    version = doc.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ValidationErrors([ValidationError(
+            "schema_version", f"backup has schema version {version!r}, this firmware uses {SCHEMA_VERSION}; "
+                              "restore it on the firmware that made it")])
+    errors: list[ValidationError] = []
+    unknown = sorted(set(doc) - set(SECTIONS) - {"format", "schema_version", "exported", "settings"})
+    if unknown:
+        errors.append(ValidationError("file", f"unknown section(s) {', '.join(unknown)}"))
+    raw_settings = doc.get("settings", {})
+    settings = Settings()
+    if not isinstance(raw_settings, dict):
+        errors.append(ValidationError("settings", "must be an object"))
+    else:
+        names = {f.name for f in dataclasses.fields(Settings)}
+        bad = sorted(set(raw_settings) - names)
+        if bad:
+            errors.append(ValidationError("settings", f"unknown setting(s) {', '.join(bad)}"))
+        else:
+            settings = Settings(**raw_settings)
+            try:
+                settings.validate()
+            except ValidationErrors as e:
+                errors.extend(ValidationError(f"settings.{err.field}", err.message) for err in e.errors)
+    records = {name: _records(doc, name, rt, key, errors) for name, (rt, key) in SECTIONS.items()}
+    trunks = {t.name for t in records["trunks"]}
+    numbers = {e.number for e in records["extensions"]}
+    for section in ("inbound_routes", "outbound_routes"):
+        key = SECTIONS[section][1]
+        for record in records[section]:
+            errors.extend(ValidationError(f"{section}[{getattr(record, key)}].{err.field}", err.message)
+                          for err in reference_errors(record, trunks, numbers))
+    if errors:
+        raise ValidationErrors(errors)
+    return settings, records
+
+
+class BackupMixin:
+    """export_config() / import_config(doc) on the ConfigStore."""
+
+    def export_config(self) -> dict:
+        from .store import EXTENSIONS
+        with self._mutex:
+            self._refresh()
+            db = self._db
+            return {
+                "format": FORMAT,
+                "schema_version": SCHEMA_VERSION,
+                "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "settings": dataclasses.asdict(self._settings(db)),
+                "extensions": [dataclasses.asdict(r) for r in EXTENSIONS.all(db)],
+                "trunks": [dataclasses.asdict(r) for r in TRUNKS.all(db)],
+                "inbound_routes": [dataclasses.asdict(r) for r in INBOUND_ROUTES.all(db)],
+                "outbound_routes": [dataclasses.asdict(r) for r in OUTBOUND_ROUTES.all(db)],
+            }
+
+    def import_config(self, doc: object) -> dict[str, int]:
+        """Replace the whole configuration with a checked backup; returns records per section."""
+        from .store import EXTENSIONS, SETTINGS_DOC_ID
+        settings, records = parse_backup(doc)
+        collections = {"extensions": EXTENSIONS, "trunks": TRUNKS,
+                       "inbound_routes": INBOUND_ROUTES, "outbound_routes": OUTBOUND_ROUTES}
+        with self._write() as db:
+            for section, collection in collections.items():
+                db.table(collection.table).truncate()
+                for record in records[section]:
+                    collection.insert(db, record)
+            db.table("settings").upsert(Document(dataclasses.asdict(settings), doc_id=SETTINGS_DOC_ID))
+        counts = {section: len(items) for section, items in records.items()}
+        logger.info("configuration restored from backup (%s)",
+                    ", ".join(f"{n} {s}" for s, n in counts.items()))
+        return counts

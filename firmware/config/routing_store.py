@@ -1,0 +1,140 @@
+"""ConfigStore methods for trunks and routes (mixed into ConfigStore; uses its _write/_refresh).
+
+References are checked inside the write lock, against the state being written: a route never
+points at a trunk or extension that another process removed a moment earlier.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from .errors import ValidationError, ValidationErrors
+from .routing import INBOUND_ROUTES, OUTBOUND_ROUTES, TRUNKS, InboundRoute, OutboundRoute, Trunk
+
+logger = logging.getLogger(__name__)
+
+
+def _known_fields(record_type, changes: dict) -> None:
+    names = {f.name for f in dataclasses.fields(record_type)}
+    unknown = sorted(set(changes) - names)
+    if unknown:
+        raise ValidationErrors([ValidationError(k, f"unknown field; known: {', '.join(sorted(names))}")
+                                for k in unknown])
+
+
+def reference_errors(record, trunks: set[str], numbers: set[str]) -> list[ValidationError]:
+    """The trunks/extension a route names must exist (checked on every write and on restore)."""
+    errors = []
+    if isinstance(record, InboundRoute) and record.destination not in numbers:
+        errors.append(ValidationError("destination", f"no extension {record.destination}: "
+                                                     "create it first or pick an existing one"))
+    if isinstance(record, OutboundRoute):
+        for field in ("trunk", "fallback_trunk"):
+            name = getattr(record, field)
+            if name and name not in trunks:
+                errors.append(ValidationError(field, f"no trunk {name}: create it first or pick an existing one"))
+    return errors
+
+
+class RoutingStoreMixin:
+    """Trunks, inbound and outbound routes on the ConfigStore."""
+
+    # Trunks
+    def trunks(self) -> list[Trunk]:
+        return self._read_all(TRUNKS)
+
+    def get_trunk(self, name: str) -> Trunk | None:
+        return self._read_one(TRUNKS, name)
+
+    def add_trunk(self, name: str, host: str, username: str = "", secret: str = "", register: bool = True,
+                  transport: str = "udp") -> Trunk:
+        return self._add(TRUNKS, Trunk(name, host, username, secret, register, transport))
+
+    def update_trunk(self, name: str, **changes) -> Trunk:
+        return self._update(TRUNKS, Trunk, name, changes)
+
+    def remove_trunk(self, name: str) -> None:
+        with self._write() as db:
+            TRUNKS.require(db, name)
+            users = [r.name for r in OUTBOUND_ROUTES.all(db) if name in (r.trunk, r.fallback_trunk)]
+            if users:
+                raise ValidationError("name", f"trunk {name} is used by outbound route(s) {', '.join(users)}: "
+                                              "change or delete those routes first")
+            TRUNKS.remove(db, name)
+        logger.info("trunk %s removed", name)
+
+    # Inbound routes
+    def inbound_routes(self) -> list[InboundRoute]:
+        return self._read_all(INBOUND_ROUTES)
+
+    def get_inbound_route(self, did: str) -> InboundRoute | None:
+        return self._read_one(INBOUND_ROUTES, did)
+
+    def add_inbound_route(self, did: str, destination: str, name: str = "") -> InboundRoute:
+        return self._add(INBOUND_ROUTES, InboundRoute(did, destination, name.strip()))
+
+    def update_inbound_route(self, did: str, **changes) -> InboundRoute:
+        return self._update(INBOUND_ROUTES, InboundRoute, did, changes)
+
+    def remove_inbound_route(self, did: str) -> None:
+        with self._write() as db:
+            INBOUND_ROUTES.remove(db, did)
+        logger.info("inbound route %s removed", did)
+
+    # Outbound routes
+    def outbound_routes(self) -> list[OutboundRoute]:
+        return self._read_all(OUTBOUND_ROUTES)
+
+    def get_outbound_route(self, name: str) -> OutboundRoute | None:
+        return self._read_one(OUTBOUND_ROUTES, name)
+
+    def add_outbound_route(self, name: str, pattern: str, trunk: str, fallback_trunk: str = "",
+                           strip: int = 0, prepend: str = "") -> OutboundRoute:
+        return self._add(OUTBOUND_ROUTES, OutboundRoute(name, pattern, trunk, fallback_trunk, strip, prepend))
+
+    def update_outbound_route(self, name: str, **changes) -> OutboundRoute:
+        return self._update(OUTBOUND_ROUTES, OutboundRoute, name, changes)
+
+    def remove_outbound_route(self, name: str) -> None:
+        with self._write() as db:
+            OUTBOUND_ROUTES.remove(db, name)
+        logger.info("outbound route %s removed", name)
+
+    # Shared steps
+    def _read_all(self, collection):
+        with self._mutex:
+            self._refresh()
+            return collection.all(self._db)
+
+    def _read_one(self, collection, key):
+        with self._mutex:
+            self._refresh()
+            return collection.get(self._db, key)
+
+    def _add(self, collection, record):
+        record.validate()
+        with self._write() as db:
+            collection.insert(db, record)
+            self._check_references(db, record)
+        logger.info("%s %s added", collection.noun, getattr(record, collection.key))
+        return record
+
+    def _update(self, collection, record_type, key, changes: dict):
+        _known_fields(record_type, changes)
+        if collection.key in changes and changes[collection.key] != key:
+            raise ValidationError(collection.key, f"cannot be changed; delete and re-create the {collection.noun}")
+        with self._write() as db:
+            record = dataclasses.replace(collection.require(db, key), **changes)
+            record.validate()
+            collection.replace(db, record)
+            self._check_references(db, record)
+        logger.info("%s %s updated (%s)", collection.noun, key, ", ".join(sorted(changes)) or "no change")
+        return record
+
+    def _check_references(self, db, record) -> None:
+        from .store import EXTENSIONS
+        trunks = {t.name for t in TRUNKS.all(db)}
+        numbers = {e.number for e in EXTENSIONS.all(db)}
+        errors = reference_errors(record, trunks, numbers)
+        if errors:
+            raise ValidationErrors(errors)
