@@ -1,0 +1,162 @@
+"""EdgeConfig: the settings of the SIP edge, checked, and the kamailio.cfg they render to."""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+TEMPLATE = Path(__file__).with_name("kamailio.cfg.tmpl")
+
+# AF_UNIX socket paths are limited to 108 bytes (sun_path) on Linux.
+_SUN_PATH_MAX = 107
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+
+
+class EdgeError(Exception):
+    """The SIP edge cannot do what was asked; the message names the cause and the fix."""
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    data_dir: Path
+    sip_addr: str = "127.0.0.1"
+    sip_port: int = 5060
+    cs_addr: str = "127.0.0.1"
+    cs_port: int = 5080
+    domain: str = ""
+    trusted: tuple[str, ...] = ()
+    flood_limit: tuple[int, int] = (100, 2)  # requests, seconds (pike)
+    auth_fail_limit: int = 10  # wrong credentials per IP in 60 s before a ban
+    ban_seconds: int = 300
+    children: int = 4
+    tcp_children: int = 2
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        object.__setattr__(self, "trusted", tuple(self.trusted))
+        object.__setattr__(self, "flood_limit", tuple(self.flood_limit))
+        _check_ipv4("sip_addr", self.sip_addr)
+        _check_ipv4("cs_addr", self.cs_addr)
+        _check_port("sip_port", self.sip_port)
+        _check_port("cs_port", self.cs_port)
+        if (self.sip_addr, self.sip_port) == (self.cs_addr, self.cs_port):
+            raise EdgeError(
+                f"sip_addr:sip_port and cs_addr:cs_port are both {self.sip_addr}:{self.sip_port}: "
+                "give the call service its own port (default 5080)")
+        if self.domain and not _HOSTNAME.match(self.domain):
+            raise EdgeError(f"domain {self.domain!r} is not a host name or IPv4 address: "
+                            "use e.g. 'pbx.example.com' or leave it empty")
+        for net in self.trusted:
+            try:
+                ipaddress.IPv4Network(net, strict=False)
+            except ValueError:
+                raise EdgeError(f"trusted entry {net!r} is not an IPv4 address or network: "
+                                "use e.g. '192.0.2.10' or '192.0.2.0/24'") from None
+        if (len(self.flood_limit) != 2 or not all(_is_int(v) and v > 0 for v in self.flood_limit)):
+            raise EdgeError(f"flood_limit {self.flood_limit!r} must be (requests, seconds), "
+                            "two positive integers, e.g. (100, 2)")
+        for name in ("auth_fail_limit", "ban_seconds", "children", "tcp_children"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise EdgeError(f"{name}={value!r} must be a positive integer")
+        longest = self.run_dir / "kamailio_rpc.sock"
+        if len(str(longest)) > _SUN_PATH_MAX:
+            raise EdgeError(f"data_dir {self.data_dir} is too deep for a control socket "
+                            f"({len(str(longest))} > {_SUN_PATH_MAX} bytes): use a shorter path")
+
+    # Runtime files, all under data_dir/edge/.
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "edge"
+
+    @property
+    def cfg_path(self) -> Path:
+        return self.run_dir / "kamailio.cfg"
+
+    @property
+    def db_path(self) -> Path:
+        return self.run_dir / "subscribers.sqlite"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.run_dir / "kamailio.pid"
+
+    @property
+    def rpc_socket(self) -> Path:
+        return self.run_dir / "kamailio_rpc.sock"
+
+    @property
+    def ctl_socket(self) -> Path:
+        return self.run_dir / "kamailio_ctl.sock"
+
+    @property
+    def realm(self) -> str:
+        return self.domain or self.sip_addr
+
+    @property
+    def probe_addr(self) -> tuple[str, int]:
+        host = "127.0.0.1" if self.sip_addr == "0.0.0.0" else self.sip_addr
+        return host, self.sip_port
+
+    def render(self) -> str:
+        """The kamailio.cfg text for these settings."""
+        defines = []
+        domain_alias = domain_match = ""
+        if self.domain:
+            defines.append("#!define WITH_DOMAIN")
+            domain_match = f' || $rd == "{self.domain}"'
+            # A host name cannot collide with the CS address; an IP carries
+            # the port so that the CS on the same IP stays "not myself".
+            domain_alias = (f"{self.domain}:{self.sip_port}" if _is_ipv4(self.domain)
+                            else self.domain)
+        if self.trusted:
+            defines.append("#!define WITH_TRUSTED")
+        values = {
+            "defines": "\n".join(defines),
+            "sip_addr": self.sip_addr,
+            "sip_port": self.sip_port,
+            "cs_addr": self.cs_addr,
+            "cs_port": self.cs_port,
+            "domain_alias": domain_alias,
+            "domain_match": domain_match,
+            "realm": self.realm,
+            "trusted": ",".join(self.trusted),
+            "flood_requests": self.flood_limit[0],
+            "flood_seconds": self.flood_limit[1],
+            "auth_fail_limit": self.auth_fail_limit,
+            "ban_seconds": self.ban_seconds,
+            "children": self.children,
+            "tcp_children": self.tcp_children,
+            "db_path": self.db_path,
+            "rpc_socket": self.rpc_socket,
+            "ctl_socket": self.ctl_socket,
+        }
+
+        def fill(match: re.Match) -> str:
+            return str(values[match.group(1)])
+
+        return _PLACEHOLDER.sub(fill, TEMPLATE.read_text())
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_ipv4(name: str, value: str) -> None:
+    if not isinstance(value, str) or not _is_ipv4(value):
+        raise EdgeError(f"{name}={value!r} is not an IPv4 address: use e.g. '127.0.0.1'")
+
+
+def _check_port(name: str, value: int) -> None:
+    if not _is_int(value) or not 1 <= value <= 65535:
+        raise EdgeError(f"{name}={value!r} is not a port number (1-65535)")

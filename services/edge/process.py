@@ -1,0 +1,268 @@
+"""Edge: one Kamailio process tree, started, probed, queried and stopped from Python."""
+from __future__ import annotations
+
+import collections
+import ipaddress
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from typing import Mapping
+
+from .config import EdgeConfig, EdgeError
+from .rpc import KamailioRpc, RpcError
+from .subscribers import ensure_db, write_subscribers
+
+logger = logging.getLogger(__name__)
+
+_STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+_STDERR_KEEP = 30  # lines quoted in a start-up error
+
+# What Kamailio prints when it cannot start, and what to do about it.
+_CAUSES = (
+    ("Address already in use", "port {sip_port} on {sip_addr} is already in use (another SIP "
+     "server or edge?): stop it or choose another sip_port"),
+    ("Cannot assign requested address", "sip_addr {sip_addr} is not an address of this machine: "
+     "use one of its addresses"),
+    ("could not find module", "a Kamailio module is missing: apt-get install kamailio "
+     "kamailio-sqlite-modules"),
+    ("cannot open shared object", "a Kamailio module or library is missing: apt-get install "
+     "kamailio kamailio-sqlite-modules"),
+    ("parse error", "the generated kamailio.cfg does not parse (template bug): see {cfg}"),
+)
+
+
+class Edge:
+    """The SIP edge: Kamailio in front of the call service (see EdgeConfig)."""
+
+    def __init__(self, cfg: EdgeConfig):
+        if not isinstance(cfg, EdgeConfig):
+            raise EdgeError(f"Edge needs an EdgeConfig, got {type(cfg).__name__}")
+        self.cfg = cfg
+        self._proc: subprocess.Popen | None = None
+        self._reader: threading.Thread | None = None
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=_STDERR_KEEP)
+        self._rpc = KamailioRpc(cfg.rpc_socket)
+        self._lock = threading.Lock()
+
+    # ----- subscribers -------------------------------------------------------
+    def sync_subscribers(self, subscribers: Mapping[str, str]) -> None:
+        """Make {extension: password} the complete set of accounts that may register."""
+        self.cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        write_subscribers(self.cfg.db_path, subscribers)
+
+    # ----- process -----------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self.running else None
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start Kamailio and return once it answers an OPTIONS probe with 200."""
+        with self._lock:
+            if self.running:
+                return
+            binary = _kamailio_binary()
+            cfg = self.cfg
+            cfg.run_dir.mkdir(parents=True, exist_ok=True)
+            self._stop_leftover()
+            ensure_db(cfg.db_path)
+            cfg.cfg_path.write_text(cfg.render())
+            for stale in (cfg.rpc_socket, cfg.ctl_socket):
+                stale.unlink(missing_ok=True)
+            self._stderr_tail.clear()
+            began = time.monotonic()
+            self._proc = subprocess.Popen(
+                [binary, "-DD", "-E", "-f", str(cfg.cfg_path), "-P", str(cfg.pid_path),
+                 "-Y", str(cfg.run_dir)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            self._reader = threading.Thread(target=self._forward_stderr, args=(self._proc,),
+                                            name="edge-stderr", daemon=True)
+            self._reader.start()
+            try:
+                self._wait_ready(began + timeout)
+            except BaseException:
+                self._terminate()
+                raise
+            logger.info("edge started: pid %d, SIP on %s:%d udp+tcp, ready in %.0f ms",
+                        self._proc.pid, cfg.sip_addr, cfg.sip_port,
+                        (time.monotonic() - began) * 1000)
+
+    def stop(self) -> None:
+        """Stop Kamailio (SIGTERM, SIGKILL after 5 s). Safe to call at any time."""
+        with self._lock:
+            if self._proc is None:
+                return
+            pid = self._proc.pid
+            self._terminate()
+            logger.info("edge stopped: pid %d", pid)
+
+    def _terminate(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(_STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                logger.warning("edge pid %d ignored SIGTERM for %.0f s: killing it",
+                               proc.pid, _STOP_GRACE)
+                proc.kill()
+                proc.wait()
+        if self._reader is not None:
+            self._reader.join(2.0)
+            self._reader = None
+        proc.stderr.close()
+
+    def _stop_leftover(self) -> None:
+        """A previous Kamailio of this data_dir (the parent died) still holds the ports."""
+        try:
+            pid = int(self.cfg.pid_path.read_text().strip())
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except (OSError, ValueError):
+            return
+        if str(self.cfg.cfg_path).encode() not in cmdline:
+            return
+        logger.warning("edge: stopping leftover Kamailio pid %d of %s", pid, self.cfg.run_dir)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + _STOP_GRACE
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+            time.sleep(0.05)
+        if os.path.exists(f"/proc/{pid}"):
+            os.kill(pid, signal.SIGKILL)
+
+    def _forward_stderr(self, proc: subprocess.Popen) -> None:
+        for raw in proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if not line:
+                continue
+            self._stderr_tail.append(line)
+            logger.log(_level_of(line), "kamailio: %s", line.strip())
+
+    def _wait_ready(self, deadline: float) -> None:
+        host, port = self.cfg.probe_addr
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind((host if host.startswith("127.") else "", 0))
+            local = probe.getsockname()
+            while True:
+                if self._proc.poll() is not None:
+                    self._reader.join(2.0)
+                    raise EdgeError(self._start_failure(f"Kamailio exited with code "
+                                                        f"{self._proc.returncode}"))
+                if time.monotonic() >= deadline:
+                    raise EdgeError(self._start_failure(
+                        f"Kamailio did not answer OPTIONS on {host}:{port} in time"))
+                call_id = uuid.uuid4().hex
+                try:
+                    probe.sendto(_options(host, port, local, call_id), (host, port))
+                except OSError:
+                    pass  # not bound yet: ICMP refused from a previous probe
+                probe.settimeout(0.05)
+                try:
+                    data = probe.recv(65535)
+                except (socket.timeout, ConnectionRefusedError):
+                    continue
+                if data.startswith(b"SIP/2.0 200") and call_id.encode() in data:
+                    return
+
+    def _start_failure(self, what: str) -> str:
+        tail = list(self._stderr_tail)
+        text = "\n".join(tail)
+        values = {"sip_port": self.cfg.sip_port, "sip_addr": self.cfg.sip_addr,
+                  "cfg": self.cfg.cfg_path}
+        for needle, cause in _CAUSES:
+            if needle in text:
+                what = f"{what}: {cause.format(**values)}"
+                break
+        return what + "\nlast Kamailio output:\n  " + "\n  ".join(tail[-12:])
+
+    # ----- control socket ----------------------------------------------------
+    def registrations(self) -> list[dict]:
+        """Registered contacts: aor, contact, expires (s left), user_agent, received, transport."""
+        result = self._rpc.call("ul.dump")
+        found = []
+        for domain in (result or {}).get("Domains", []):
+            for aor in (domain.get("Domain", {}).get("AoRs") or []):
+                info = aor.get("Info", {})
+                for contact in info.get("Contacts") or []:
+                    c = contact.get("Contact", {})
+                    received = c.get("Received", "")
+                    socket_name = c.get("Socket", "")
+                    found.append({
+                        "aor": info.get("AoR", ""),
+                        "contact": c.get("Address", ""),
+                        "expires": _int_or_zero(c.get("Expires")),
+                        "user_agent": c.get("User-Agent", ""),
+                        "received": "" if received == "[not set]" else received,
+                        "transport": socket_name.split(":", 1)[0] if socket_name else "",
+                    })
+        return found
+
+    def bans(self) -> list[str]:
+        """Source IPs whose packets are being dropped."""
+        result = self._rpc.call("htable.dump", "ipban") or []
+        ips = []
+        for slot in result:
+            for item in slot.get("slot", []):
+                ips.append(item["name"])
+        return sorted(ips)
+
+    def unban(self, ip: str) -> None:
+        """Let an IP talk again and forget its counted auth failures."""
+        try:
+            ip = str(ipaddress.IPv4Address(ip))
+        except ValueError:
+            raise EdgeError(f"unban: {ip!r} is not an IPv4 address") from None
+        for table in ("ipban", "authfail"):
+            try:
+                self._rpc.call("htable.delete", table, ip)
+            except RpcError as exc:
+                if exc.code != 404:  # not banned / nothing counted: already the wanted state
+                    raise
+        logger.info("edge: unban ip=%s", ip)
+
+
+def _kamailio_binary() -> str:
+    binary = shutil.which("kamailio") or shutil.which("kamailio", path="/usr/sbin:/usr/local/sbin")
+    if binary is None:
+        raise EdgeError("kamailio is not installed: apt-get install kamailio "
+                        "kamailio-sqlite-modules kamailio-presence-modules")
+    return binary
+
+
+def _options(host: str, port: int, local: tuple[str, int], call_id: str) -> bytes:
+    via_host = local[0] if local[0] != "0.0.0.0" else host
+    return (f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {via_host}:{local[1]};branch=z9hG4bK{call_id[:16]};rport\r\n"
+            f"Max-Forwards: 70\r\n"
+            f"From: <sip:probe@{via_host}>;tag={call_id[16:]}\r\n"
+            f"To: <sip:{host}:{port}>\r\n"
+            f"Call-ID: {call_id}\r\n"
+            f"CSeq: 1 OPTIONS\r\n"
+            f"Content-Length: 0\r\n\r\n").encode()
+
+
+def _level_of(line: str) -> int:
+    for marker, level in ((" CRITICAL:", logging.CRITICAL), (" ALERT:", logging.CRITICAL),
+                          (" BUG:", logging.ERROR), (" ERROR:", logging.ERROR),
+                          (" WARNING:", logging.WARNING), (" NOTICE:", logging.INFO),
+                          (" INFO:", logging.INFO)):
+        if marker in line:
+            return level
+    return logging.DEBUG
+
+
+def _int_or_zero(value) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0

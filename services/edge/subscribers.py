@@ -1,0 +1,93 @@
+"""The sqlite subscriber table that Kamailio's auth_db reads on every challenge."""
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+from pathlib import Path
+from typing import Mapping
+
+from .config import EdgeError
+
+logger = logging.getLogger(__name__)
+
+# Kamailio's db_sqlite schema (standard + auth_db, Kamailio 5.6): auth_db
+# refuses to start unless version says subscriber is at version 7.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS version (
+    id INTEGER PRIMARY KEY NOT NULL,
+    table_name VARCHAR(32) NOT NULL,
+    table_version INTEGER DEFAULT 0 NOT NULL,
+    CONSTRAINT version_table_name_idx UNIQUE (table_name)
+);
+INSERT OR IGNORE INTO version (table_name, table_version) VALUES ('version', 1);
+INSERT OR IGNORE INTO version (table_name, table_version) VALUES ('subscriber', 7);
+CREATE TABLE IF NOT EXISTS subscriber (
+    id INTEGER PRIMARY KEY NOT NULL,
+    username VARCHAR(64) DEFAULT '' NOT NULL,
+    domain VARCHAR(64) DEFAULT '' NOT NULL,
+    password VARCHAR(64) DEFAULT '' NOT NULL,
+    ha1 VARCHAR(128) DEFAULT '' NOT NULL,
+    ha1b VARCHAR(128) DEFAULT '' NOT NULL,
+    CONSTRAINT subscriber_account_idx UNIQUE (username, domain)
+);
+CREATE INDEX IF NOT EXISTS subscriber_username_idx ON subscriber (username);
+"""
+
+# RFC 3261 "user" unreserved characters, minus the escapes and the
+# separators that would need quoting in a digest username.
+_USER = re.compile(r"^[A-Za-z0-9._~!$&'()*+=-]{1,64}$")
+
+
+def ensure_db(path: Path) -> None:
+    """Create the database with Kamailio's schema; WAL lets Kamailio read while we write."""
+    db = _connect(path)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(_SCHEMA)
+    except sqlite3.Error as exc:
+        raise EdgeError(f"cannot create the subscriber database {path}: {exc}") from exc
+    finally:
+        db.close()
+
+
+def write_subscribers(path: Path, subscribers: Mapping[str, str]) -> None:
+    """Replace the whole subscriber set in one transaction."""
+    rows = _checked_rows(subscribers)
+    ensure_db(path)
+    db = _connect(path)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("DELETE FROM subscriber")
+        db.executemany("INSERT INTO subscriber (username, domain, password) VALUES (?, '', ?)", rows)
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        db.rollback()
+        raise EdgeError(f"cannot write subscribers to {path}: {exc}") from exc
+    finally:
+        db.close()
+    logger.info("edge subscribers synced: %d extensions", len(rows))
+
+
+def _checked_rows(subscribers: Mapping[str, str]) -> list[tuple[str, str]]:
+    if not isinstance(subscribers, Mapping):
+        raise EdgeError("sync_subscribers needs a mapping {extension: password}, "
+                        f"got {type(subscribers).__name__}")
+    rows = []
+    for user, password in subscribers.items():
+        if not isinstance(user, str) or not _USER.match(user):
+            raise EdgeError(f"extension {user!r} is not a valid SIP user name: "
+                            "use 1-64 letters, digits or . _ - (e.g. '1000')")
+        if not isinstance(password, str) or not password or len(password) > 64:
+            raise EdgeError(f"password of extension {user} must be a non-empty string "
+                            "of at most 64 characters")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in password):
+            raise EdgeError(f"password of extension {user} contains control characters: "
+                            "use printable characters only")
+        rows.append((user, password))
+    return rows
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # Kamailio holds short read locks; wait for them rather than fail.
+    return sqlite3.connect(path, timeout=5.0, isolation_level=None)
