@@ -133,6 +133,47 @@ class SipEndpoint:
                                                 extra=extra + [auth]))
 
 
+class TcpSipEndpoint(SipEndpoint):
+    """The same UA over one TCP connection (a phone with transport=tcp)."""
+
+    def __init__(self, edge_port: int, ip: str = "127.0.0.1"):
+        self.sock = socket.create_connection(("127.0.0.1", edge_port), timeout=2,
+                                             source_address=(ip, 0))
+        self.ip, self.port = self.sock.getsockname()
+        self.edge = ("127.0.0.1", edge_port)
+        self.buffer = b""
+
+    def send(self, data: bytes, to=None):
+        self.sock.sendall(data)
+
+    def recv(self, timeout: float = 2.0) -> SipMessage | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            head, sep, rest = self.buffer.partition(b"\r\n\r\n")
+            if sep:
+                length = re.search(rb"(?im)^(?:content-length|l)\s*:\s*(\d+)", head)
+                size = int(length.group(1)) if length else 0
+                if len(rest) >= size:
+                    self.buffer = rest[size:]
+                    return SipMessage(head + sep + rest[:size])
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65535)
+            except socket.timeout:
+                return None
+            if not chunk:
+                return None
+            self.buffer += chunk
+
+    def request(self, *args, **kwargs) -> bytes:
+        data = super().request(*args, **kwargs)
+        return data.replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP", 1).replace(
+            f"@{self.ip}:{self.port}>".encode(), f"@{self.ip}:{self.port};transport=tcp>".encode(), 1)
+
+
 def digest(header: str, challenge: str, method: str, uri: str, user: str, password: str) -> str:
     """RFC 2617 digest response (MD5, qop=auth) to a Kamailio challenge."""
     params = dict(re.findall(r'(\w+)="?([^",]*)"?', challenge))
@@ -385,6 +426,27 @@ def test_invite_from_the_call_service_reaches_the_registered_phone(edge, cs):
         desk.close()
 
 
+def test_invite_from_the_call_service_reaches_a_phone_over_its_tcp_connection(edge, cs):
+    desk = TcpSipEndpoint(edge.cfg.sip_port)
+    try:
+        assert desk.register("1001", "pw1001").status == 200
+        assert any(r["aor"] == "1001" and r["transport"] == "tcp" for r in edge.registrations())
+        cs.send(cs.request("INVITE", f"sip:1001@127.0.0.1:{edge.cfg.sip_port}", "2000",
+                           to_user="1001", body=SDP))
+        invite = desk.recv()
+        while invite is not None and invite.first_line.startswith("SIP/2.0"):
+            invite = desk.recv()
+        assert invite is not None and invite.method == "INVITE"
+        assert invite.all("Via")[0].startswith("SIP/2.0/TCP")
+        desk.send(response_to(invite, "486 Busy Here", to_tag="desk"))
+        busy = cs.recv()
+        while busy is not None and busy.status < 200:
+            busy = cs.recv()
+        assert busy.status == 486
+    finally:
+        desk.close()
+
+
 def test_invite_from_the_call_service_to_an_unregistered_extension_gets_480(edge, cs):
     reply = cs.final_response(cs.request("INVITE", f"sip:1003@127.0.0.1:{edge.cfg.sip_port}",
                                          "2000", to_user="1003", body=SDP))
@@ -439,3 +501,120 @@ def test_malformed_junk_does_not_kill_kamailio(edge):
     time.sleep(0.3)
     assert edge.running and edge.pid == pid
     assert options_answered(edge.cfg.sip_port)
+
+
+def test_request_flood_bans_the_source_but_not_a_trusted_address(tmp_path):
+    cfg = EdgeConfig(tmp_path, sip_port=free_port(), cs_port=free_port(), flood_limit=(20, 2),
+                     trusted=("127.0.0.88",))
+    edge = Edge(cfg)
+    edge.sync_subscribers(SUBSCRIBERS)
+    edge.start()
+    try:
+        for ip in ("127.0.0.87", "127.0.0.88"):
+            flooder = SipEndpoint(cfg.sip_port, ip=ip)
+            try:
+                for _ in range(60):
+                    flooder.send(flooder.request("OPTIONS", f"sip:127.0.0.1:{cfg.sip_port}", "scan"))
+            finally:
+                flooder.close()
+        time.sleep(0.2)
+        assert edge.bans() == ["127.0.0.87"]
+        assert not options_answered(cfg.sip_port, "127.0.0.87")
+        assert options_answered(cfg.sip_port, "127.0.0.88")
+    finally:
+        edge.stop()
+
+
+def test_phones_and_the_call_service_may_use_the_sip_domain(tmp_path):
+    cs_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    cs_sock.bind(("127.0.0.1", 0))
+    cfg = EdgeConfig(tmp_path, sip_port=free_port(), cs_port=cs_sock.getsockname()[1],
+                     domain="pbx.example.test")
+    edge = Edge(cfg)
+    edge.sync_subscribers(SUBSCRIBERS)
+    edge.start()
+    phone = SipEndpoint(cfg.sip_port)
+    try:
+        uri = "sip:pbx.example.test"
+        first = phone.final_response(phone.request("REGISTER", uri, "1000"))
+        assert 'realm="pbx.example.test"' in first.header("WWW-Authenticate")
+        auth = digest("Authorization", first.header("WWW-Authenticate"), "REGISTER", uri, "1000", "pw1000")
+        assert phone.final_response(phone.request("REGISTER", uri, "1000", cseq=2, extra=[auth])).status == 200
+
+        cs = SipEndpoint(cfg.sip_port)
+        cs.sock.close()
+        cs.sock, (cs.ip, cs.port) = cs_sock, cs_sock.getsockname()
+        cs.send(cs.request("INVITE", "sip:1000@pbx.example.test", "2000", to_user="1000", body=SDP))
+        invite, _ = wait_for_request(phone, "INVITE")
+        assert invite is not None and invite.first_line.startswith(f"INVITE sip:1000@127.0.0.1:{phone.port}")
+        reply = cs.final_response(cs.request("INVITE", "sip:1000@elsewhere.example", "2000",
+                                             to_user="1000", body=SDP))
+        assert reply.status == 404, "the edge routes only its own domain for the CS"
+    finally:
+        phone.close()
+        cs_sock.close()
+        edge.stop()
+
+
+# ----- process management -----------------------------------------------------------------------
+def test_start_on_a_port_in_use_names_the_port(tmp_path):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        port = squatter.getsockname()[1]
+        edge = Edge(EdgeConfig(tmp_path, sip_port=port, cs_port=free_port()))
+        with pytest.raises(EdgeError, match=f"port {port} on 127.0.0.1 is already in use"):
+            edge.start(timeout=5)
+        assert not edge.running and edge.pid is None
+
+
+def test_stop_is_idempotent_and_the_edge_restarts_with_its_subscribers(tmp_path):
+    edge = Edge(EdgeConfig(tmp_path, sip_port=free_port(), cs_port=free_port()))
+    edge.stop()
+    edge.sync_subscribers({"1000": "pw1000"})
+    edge.start()
+    pid = edge.pid
+    edge.stop()
+    edge.stop()
+    assert not edge.running and edge.pid is None and not Path(f"/proc/{pid}").exists()
+    edge.start()
+    try:
+        phone = SipEndpoint(edge.cfg.sip_port)
+        assert phone.register("1000", "pw1000").status == 200
+        phone.close()
+    finally:
+        edge.stop()
+
+
+@pytest.mark.parametrize("settings,named", [
+    ({"sip_addr": "pbx.local"}, "sip_addr"),
+    ({"sip_port": 70000}, "sip_port"),
+    ({"cs_port": 5060}, "give the call service its own port"),
+    ({"trusted": ("10.0.0.300",)}, "trusted entry"),
+    ({"flood_limit": (0, 2)}, "flood_limit"),
+    ({"domain": "bad domain!"}, "domain"),
+    ({"children": 0}, "children"),
+])
+def test_bad_settings_are_refused_with_the_setting_named(tmp_path, settings, named):
+    with pytest.raises(EdgeError, match=re.escape(named)):
+        EdgeConfig(tmp_path, **settings)
+
+
+@pytest.mark.parametrize("subscribers,named", [
+    ({"10 00": "pw"}, "extension '10 00'"),
+    ({"1000": ""}, "password of extension 1000"),
+    ({"1000": "pw\n"}, "control characters"),
+    ([("1000", "pw")], "mapping"),
+])
+def test_bad_subscribers_are_refused_and_the_old_set_kept(edge, subscribers, named):
+    with pytest.raises(EdgeError, match=re.escape(named)):
+        edge.sync_subscribers(subscribers)
+    phone = SipEndpoint(edge.cfg.sip_port)
+    try:
+        assert phone.register("1003", "pw1003").status == 200
+    finally:
+        phone.close()
+
+
+def test_unban_of_a_non_address_is_refused(edge):
+    with pytest.raises(EdgeError, match="not an IPv4 address"):
+        edge.unban("everyone")

@@ -61,10 +61,10 @@ class EdgeConfig:
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise EdgeError(f"{name}={value!r} must be a positive integer")
-        longest = self.run_dir / "kamailio_rpc.sock"
-        if len(str(longest)) > _SUN_PATH_MAX:
+        if len(str(self.ctl_socket)) > _SUN_PATH_MAX:
             raise EdgeError(f"data_dir {self.data_dir} is too deep for a control socket "
-                            f"({len(str(longest))} > {_SUN_PATH_MAX} bytes): use a shorter path")
+                            f"({len(str(self.ctl_socket))} > {_SUN_PATH_MAX} bytes): "
+                            "use a shorter path")
 
     # Runtime files, all under data_dir/edge/.
     @property
@@ -84,8 +84,8 @@ class EdgeConfig:
         return self.run_dir / "kamailio.pid"
 
     @property
-    def rpc_socket(self) -> Path:
-        return self.run_dir / "kamailio_rpc.sock"
+    def rpc_fifo(self) -> Path:
+        return self.run_dir / "kamailio_rpc.fifo"
 
     @property
     def ctl_socket(self) -> Path:
@@ -130,7 +130,8 @@ class EdgeConfig:
             "children": self.children,
             "tcp_children": self.tcp_children,
             "db_path": self.db_path,
-            "rpc_socket": self.rpc_socket,
+            "rpc_fifo": self.rpc_fifo,
+            "run_dir": self.run_dir,
             "ctl_socket": self.ctl_socket,
         }
 

@@ -47,8 +47,9 @@ class Edge:
         self._proc: subprocess.Popen | None = None
         self._reader: threading.Thread | None = None
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=_STDERR_KEEP)
-        self._rpc = KamailioRpc(cfg.rpc_socket)
+        self._rpc = KamailioRpc(cfg.rpc_fifo, cfg.run_dir)
         self._lock = threading.Lock()
+        self._stopping = False
 
     # ----- subscribers -------------------------------------------------------
     def sync_subscribers(self, subscribers: Mapping[str, str]) -> None:
@@ -76,7 +77,7 @@ class Edge:
             self._stop_leftover()
             ensure_db(cfg.db_path)
             cfg.cfg_path.write_text(cfg.render())
-            for stale in (cfg.rpc_socket, cfg.ctl_socket):
+            for stale in (cfg.rpc_fifo, cfg.ctl_socket):
                 stale.unlink(missing_ok=True)
             self._stderr_tail.clear()
             began = time.monotonic()
@@ -109,6 +110,7 @@ class Edge:
         proc, self._proc = self._proc, None
         if proc is None:
             return
+        self._stopping = True  # shutdown chatter ("EOF on 9") is not an error
         if proc.poll() is None:
             proc.terminate()
             try:
@@ -122,6 +124,7 @@ class Edge:
             self._reader.join(2.0)
             self._reader = None
         proc.stderr.close()
+        self._stopping = False
 
     def _stop_leftover(self) -> None:
         """A previous Kamailio of this data_dir (the parent died) still holds the ports."""
@@ -146,7 +149,8 @@ class Edge:
             if not line:
                 continue
             self._stderr_tail.append(line)
-            logger.log(_level_of(line), "kamailio: %s", line.strip())
+            level = logging.DEBUG if self._stopping else _level_of(line)
+            logger.log(level, "kamailio: %s", line.strip())
 
     def _wait_ready(self, deadline: float) -> None:
         host, port = self.cfg.probe_addr

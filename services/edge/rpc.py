@@ -1,17 +1,21 @@
-"""JSON-RPC to a running Kamailio over its jsonrpcs Unix datagram socket."""
+"""JSON-RPC to a running Kamailio over its jsonrpcs FIFO.
+
+The FIFO transport, not the datagram one: a datagram reply is capped at 64 KiB, which
+ul.dump passes at about 250 registered phones; a reply FIFO has no size limit.
+"""
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import os
-import socket
+import select
 import threading
+import time
 from pathlib import Path
 
 from .config import EdgeError
 
-# jsonrpcs answers in one datagram of at most 64 KiB (its buffer size).
-_MAX_REPLY = 65536
 _ids = itertools.count(1)
 
 
@@ -24,35 +28,26 @@ class RpcError(EdgeError):
 
 
 class KamailioRpc:
-    def __init__(self, server: Path, timeout: float = 2.0):
-        self._server = str(server)
+    def __init__(self, fifo: Path, reply_dir: Path, timeout: float = 3.0):
+        self._fifo = str(fifo)
+        self._reply_dir = Path(reply_dir)
         self._timeout = timeout
         self._lock = threading.Lock()
 
     def call(self, method: str, *params):
         """Run one RPC command; returns its "result" or raises EdgeError."""
         request_id = next(_ids)
+        reply_name = f"rpc-reply-{os.getpid()}-{request_id}"
+        reply_path = self._reply_dir / reply_name
         request = json.dumps({"jsonrpc": "2.0", "method": method, "params": list(params),
-                              "id": request_id}).encode()
-        # The reply goes to the sender's address: bind a private one next to the server socket.
-        client_path = f"{self._server}.{os.getpid()}.{request_id}"
-        with self._lock, socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.settimeout(self._timeout)
+                              "id": request_id, "reply_name": reply_name}).encode() + b"\n"
+        with self._lock:
+            os.mkfifo(reply_path, 0o600)
             try:
-                sock.bind(client_path)
-                sock.sendto(request, self._server)
-                data = sock.recv(_MAX_REPLY)
-            except (FileNotFoundError, ConnectionRefusedError) as exc:
-                raise EdgeError(f"Kamailio control socket {self._server} is not answering "
-                                f"({exc.strerror}): is the edge started?") from exc
-            except socket.timeout as exc:
-                raise EdgeError(f"Kamailio did not answer {method} on {self._server} "
-                                f"within {self._timeout} s") from exc
+                self._send(request)
+                data = self._read_reply(reply_path, method)
             finally:
-                try:
-                    os.unlink(client_path)
-                except FileNotFoundError:
-                    pass
+                reply_path.unlink(missing_ok=True)
         try:
             reply = json.loads(data)
         except ValueError as exc:
@@ -63,3 +58,38 @@ class KamailioRpc:
             raise RpcError(f"Kamailio refused {method}: {error.get('code')} {error.get('message')}",
                            error.get("code"))
         return reply.get("result")
+
+    def _send(self, request: bytes) -> None:
+        try:
+            # non-blocking: with no Kamailio reading, open fails (ENXIO) instead of hanging
+            fd = os.open(self._fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENXIO):
+                raise EdgeError(f"Kamailio control FIFO {self._fifo} is not answering "
+                                f"({exc.strerror}): is the edge started?") from exc
+            raise
+        try:
+            os.write(fd, request)  # < PIPE_BUF: one atomic write even with other writers
+        finally:
+            os.close(fd)
+
+    def _read_reply(self, path: Path, method: str) -> bytes:
+        deadline = time.monotonic() + self._timeout
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        chunks = []
+        try:
+            poller = select.poll()
+            poller.register(fd, select.POLLIN | select.POLLHUP)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise EdgeError(f"Kamailio did not answer {method} within {self._timeout} s")
+                # Linux reports no POLLHUP before a writer has opened the FIFO once
+                if not poller.poll(left * 1000):
+                    continue
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    return b"".join(chunks)
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
