@@ -1,0 +1,277 @@
+"""JSON REST API over the same store the pages use: /api/v1/...
+
+Authentication: `Authorization: Bearer TOKEN` (tokens from the System page), or the browser
+session plus an X-CSRF-Token header (the UI's own calls). Errors are
+{"error": "...", "errors": [{"field": ..., "message": ...}]} with 400/401/403/404/409/413.
+Secrets: extension SIP passwords only in single-extension answers (the phone needs them);
+trunk passwords are write-only.
+"""
+from __future__ import annotations
+
+import dataclasses
+from zoneinfo import ZoneInfo
+
+from flask import Blueprint, Response, current_app, g, jsonify, render_template, request
+
+from firmware.config import ValidationError
+from webui.auth import guard
+from webui.cdr import filters
+from webui.pbx import cdr_store, config_store, pbx_status, registered_extensions
+from webui.system.backup import UploadError, parse_bytes, read_upload
+
+bp = Blueprint("api", __name__, template_folder="templates", url_prefix="/api")
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, errors: list | None = None, status: int = 400):
+        super().__init__(message)
+        self.message, self.errors, self.status = message, errors or [], status
+
+
+@bp.errorhandler(BadRequest)
+def _bad_request(e: BadRequest):
+    return guard.api_error(e.status, e.message, e.errors)
+
+
+@bp.errorhandler(ValidationError)
+def _invalid(e: ValidationError):
+    errors = [{"field": err.field, "message": err.message} for err in e.errors]
+    status = 409 if any("already exists" in err.message for err in e.errors) else 400
+    return guard.api_error(status, "; ".join(f"{x['field']}: {x['message']}" for x in errors), errors)
+
+
+def body(allowed: set[str], required: set[str] = frozenset()) -> dict:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise BadRequest("send a JSON object with Content-Type: application/json")
+    unknown = sorted(set(data) - allowed)
+    missing = sorted(required - set(data))
+    errors = [{"field": k, "message": "unknown field"} for k in unknown]
+    errors += [{"field": k, "message": "is required"} for k in missing]
+    if errors:
+        raise BadRequest(f"fields allowed: {', '.join(sorted(allowed))}", errors)
+    return data
+
+
+def not_found(what: str):
+    raise BadRequest(f"no {what}", status=404)
+
+
+def _audit(event: str, detail: str = "") -> None:
+    current_app.extensions["pbx.accounts"].audit(event, g.user.username, guard.client_address(),
+                                                 detail + (" (API)" if g.via_token else ""))
+
+
+# Extensions ------------------------------------------------------------------------------------
+def ext_json(ext, regs: dict, with_secret: bool) -> dict:
+    out = {"number": ext.number, "name": ext.name, "enabled": ext.enabled,
+           "registered": ext.number in regs, "contacts": [r.get("contact") for r in regs.get(ext.number, [])]}
+    if with_secret:
+        out["secret"] = ext.secret
+    return out
+
+
+@bp.get("/v1/extensions")
+def extensions_list():
+    regs = registered_extensions(pbx_status())
+    return jsonify([ext_json(e, regs, False) for e in config_store().extensions()])
+
+
+@bp.post("/v1/extensions")
+def extensions_create():
+    data = body({"number", "name", "secret"}, {"number", "name"})
+    ext = config_store().add_extension(data["number"], data["name"], data.get("secret") or None)
+    _audit("extension_added", f"extension {ext.number}")
+    return jsonify(ext_json(ext, {}, True)), 201
+
+
+@bp.get("/v1/extensions/<number>")
+@guard.ownership_required
+def extension_get(number: str):
+    ext = config_store().get_extension(number) or not_found(f"extension {number}")
+    return jsonify(ext_json(ext, registered_extensions(pbx_status()), True))
+
+
+@bp.patch("/v1/extensions/<number>")
+@guard.ownership_required
+def extension_update(number: str):
+    # A phone's user may rename their extension; changing its password directly is for admins
+    # (users regenerate instead, so a weak chosen password never reaches a user-owned line).
+    allowed = {"name", "secret", "enabled"} if g.user.is_admin else {"name"}
+    data = body(allowed)
+    store = config_store()
+    store.get_extension(number) or not_found(f"extension {number}")
+    ext = store.update_extension(number, **data)
+    _audit("extension_changed", f"extension {number}")
+    return jsonify(ext_json(ext, {}, True))
+
+
+@bp.post("/v1/extensions/<number>/secret")
+@guard.ownership_required
+def extension_regenerate(number: str):
+    store = config_store()
+    store.get_extension(number) or not_found(f"extension {number}")
+    ext = store.regenerate_secret(number)
+    _audit("secret_regenerated", f"extension {number}")
+    return jsonify(ext_json(ext, {}, True))
+
+
+@bp.delete("/v1/extensions/<number>")
+def extension_delete(number: str):
+    store = config_store()
+    store.get_extension(number) or not_found(f"extension {number}")
+    dids = [r.did for r in store.inbound_routes() if r.destination == number]
+    if dids:
+        raise BadRequest(f"extension {number} still receives inbound route(s) {', '.join(dids)}: "
+                         "change those routes first", [{"field": "number", "message": "in use"}], 409)
+    store.remove_extension(number)
+    current_app.extensions["pbx.accounts"].delete(number)
+    _audit("extension_removed", f"extension {number}")
+    return "", 204
+
+
+# Trunks and routes: same shape, so one set of handlers per collection --------------------------
+def trunk_json(t) -> dict:
+    out = dataclasses.asdict(t)
+    out["secret_set"] = bool(out.pop("secret"))
+    return out
+
+
+COLLECTIONS = {
+    # url name: (noun, key, list, get, add, update, remove, to_json, fields, required)
+    "trunks": ("trunk", "name", "trunks", "get_trunk", "add_trunk", "update_trunk", "remove_trunk", trunk_json,
+               {"name", "host", "username", "secret", "register", "transport"}, {"name", "host"}),
+    "inbound-routes": ("inbound route for", "did", "inbound_routes", "get_inbound_route", "add_inbound_route",
+                       "update_inbound_route", "remove_inbound_route", dataclasses.asdict,
+                       {"did", "destination", "name"}, {"did", "destination"}),
+    "outbound-routes": ("outbound route", "name", "outbound_routes", "get_outbound_route", "add_outbound_route",
+                        "update_outbound_route", "remove_outbound_route", dataclasses.asdict,
+                        {"name", "pattern", "trunk", "fallback_trunk", "strip", "prepend"},
+                        {"name", "pattern", "trunk"}),
+}
+
+
+def _collection_views(url: str, spec: tuple) -> None:
+    noun, key, list_m, get_m, add_m, update_m, remove_m, to_json, fields, required = spec
+    event = noun.replace(" for", "").replace(" ", "_")
+
+    def list_view():
+        return jsonify([to_json(r) for r in getattr(config_store(), list_m)()])
+
+    def create_view():
+        data = body(fields, required)
+        record = getattr(config_store(), add_m)(**data)
+        _audit(f"{event}_added", f"{noun} {data[key]}")
+        return jsonify(to_json(record)), 201
+
+    def get_view(ident):
+        record = getattr(config_store(), get_m)(ident) or not_found(f"{noun} {ident}")
+        return jsonify(to_json(record))
+
+    def update_view(ident):
+        data = body(fields - {key})
+        store = config_store()
+        getattr(store, get_m)(ident) or not_found(f"{noun} {ident}")
+        record = getattr(store, update_m)(ident, **data)
+        _audit(f"{event}_changed", f"{noun} {ident}")
+        return jsonify(to_json(record))
+
+    def delete_view(ident):
+        store = config_store()
+        getattr(store, get_m)(ident) or not_found(f"{noun} {ident}")
+        try:
+            getattr(store, remove_m)(ident)
+        except ValidationError as e:
+            raise BadRequest(e.message, [{"field": e.field, "message": e.message}], 409) from None
+        _audit(f"{event}_removed", f"{noun} {ident}")
+        return "", 204
+
+    name = url.replace("-", "_")
+    bp.add_url_rule(f"/v1/{url}", f"{name}_list", list_view, methods=["GET"])
+    bp.add_url_rule(f"/v1/{url}", f"{name}_create", create_view, methods=["POST"])
+    bp.add_url_rule(f"/v1/{url}/<ident>", f"{name}_get", get_view, methods=["GET"])
+    bp.add_url_rule(f"/v1/{url}/<ident>", f"{name}_update", update_view, methods=["PATCH"])
+    bp.add_url_rule(f"/v1/{url}/<ident>", f"{name}_delete", delete_view, methods=["DELETE"])
+
+
+for _url, _spec in COLLECTIONS.items():
+    _collection_views(_url, _spec)
+
+
+# Settings, status, CDR, backup -----------------------------------------------------------------
+@bp.get("/v1/settings")
+def settings_get():
+    return jsonify(dataclasses.asdict(config_store().settings()))
+
+
+@bp.patch("/v1/settings")
+def settings_update():
+    from firmware.config.model import SETTING_NAMES
+    data = body(set(SETTING_NAMES))
+    settings = config_store().update_settings(**data)
+    _audit("settings_changed", ", ".join(sorted(data)))
+    return jsonify(dataclasses.asdict(settings))
+
+
+@bp.get("/v1/status")
+def status():
+    return jsonify(pbx_status())
+
+
+@bp.get("/v1/cdr")
+def cdr():
+    tz = ZoneInfo(config_store().settings().timezone)
+    query, errors = filters.parse(request.args, tz, default_limit=100, max_limit=10_000)
+    if errors:
+        raise BadRequest("bad filter", [{"field": k, "message": v} for k, v in errors.items()])
+    return jsonify([filters.record_dict(r, tz) for r in cdr_store().query(**query)])
+
+
+@bp.get("/v1/cdr.csv")
+def cdr_csv():
+    tz = ZoneInfo(config_store().settings().timezone)
+    query, errors = filters.parse(request.args, tz, default_limit=100_000)
+    if errors:
+        raise BadRequest("bad filter", [{"field": k, "message": v} for k, v in errors.items()])
+    return Response(filters.to_csv(cdr_store().query(**query), tz), mimetype="text/csv")
+
+
+@bp.get("/v1/backup")
+def backup():
+    _audit("backup_downloaded")
+    return jsonify(config_store().export_config())
+
+
+@bp.post("/v1/restore")
+def restore():
+    try:
+        if request.files:
+            doc = read_upload(request.files.get("backup_file") or next(iter(request.files.values())))
+        elif request.mimetype == "application/json":
+            doc = parse_bytes(request.get_data(cache=False))
+        else:
+            raise UploadError("send the backup as application/json or as a multipart file 'backup_file'")
+    except UploadError as e:
+        raise BadRequest(str(e), [{"field": "backup_file", "message": str(e)}]) from None
+    try:
+        counts = config_store().import_config(doc)
+    except ValidationError as e:
+        raise BadRequest("backup refused, nothing changed",
+                         [{"field": err.field, "message": err.message} for err in e.errors]) from None
+    _audit("restore", ", ".join(f"{n} {s}" for s, n in counts.items()))
+    return jsonify(restored=counts)
+
+
+# Documentation ---------------------------------------------------------------------------------
+@bp.get("/openapi.json")
+@guard.user_allowed
+def openapi():
+    from webui.api.openapi import spec
+    return jsonify(spec(current_app))
+
+
+@bp.get("/docs")
+@guard.user_allowed
+def docs():
+    from webui.api.openapi import spec
+    return render_template("api/docs.html", spec=spec(current_app))

@@ -1,0 +1,101 @@
+"""Application factory: one blueprint per area, all sharing the config store of one data directory."""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from flask import Flask, g, jsonify
+
+from webui.auth import guard
+from webui.auth.accounts import AccountStore
+
+logger = logging.getLogger(__name__)
+
+MAX_UPLOAD = 1024 * 1024  # a backup of 500 extensions is ~100 kB: 1 MB leaves room, stops abuse
+
+
+def _secret_key(data_dir: Path) -> bytes:
+    """Per-box session signing key, made on first start, readable only by the PBX user."""
+    path = data_dir / "webui" / "secret-key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        key = secrets.token_bytes(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+        return key
+
+
+def create_app(data_dir: str | Path, config: dict | None = None) -> Flask:
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    app = Flask(__name__)
+    app.config.update(
+        DATA_DIR=str(data_dir),
+        SECRET_KEY=_secret_key(data_dir),
+        MAX_CONTENT_LENGTH=MAX_UPLOAD,
+        SESSION_COOKIE_NAME="pbx_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=False,  # True forces it; otherwise it follows HTTPS (see guard)
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=8),
+        STATUS_POLL_SECONDS=1.0,
+        STREAM_MAX_SECONDS=300.0,  # an SSE stream ends after this; EventSource reconnects by itself
+        JSON_SORT_KEYS=False,
+    )
+    app.config.update(config or {})
+    app.session_interface = guard.PbxSessionInterface()
+    app.extensions["pbx.accounts"] = AccountStore(data_dir)
+
+    from webui import (api, auth, cdr, dashboard, extensions, me, routing, system, trunks,
+                       wizard)
+    for module in (auth, wizard, dashboard, extensions, trunks, routing, cdr, system, me, api):
+        app.register_blueprint(module.bp)
+
+    # A global, not a context variable: imported form macros see globals only.
+    app.jinja_env.globals["csrf_token"] = guard.csrf_token
+    app.before_request(guard.before_request)
+    app.after_request(guard.security_headers)
+
+    @app.context_processor
+    def _globals():
+        from webui.pbx import config_store
+        try:
+            site = config_store().settings().site_name
+        except Exception:  # a broken config file must not take the login page down with it
+            site = "Office PBX"
+        return {"site_name": site}
+
+    @app.template_filter("utc")
+    def _utc(ts):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
+
+    @app.teardown_appcontext
+    def _close(_exc):
+        cdr_store = g.pop("cdr_store", None)
+        if cdr_store is not None:
+            cdr_store.close()
+
+    for status, text in ((404, "not found"), (405, "method not allowed"),
+                         (413, f"upload larger than {MAX_UPLOAD // 1024} kB: use a backup file "
+                               "downloaded from the System page")):
+        app.register_error_handler(status, _error_handler(status, text))
+
+    wizard.setup_code.ensure(data_dir, app.extensions["pbx.accounts"])
+    return app
+
+
+def _error_handler(status: int, text: str):
+    def handle(_exc):
+        if guard.wants_json():
+            return jsonify(error=text), status
+        return (f"<!doctype html><title>{status}</title><p>{status}: {text}</p>"
+                f"<p><a href='/'>Back</a></p>"), status
+    return handle
+

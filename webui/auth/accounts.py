@@ -1,0 +1,269 @@
+"""Web accounts, API tokens, login throttling and the audit log, in one SQLite file.
+
+SQLite rather than the TinyDB config store: the audit log and failure counters are append-heavy,
+and accounts must never travel in a configuration backup (a restored backup must not reset who
+may log in).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+logger = logging.getLogger(__name__)
+
+ROLES = ("admin", "user")
+MIN_PASSWORD = 10
+# Lockout policy: this many failures for one account (or from one address) inside the window
+# locks that account (or address) for LOCK_SECONDS. Online guessing then costs days per password.
+MAX_FAILURES = 5
+WINDOW_SECONDS = 15 * 60
+LOCK_SECONDS = 15 * 60
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS account (
+    username TEXT PRIMARY KEY, role TEXT NOT NULL, pw_hash TEXT NOT NULL,
+    extension TEXT, epoch INTEGER NOT NULL DEFAULT 1, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS api_token (
+    id INTEGER PRIMARY KEY, digest TEXT UNIQUE NOT NULL, username TEXT NOT NULL,
+    label TEXT NOT NULL, created REAL NOT NULL, last_used REAL);
+CREATE TABLE IF NOT EXISTS login_failure (key TEXT NOT NULL, ts REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS login_failure_key ON login_failure(key, ts);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY, ts REAL NOT NULL, event TEXT NOT NULL, username TEXT NOT NULL,
+    address TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class AccountError(ValueError):
+    """A refused account change; field names the form field, message says what to fix."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Account:
+    username: str
+    role: str
+    extension: str | None
+    epoch: int  # bumped on password change: sessions carrying an older epoch are void
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    ts: float
+    event: str
+    username: str
+    address: str
+    detail: str
+
+
+def check_password_strength(password: str, username: str = "") -> None:
+    if len(password) < MIN_PASSWORD:
+        raise AccountError("password", f"use at least {MIN_PASSWORD} characters")
+    if len(password) > 256:
+        raise AccountError("password", "use at most 256 characters")
+    if password.isdigit():
+        raise AccountError("password", "use letters too, not only digits")
+    if username and username.lower() in password.lower():
+        raise AccountError("password", "must not contain the user name")
+
+
+class AccountStore:
+    """Accounts and security records under DATA/webui/webui.sqlite (WAL, one connection per thread)."""
+
+    def __init__(self, data_dir: str | Path, clock=time.time):
+        self.dir = Path(data_dir) / "webui"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / "webui.sqlite"
+        self._clock = clock
+        self._local = threading.local()
+        # argon2id with the library's RFC 9106 low-memory profile: ~50 ms on the dev machine.
+        self._hasher = PasswordHasher()
+        with self._db() as db:
+            db.executescript(_SCHEMA)
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    # --- accounts ---------------------------------------------------------------------------
+    def has_admin(self) -> bool:
+        row = self._db().execute("SELECT 1 FROM account WHERE role='admin' LIMIT 1").fetchone()
+        return row is not None
+
+    def get(self, username: str) -> Account | None:
+        row = self._db().execute(
+            "SELECT username, role, extension, epoch FROM account WHERE username=?", (username,)
+        ).fetchone()
+        return Account(*row) if row else None
+
+    def accounts(self) -> list[Account]:
+        rows = self._db().execute(
+            "SELECT username, role, extension, epoch FROM account ORDER BY role, username")
+        return [Account(*r) for r in rows]
+
+    def create(self, username: str, password: str, role: str, extension: str | None = None) -> Account:
+        username = (username or "").strip()
+        if not username or len(username) > 40 or not username.replace("-", "").replace("_", "").isalnum():
+            raise AccountError("username", "use 1-40 letters, digits, '-' or '_'")
+        if role not in ROLES:
+            raise AccountError("role", f"must be one of {', '.join(ROLES)}")
+        check_password_strength(password, username)
+        digest = self._hasher.hash(password)
+        try:
+            self._db().execute(
+                "INSERT INTO account (username, role, pw_hash, extension, created) VALUES (?,?,?,?,?)",
+                (username, role, digest, extension, self._clock()))
+        except sqlite3.IntegrityError:
+            raise AccountError("username", f"account {username} already exists") from None
+        logger.info("web account %s created (role %s)", username, role)
+        return self.get(username)
+
+    def set_password(self, username: str, password: str) -> Account:
+        check_password_strength(password, username)
+        digest = self._hasher.hash(password)
+        cur = self._db().execute(
+            "UPDATE account SET pw_hash=?, epoch=epoch+1 WHERE username=?", (digest, username))
+        if cur.rowcount == 0:
+            raise AccountError("username", f"no account {username}")
+        logger.info("web account %s: password changed", username)
+        return self.get(username)
+
+    def delete(self, username: str) -> None:
+        db = self._db()
+        db.execute("DELETE FROM account WHERE username=?", (username,))
+        db.execute("DELETE FROM api_token WHERE username=?", (username,))
+
+    def verify(self, username: str, password: str) -> Account | None:
+        row = self._db().execute(
+            "SELECT pw_hash FROM account WHERE username=?", (username,)).fetchone()
+        if row is None:
+            # Hash anyway so that a missing account takes as long as a wrong password.
+            self._hasher.hash(password or "x")
+            return None
+        try:
+            self._hasher.verify(row[0], password)
+        except (VerificationError, InvalidHashError):
+            return None
+        if self._hasher.check_needs_rehash(row[0]):
+            self._db().execute("UPDATE account SET pw_hash=? WHERE username=?",
+                               (self._hasher.hash(password), username))
+        return self.get(username)
+
+    # --- login throttling -------------------------------------------------------------------
+    def locked_for(self, *keys: str) -> float:
+        """Seconds until every key is below the failure limit again (0 = not locked)."""
+        now = self._clock()
+        wait = 0.0
+        for key in keys:
+            rows = self._db().execute(
+                "SELECT ts FROM login_failure WHERE key=? AND ts>? ORDER BY ts DESC",
+                (key, now - max(WINDOW_SECONDS, LOCK_SECONDS))).fetchall()
+            if len(rows) >= MAX_FAILURES:
+                wait = max(wait, rows[0][0] + LOCK_SECONDS - now)
+        return max(wait, 0.0)
+
+    def record_failure(self, *keys: str) -> bool:
+        """Count a failed login; True when this failure just locked one of the keys."""
+        now = self._clock()
+        db = self._db()
+        db.execute("DELETE FROM login_failure WHERE ts<?", (now - WINDOW_SECONDS - LOCK_SECONDS,))
+        locked = False
+        for key in keys:
+            db.execute("INSERT INTO login_failure (key, ts) VALUES (?,?)", (key, now))
+            n = db.execute("SELECT COUNT(*) FROM login_failure WHERE key=? AND ts>?",
+                           (key, now - WINDOW_SECONDS)).fetchone()[0]
+            locked |= n == MAX_FAILURES
+        return locked
+
+    def clear_failures(self, key: str) -> None:
+        self._db().execute("DELETE FROM login_failure WHERE key=?", (key,))
+
+    # --- API tokens -------------------------------------------------------------------------
+    @staticmethod
+    def _digest(token: str) -> str:
+        # Tokens are 32 random bytes: a plain SHA-256 is enough (no dictionary to guess from).
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    def create_token(self, username: str, label: str) -> str:
+        label = (label or "").strip()
+        if not label or len(label) > 40 or not label.isprintable():
+            raise AccountError("label", "give the token a name of 1-40 printable characters")
+        if self.get(username) is None:
+            raise AccountError("username", f"no account {username}")
+        token = "pbx_" + secrets.token_urlsafe(32)
+        self._db().execute(
+            "INSERT INTO api_token (digest, username, label, created) VALUES (?,?,?,?)",
+            (self._digest(token), username, label, self._clock()))
+        logger.info("API token %r created for %s", label, username)
+        return token
+
+    def tokens(self, username: str | None = None) -> list[dict]:
+        sql = "SELECT id, username, label, created, last_used FROM api_token"
+        args: tuple = ()
+        if username:
+            sql += " WHERE username=?"
+            args = (username,)
+        rows = self._db().execute(sql + " ORDER BY id", args)
+        return [dict(zip(("id", "username", "label", "created", "last_used"), r)) for r in rows]
+
+    def revoke_token(self, token_id: int, username: str | None = None) -> bool:
+        sql, args = "DELETE FROM api_token WHERE id=?", [token_id]
+        if username:
+            sql += " AND username=?"
+            args.append(username)
+        return self._db().execute(sql, args).rowcount == 1
+
+    def account_for_token(self, token: str) -> Account | None:
+        db = self._db()
+        row = db.execute("SELECT id, username FROM api_token WHERE digest=?",
+                         (self._digest(token),)).fetchone()
+        if row is None:
+            return None
+        db.execute("UPDATE api_token SET last_used=? WHERE id=?", (self._clock(), row[0]))
+        return self.get(row[1])
+
+    # --- audit log --------------------------------------------------------------------------
+    def audit(self, event: str, username: str = "", address: str = "", detail: str = "") -> None:
+        self._db().execute(
+            "INSERT INTO audit (ts, event, username, address, detail) VALUES (?,?,?,?,?)",
+            (self._clock(), event, username or "-", address or "-", detail))
+        logger.info("audit %s user=%s from=%s %s", event, username or "-", address or "-", detail)
+
+    def audit_log(self, limit: int = 200, event: str | None = None) -> list[AuditEntry]:
+        sql, args = "SELECT ts, event, username, address, detail FROM audit", []
+        if event:
+            sql += " WHERE event=?"
+            args.append(event)
+        rows = self._db().execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit))
+        return [AuditEntry(*r) for r in rows]
+
+    # --- small key/value facts (wizard progress) --------------------------------------------
+    def meta(self, key: str, default: str | None = None) -> str | None:
+        row = self._db().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db().execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?,?)", (key, value))

@@ -1,0 +1,82 @@
+"""Dashboard page and its event stream.
+
+The stream polls the running PBX once a second (services.control "status") and sends an event
+only when something other than the uptime changed; the page advances the uptime clock itself.
+A stream ends after STREAM_MAX_SECONDS so that a forgotten tab cannot hold a server thread for
+ever; EventSource reconnects on its own after `retry`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from flask import Blueprint, Response, current_app, g, redirect, render_template, url_for
+
+from webui.auth import guard
+from webui.pbx import data_dir, pbx_status, registered_extensions
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("dashboard", __name__, template_folder="templates")
+
+
+def snapshot(directory: Path) -> dict:
+    """Everything the dashboard shows, as one JSON-able dict."""
+    from firmware.config import ConfigStore
+    status = pbx_status(directory)
+    regs = registered_extensions(status)
+    extensions = [{"number": e.number, "name": e.name, "registered": e.number in regs,
+                   "contacts": [r.get("contact", "") for r in regs.get(e.number, [])]}
+                  for e in ConfigStore(directory).extensions()]
+    return {
+        "running": status["running"],
+        "reason": status.get("reason", ""),
+        "version": status.get("version"),
+        "uptime": status.get("uptime"),
+        "registrations": status.get("registrations", []),
+        "calls": status.get("calls", []),
+        "trunks": status.get("trunks", []),
+        "extensions": extensions,
+    }
+
+
+@bp.get("/")
+@guard.user_allowed
+def home():
+    return redirect(url_for("dashboard.index") if g.user.is_admin else url_for("me.index"))
+
+
+@bp.get("/dashboard")
+def index():
+    return render_template("dashboard/index.html", state=snapshot(data_dir()), now=time.time())
+
+
+@bp.get("/dashboard/stream")
+def stream():
+    directory = data_dir()
+    poll = float(current_app.config["STATUS_POLL_SECONDS"])
+    lifetime = float(current_app.config["STREAM_MAX_SECONDS"])
+
+    def events():
+        deadline = time.monotonic() + lifetime
+        last_key, last_sent = None, time.monotonic()
+        yield "retry: 2000\n\n"
+        while time.monotonic() < deadline:
+            try:
+                state = snapshot(directory)
+            except Exception as e:  # a bad config file: say so on the page, keep the stream alive
+                logger.warning("dashboard snapshot failed: %s", e)
+                state = {"running": False, "reason": f"cannot read state: {e}"}
+            key = json.dumps({k: v for k, v in state.items() if k != "uptime"}, sort_keys=True)
+            if key != last_key:
+                last_key, last_sent = key, time.monotonic()
+                yield f"event: status\ndata: {json.dumps(state)}\n\n"
+            elif time.monotonic() - last_sent > 15:
+                last_sent = time.monotonic()
+                yield ": keepalive\n\n"  # keeps proxies and NAT from dropping an idle stream
+            time.sleep(poll)
+
+    return Response(events(), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -1,0 +1,4 @@
+"""Extension administration pages."""
+from webui.extensions.views import bp
+
+__all__ = ["bp"]

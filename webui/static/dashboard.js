@@ -1,0 +1,74 @@
+// Live dashboard: the server pushes a "status" event whenever phones, calls or trunks change.
+(function () {
+  "use strict";
+  var root = document.getElementById("dashboard");
+  if (!root || !window.EventSource) { return; }
+  var stateLine = document.getElementById("pbx-state");
+  var uptimeBase = null, uptimeAt = 0;
+
+  function cell(tr, text, cls) {
+    var td = document.createElement("td");
+    if (cls) {
+      var span = document.createElement("span");
+      span.className = "state " + cls;
+      span.textContent = text;
+      td.appendChild(span);
+    } else {
+      td.textContent = text;
+    }
+    tr.appendChild(td);
+  }
+
+  function fill(tableId, rows, empty, columns) {
+    var body = document.querySelector("#" + tableId + " tbody");
+    body.textContent = "";
+    if (!rows.length) {
+      var tr = document.createElement("tr");
+      var td = document.createElement("td");
+      td.colSpan = columns;
+      td.textContent = empty;
+      tr.appendChild(td);
+      body.appendChild(tr);
+      return;
+    }
+    rows.forEach(function (make) { var tr = document.createElement("tr"); make(tr); body.appendChild(tr); });
+  }
+
+  function since(t) { return t ? Math.max(0, Math.round(Date.now() / 1000 - t)) + " s" : ""; }
+
+  function render(s) {
+    if (s.running) {
+      uptimeBase = s.uptime || 0; uptimeAt = Date.now();
+      stateLine.className = "ok";
+      stateLine.textContent = "PBX running · version " + (s.version || "?") + " · up ";
+      var up = document.createElement("span"); up.id = "uptime"; stateLine.appendChild(up);
+      tick();
+    } else {
+      uptimeBase = null;
+      stateLine.className = "warn";
+      stateLine.textContent = "PBX not running" + (s.reason ? " (" + s.reason + ")" : "");
+    }
+    fill("phones", (s.extensions || []).map(function (e) {
+      return function (tr) {
+        tr.dataset.number = e.number;
+        cell(tr, e.number); cell(tr, e.name);
+        cell(tr, e.registered ? "registered" : "not registered", e.registered ? "ok" : "off");
+      };
+    }), "No extensions.", 3);
+    fill("calls", (s.calls || []).map(function (c) {
+      return function (tr) { cell(tr, c.src); cell(tr, c.dst); cell(tr, c.state); cell(tr, since(c.answer || c.start)); };
+    }), "No calls.", 4);
+    fill("trunks", (s.trunks || []).map(function (t) {
+      return function (tr) { cell(tr, t.name); cell(tr, t.state || (t.registered ? "registered" : "not registered")); };
+    }), "No trunks.", 2);
+  }
+
+  function tick() {
+    var up = document.getElementById("uptime");
+    if (up && uptimeBase !== null) { up.textContent = Math.round(uptimeBase + (Date.now() - uptimeAt) / 1000) + " s"; }
+  }
+  setInterval(tick, 1000);
+
+  var source = new EventSource(root.dataset.stream);
+  source.addEventListener("status", function (ev) { render(JSON.parse(ev.data)); root.dataset.live = "1"; });
+})();

@@ -1,0 +1,123 @@
+"""System facts and maintenance: everything here is admin-only (guard's default)."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from importlib import metadata
+
+from flask import Blueprint, Response, current_app, flash, g, redirect, render_template, request, url_for
+
+from firmware.config import ValidationError
+from webui.auth import guard
+from webui.auth.accounts import AccountError
+from webui.pbx import config_store, data_dir, pbx_status
+from webui.system.backup import UploadError, read_upload
+
+bp = Blueprint("system", __name__, template_folder="templates", url_prefix="/system")
+
+
+def software_version() -> str:
+    try:
+        return metadata.version("officepbx")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def host_uptime() -> float | None:
+    try:
+        with open("/proc/uptime") as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def facts() -> dict:
+    status = pbx_status()
+    disk = shutil.disk_usage(data_dir())
+    return {"version": status.get("version") or software_version(), "pbx_running": status["running"],
+            "pbx_uptime": status.get("uptime"), "host_uptime": host_uptime(),
+            "disk_total": disk.total, "disk_free": disk.free, "data_dir": str(data_dir())}
+
+
+def _accounts():
+    return current_app.extensions["pbx.accounts"]
+
+
+def _audit(event: str, detail: str = "") -> None:
+    _accounts().audit(event, g.user.username, guard.client_address(), detail)
+
+
+def _page(errors=None, new_token=None, restore_errors=None, status=200):
+    accounts = _accounts()
+    return render_template("system/index.html", facts=facts(), errors=errors or {},
+                           restore_errors=restore_errors or [], new_token=new_token,
+                           tokens=accounts.tokens(), audit=accounts.audit_log(50)), status
+
+
+@bp.get("")
+def index():
+    return _page()
+
+
+@bp.get("/backup")
+def backup():
+    doc = config_store().export_config()
+    _audit("backup_downloaded")
+    name = time.strftime("pbx-backup-%Y%m%d-%H%M%S.json")
+    return Response(json.dumps(doc, indent=1, ensure_ascii=False), mimetype="application/json",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@bp.post("/restore")
+def restore():
+    try:
+        doc = read_upload(request.files.get("backup_file"))
+        counts = config_store().import_config(doc)
+    except UploadError as e:
+        _audit("restore_refused", str(e))
+        return _page(errors={"backup_file": str(e)}, status=400)
+    except ValidationError as e:
+        _audit("restore_refused", f"{len(e.errors)} problem(s)")
+        return _page(errors={"backup_file": "the file was not restored; nothing changed:"},
+                     restore_errors=[f"{err.field}: {err.message}" for err in e.errors], status=400)
+    _audit("restore", ", ".join(f"{n} {s}" for s, n in counts.items()))
+    flash("Configuration restored: " + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items())
+          + ". The PBX uses it now.", "ok")
+    return redirect(url_for("system.index"))
+
+
+@bp.post("/password")
+def password():
+    accounts = _accounts()
+    if accounts.verify(g.user.username, request.form.get("current_password", "")) is None:
+        return _page(errors={"current_password": "wrong current password"}, status=400)
+    new = request.form.get("new_password", "")
+    if new != request.form.get("new_password2", ""):
+        return _page(errors={"new_password2": "the two passwords differ"}, status=400)
+    try:
+        account = accounts.set_password(g.user.username, new)
+    except AccountError as e:
+        return _page(errors={"new_password": e.message}, status=400)
+    guard.login(account)
+    _audit("password_changed")
+    flash("Password changed; other sessions are logged out.", "ok")
+    return redirect(url_for("system.index"))
+
+
+@bp.post("/tokens")
+def token_create():
+    try:
+        token = _accounts().create_token(g.user.username, request.form.get("label", ""))
+    except AccountError as e:
+        return _page(errors={e.field: e.message}, status=400)
+    _audit("token_created", request.form.get("label", ""))
+    return _page(new_token=token)  # shown once, in this response only
+
+
+@bp.post("/tokens/<int:token_id>/revoke")
+def token_revoke(token_id: int):
+    if _accounts().revoke_token(token_id):
+        _audit("token_revoked", f"token {token_id}")
+        flash("Token revoked.", "ok")
+    return redirect(url_for("system.index"))

@@ -1,0 +1,4 @@
+"""SIP trunk pages: provider host, credentials, registration state."""
+from webui.trunks.views import bp
+
+__all__ = ["bp"]
