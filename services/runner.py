@@ -128,7 +128,8 @@ class Pbx:
         return {"uptime": round(time.time() - self.started, 1), "version": VERSION,
                 "registrations": regs, "calls": st["calls"], "completed_calls": st["completed"],
                 "sip": st["sip"], "trunks": [], "sip_addr": self.opts.sip_addr,
-                "sip_port": self.opts.sip_port}
+                "sip_port": self.opts.sip_port, "cs_port": self.calls.endpoint.local[1],
+                "rtp_legs": st["rtp_legs"]}
 
     async def _ping(self, _args) -> dict:
         return {"pong": True}

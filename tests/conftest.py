@@ -4,12 +4,12 @@ import pytest
 
 from tests.pbxproc import PbxProcess
 
-EXTENSIONS = [str(n) for n in range(1000, 1010)]
+EXTENSIONS = [str(n) for n in range(1000, 1040)]
 
 
 @pytest.fixture(scope="module")
 def pbx(tmp_path_factory):
-    """A running PBX (Kamailio edge + call service) with extensions 1000-1009, shared by a module."""
+    """A running PBX (Kamailio edge + call service) with extensions 1000-1039, shared by a module."""
     proc = PbxProcess(tmp_path_factory.mktemp("pbx"), extensions=EXTENSIONS,
                       settings={"busy_tone_seconds": 2, "no_answer_timeout": 30})
     proc.start()
