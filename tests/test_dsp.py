@@ -344,3 +344,11 @@ def test_receiver_handles_timestamp_wrap_and_long_event_continuation():
                   (start + 0xFFFF, rfc4733.pack_event("0", False, duration=800)),
                   (start + 0xFFFF, rfc4733.pack_event("0", True, duration=1600))]
     assert received(r, long_press) == "0"
+
+
+def test_receiver_survives_what_the_network_sends_besides_digits():
+    r = rfc4733.EventReceiver()
+    assert r.feed(100, bytes([16, 0x0a, 0, 160])) is None  # flash hook: a valid event, not a digit
+    assert r.feed(200, b"\x05") is None and r.malformed == 1
+    padded = rfc4733.pack_event("6", False, duration=160) + b"\x00\x00\x00\x04"  # RTP padding
+    assert r.feed(300, padded) == "6"

@@ -55,10 +55,20 @@ class EventReceiver:
     def __init__(self) -> None:
         self._seen: collections.deque[int] = collections.deque(maxlen=self._REMEMBERED)
         self._last: tuple[int, str, bool, int] | None = None  # timestamp, digit, ended, duration
+        self.malformed = 0
 
     def feed(self, rtp_timestamp: int, payload: bytes) -> str | None:
-        """The new digit this packet starts, or None. Raises ValueError for a malformed payload."""
-        digit, end, _volume, duration = unpack_event(payload)
+        """The new digit this packet starts, or None. Never raises on what arrives from the
+        network: trailing RTP padding is ignored, non-DTMF events (flash hook, 16+) return None,
+        and a payload shorter than 4 bytes is counted in `malformed` and dropped."""
+        if len(payload) < 4:
+            self.malformed += 1
+            if self.malformed == 1:  # once per stream: a broken peer sends 50 of these a second
+                logger.warning("dropping telephone-event packets shorter than 4 bytes (got %d)", len(payload))
+            return None
+        if payload[0] >= len(EVENTS):
+            return None
+        digit, end, _volume, duration = unpack_event(bytes(payload[:4]))
         ts = rtp_timestamp & 0xFFFFFFFF
         if ts in self._seen:
             if self._last is not None and self._last[0] == ts:
