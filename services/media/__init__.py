@@ -1,0 +1,1 @@
+"""Media files for the call service: WAV reading/writing and the spoken prompts the PBX plays."""

@@ -1,0 +1,159 @@
+"""The spoken announcements the PBX plays, synthesised at build time with espeak-ng.
+
+`python -m services.media.prompts [--out DIR]` (run by `make prompts`) writes one 8 kHz mono
+16-bit WAV per prompt into services/media/sounds/. A manifest of text hashes beside them makes a
+second run skip prompts whose wording and voice have not changed, so `make run` costs nothing
+after the first time. The WAVs are build output, not committed (sounds/.gitignore).
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from firmware.dsp.levels import DBM0_RMS
+from services.media.wavfile import RATE, float_to_pcm16, parse_wav, read_wav, write_wav
+
+logger = logging.getLogger(__name__)
+
+SOUNDS_DIR = Path(__file__).resolve().parent / "sounds"
+
+PROMPTS: dict[str, str] = {
+    "not_found": "The number you have dialled is not recognised. Please check the number and try again.",
+    "unavailable": "The person you are calling is not available. Please try again later.",
+    "busy": "The person you are calling is busy. Please try again later.",
+    "congestion": "All lines are busy. Please try again later.",
+}
+
+# British English to match the wording ("dialled"); a little slower than espeak's default 175
+# words per minute because narrowband telephone audio loses consonants.
+VOICE = "en-gb"
+WORDS_PER_MINUTE = 150
+# Speech active level of about -18 dBm0 sits in the range telephone networks plan for
+# (ITU-T P.56 / G.168 use -16..-20 dBm0 for speech); lead-in silence so the first syllable is
+# not lost while the far end's jitter buffer fills.
+ACTIVE_LEVEL_DBM0 = -18.0
+LEAD_IN_S, TAIL_S = 0.25, 0.3
+_MANIFEST = ".prompt-hashes.json"
+# Bump when the processing below changes, so existing files are regenerated.
+_GENERATOR = "espeak-ng/1"
+
+
+def _hash(text: str) -> str:
+    key = json.dumps([_GENERATOR, VOICE, WORDS_PER_MINUTE, ACTIVE_LEVEL_DBM0, LEAD_IN_S, TAIL_S, text])
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _check_id(prompt_id: str) -> None:
+    if prompt_id not in PROMPTS:
+        raise ValueError(f"unknown prompt {prompt_id!r}: choose one of {sorted(PROMPTS)}")
+
+
+def prompt_path(prompt_id: str, sounds_dir: str | os.PathLike | None = None) -> Path:
+    """The WAV of a prompt; FileNotFoundError (naming the fix) when it has not been generated."""
+    _check_id(prompt_id)
+    path = Path(sounds_dir or SOUNDS_DIR) / f"{prompt_id}.wav"
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt {prompt_id!r} has not been generated ({path} is missing): "
+                                "run `make prompts` (or python -m services.media.prompts)")
+    return path
+
+
+@functools.lru_cache(maxsize=64)
+def _load(path: str, _mtime_ns: int, _size: int) -> bytes:
+    return read_wav(path)
+
+
+def load_prompt(prompt_id: str, sounds_dir: str | os.PathLike | None = None) -> bytes:
+    """A prompt's audio as 8 kHz pcm16le, read once and cached (re-read if the file changes)."""
+    path = prompt_path(prompt_id, sounds_dir)
+    st = path.stat()
+    return _load(str(path), st.st_mtime_ns, st.st_size)
+
+
+def synthesize(text: str) -> bytes:
+    """Speak `text` with espeak-ng; 8 kHz pcm16le at the prompt level, with lead-in and tail."""
+    try:
+        proc = subprocess.run(["espeak-ng", "-v", VOICE, "-s", str(WORDS_PER_MINUTE), "--stdout"],
+                              input=text.encode(), capture_output=True, timeout=60, check=False)
+    except FileNotFoundError:
+        raise RuntimeError("espeak-ng is not installed: run `make deps` "
+                           "(or apt-get install espeak-ng)") from None
+    if proc.returncode != 0 or not proc.stdout:
+        raise RuntimeError(f"espeak-ng failed (exit {proc.returncode}): "
+                           f"{proc.stderr.decode(errors='replace').strip() or 'no audio produced'}")
+    x = np.frombuffer(parse_wav(proc.stdout, "espeak-ng output", RATE), "<i2").astype(np.float64)
+    blocks = x[: x.size // 160 * 160].reshape(-1, 160)
+    power = np.mean(blocks * blocks, axis=1)
+    active = power[power > power.max() * 1e-4]  # blocks within 40 dB of the loudest: speech
+    gain = DBM0_RMS * 10 ** (ACTIVE_LEVEL_DBM0 / 20) / np.sqrt(active.mean())
+    gain = min(gain, 0.89 * 32767 / max(np.abs(x).max(), 1.0))  # keep peaks below -1 dBFS
+    x = np.concatenate([np.zeros(round(LEAD_IN_S * RATE)), x * gain, np.zeros(round(TAIL_S * RATE))])
+    return float_to_pcm16(x / 32768.0)
+
+
+def _read_manifest(out: Path) -> dict[str, str]:
+    try:
+        data = json.loads((out / _MANIFEST).read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_manifest(out: Path, manifest: dict[str, str]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f"{_MANIFEST}.", suffix=".part", dir=out)
+    os.fchmod(fd, 0o644)
+    with os.fdopen(fd, "w") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+    os.replace(tmp, out / _MANIFEST)
+
+
+def generate_prompts(out_dir: str | os.PathLike | None = None,
+                     progress: Callable[[str], None] = print) -> list[Path]:
+    """Synthesise every prompt into out_dir (default services/media/sounds), skipping those
+    whose WAV exists and whose text hash matches. Returns the WAV paths."""
+    out = Path(out_dir or SOUNDS_DIR)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = _read_manifest(out)
+    paths = []
+    for prompt_id, text in PROMPTS.items():
+        path = out / f"{prompt_id}.wav"
+        digest = _hash(text)
+        if path.is_file() and manifest.get(prompt_id) == digest:
+            progress(f"prompt {prompt_id}: up to date ({path})")
+        else:
+            pcm = synthesize(text)
+            write_wav(path, pcm)
+            manifest[prompt_id] = digest
+            _write_manifest(out, manifest)
+            progress(f"prompt {prompt_id}: generated {len(pcm) / 2 / RATE:.1f} s ({path})")
+        paths.append(path)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.media.prompts",
+                                     description="Generate the PBX's spoken prompts (8 kHz WAV).")
+    parser.add_argument("--out", type=Path, default=SOUNDS_DIR,
+                        help=f"folder for the WAV files (default {SOUNDS_DIR})")
+    args = parser.parse_args(argv)
+    try:
+        generate_prompts(args.out, progress=lambda line: print(line, flush=True))
+    except (RuntimeError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
