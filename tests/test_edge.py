@@ -309,6 +309,12 @@ def test_subscriber_added_while_running_registers_at_once_and_removed_one_is_ref
     edge.unban("127.0.0.1")
 
 
+def test_request_out_of_hops_gets_483(edge, phone):
+    request = phone.request("INVITE", f"sip:2000@127.0.0.1:{edge.cfg.sip_port}", "1000",
+                            to_user="2000", body=SDP).replace(b"Max-Forwards: 70", b"Max-Forwards: 0")
+    assert phone.final_response(request).first_line == "SIP/2.0 483 Too Many Hops"
+
+
 def test_extension_cannot_register_another_extension(edge, phone):
     uri = f"sip:127.0.0.1:{edge.cfg.sip_port}"
     first = phone.final_response(phone.request("REGISTER", uri, "1003", to_user="1002"))

@@ -41,7 +41,10 @@ _USER = re.compile(r"^[A-Za-z0-9._~!$&'()*+=-]{1,64}$")
 
 def ensure_db(path: Path) -> None:
     """Create the database with Kamailio's schema; WAL lets Kamailio read while we write."""
+    fresh = not path.exists()
     db = _connect(path)
+    if fresh:
+        path.chmod(0o600)  # plain-text SIP passwords (auth_db calculate_ha1)
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(_SCHEMA)
