@@ -111,3 +111,10 @@ def test_uk_plan_sends_v23_before_ringing_with_tone_alert_and_us_bell202_after_f
     assert decode_caller_id(caller_id_audio(cid, "uk"), "v23") == ACME
     with pytest.raises(CallerIdError, match="country 'fr'"):
         ring_cadence("fr")
+
+
+def test_dtmf_clip_audio_is_detected_as_digits_and_parsed_back():
+    from firmware.dsp.callerid import DTMF_CLIP_PLAN
+    from firmware.dsp.detect import detect_dtmf
+    audio = caller_id_audio(CallerId(number="0612345678"), DTMF_CLIP_PLAN)
+    assert parse_dtmf_clip(detect_dtmf(audio)) == CallerId(number="0612345678")

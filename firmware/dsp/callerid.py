@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from firmware.dsp.detect import dtmf_samples
 from firmware.dsp.levels import dbm0_to_peak
 from firmware.dsp.tones import ToneGenerator, ToneSpec
 
@@ -382,6 +383,10 @@ CALLER_ID_PLANS: dict[str, CallerIdPlan] = {
 }
 
 
+# DTMF CLIP as sent in parts of Europe (Netherlands, Denmark): reversal, digits, then ringing.
+DTMF_CLIP_PLAN = CallerIdPlan(fsk="dtmf", before_ring=True, delay_ms=300, polarity_reversal=True)
+
+
 def ring_cadence(country: str) -> tuple[int, ...]:
     try:
         return RING_CADENCES[country.lower()]
@@ -396,10 +401,13 @@ def caller_id_plan(country: str) -> CallerIdPlan:
         raise CallerIdError(f"no caller-ID plan for country {country!r}: use one of {sorted(CALLER_ID_PLANS)}") from None
 
 
-def caller_id_audio(cid: CallerId, country: str, rate: int = 8000) -> bytes:
-    """The audio an FXS port plays for this country: for the UK the tone alert, a 50 ms gap and
-    V.23 FSK of the MDMF/ETSI message; for the US Bell 202 FSK of the MDMF message."""
-    plan = caller_id_plan(country)
+def caller_id_audio(cid: CallerId, country: str | CallerIdPlan, rate: int = 8000) -> bytes:
+    """The audio an FXS port plays for this country (or plan): for the UK the tone alert, a 50 ms gap
+    and V.23 FSK of the MDMF/ETSI message; for the US Bell 202 FSK of the MDMF message; for
+    DTMF_CLIP_PLAN the A<number>C digits."""
+    plan = country if isinstance(country, CallerIdPlan) else caller_id_plan(country)
+    if plan.fsk == "dtmf":
+        return dtmf_samples(dtmf_clip_digits(cid), rate=rate)
     fsk = fsk_audio(mdmf_message(cid), plan.fsk, rate=rate)
     if not plan.tone_alert_ms:
         return fsk
