@@ -51,6 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--demo", action="store_true",
                    help="create demo extensions 1000-1002 if missing and print their secrets")
 
+    sv = sub.add_parser("service", parents=[common],
+                        help="run one part of the PBX as a systemd service (Type=notify, watchdog)")
+    sv.add_argument("name", choices=["edge", "calls", "web"])
+    sv.add_argument("--sip-addr", default="127.0.0.1")
+    sv.add_argument("--sip-port", type=_port, default=5060)
+    sv.add_argument("--cs-port", type=_port, default=5080, help="call service UDP port on 127.0.0.1")
+    sv.add_argument("--rtp-ports", type=_rtp, default=(10000, 20000), metavar="A-B")
+    sv.add_argument("--web-addr", default="127.0.0.1")
+    sv.add_argument("--web-port", type=_port, default=8080)
+    sv.add_argument("--trusted", action="append", default=[])
+
     e = sub.add_parser("ext", help="extensions")
     esub = e.add_subparsers(dest="ext_cmd", required=True)
     a = esub.add_parser("add", parents=[common], help="add an extension")
@@ -75,7 +86,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=os.environ.get("PBX_LOG_LEVEL", "INFO"), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return {"run": cmd_run, "ext": cmd_ext, "status": cmd_status, "cdr": cmd_cdr}[args.cmd](args)
+        return {"run": cmd_run, "service": cmd_service, "ext": cmd_ext, "status": cmd_status,
+                "cdr": cmd_cdr}[args.cmd](args)
     except KeyboardInterrupt:
         return 130
 
@@ -93,6 +105,18 @@ def cmd_run(args) -> int:
     opts = RunOptions(data=data, sip_addr=args.sip_addr, sip_port=args.sip_port, web_port=args.web_port,
                       rtp_ports=args.rtp_ports, cs_port=args.cs_port, web=not args.no_web,
                       trusted=tuple(args.trusted))
+    return run(opts)
+
+
+def cmd_service(args) -> int:
+    data = Path(args.data).resolve()
+    if args.name == "web":
+        from .webservice import serve
+        return serve(data, args.web_addr, args.web_port)
+    from .runner import RunOptions, run
+    opts = RunOptions(data=data, sip_addr=args.sip_addr, sip_port=args.sip_port, web_port=args.web_port,
+                      rtp_ports=args.rtp_ports, cs_port=args.cs_port, web=False,
+                      trusted=tuple(args.trusted), components=frozenset({args.name}))
     return run(opts)
 
 

@@ -1,16 +1,17 @@
-"""`pbx run`: the whole PBX in one supervised process tree.
+"""`pbx run` (the whole PBX in one supervised process tree) and `pbx service NAME` (one part of it).
 
-Starts, in order: the call service (asyncio + uvloop, in this process), the Kamailio edge (child
-process, config generated from the PBX config), the web UI (child process), the local control
-socket. Configuration changes made by other processes (`pbx ext add`, the web UI) are picked up
-by polling the config file, so nothing ever needs an "apply" or a restart.
+`pbx run` starts, in order: the call service (asyncio + uvloop, in this process), the Kamailio edge
+(child process, config generated from the PBX config), the web UI (child process), the local control
+socket. On the appliance each part runs as its own systemd unit instead (`pbx service edge|calls`),
+the same code with a subset of the components. Configuration changes made by other processes
+(`pbx ext add`, the web UI) are picked up by polling the config file, so nothing ever needs an
+"apply" or a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import queue
 import signal
 import subprocess
@@ -27,6 +28,7 @@ from .callsvc.b2bua import CallService
 from .callsvc.media import MediaEngine
 from .control import ControlServer
 from .edge import Edge, EdgeConfig
+from .notify import Notifier
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -44,6 +46,7 @@ class RunOptions:
     trusted: tuple[str, ...] = ()
     flood_limit: tuple[int, int] = (100, 2)
     edge_children: int = 4
+    components: frozenset = frozenset({"edge", "calls", "web"})
 
 
 class CdrWriter:
@@ -84,35 +87,43 @@ class Pbx:
         self.calls: CallService | None = None
         self.web: subprocess.Popen | None = None
         self.control: ControlServer | None = None
-        self.cdr = CdrWriter(opts.data)
+        self.cdr = CdrWriter(opts.data) if "calls" in opts.components else None
         self.stopping = asyncio.Event()
-        self.notifier = _systemd_notifier()
+        self.notifier = Notifier()
+        self.edge_cfg: EdgeConfig | None = None
 
     def _subscribers(self) -> dict[str, str]:
         return {e.number: e.secret for e in self.store.extensions() if e.enabled}
 
     async def start(self) -> None:
         o = self.opts
-        from .media.prompts import load_prompt
-        media = MediaEngine(o.sip_addr, o.rtp_ports)
-        self.calls = CallService(store=self.store, cdr_sink=self.cdr, media=media, sip_addr=o.sip_addr,
-                                 edge=(o.sip_addr, o.sip_port), listen=("127.0.0.1", o.cs_port),
-                                 prompts=load_prompt)
-        await self.calls.start()
-        cs_port = self.calls.endpoint.local[1]
-        self.edge = Edge(EdgeConfig(data_dir=o.data, sip_addr=o.sip_addr, sip_port=o.sip_port,
-                                    cs_addr="127.0.0.1", cs_port=cs_port,
-                                    domain=self.store.settings().sip_domain, trusted=o.trusted,
-                                    flood_limit=o.flood_limit, children=o.edge_children))
-        self.edge.sync_subscribers(self._subscribers())
-        await asyncio.get_running_loop().run_in_executor(None, self.edge.start)
-        self.control = ControlServer(o.data, {"status": self._status, "ping": self._ping})
-        await self.control.start()
-        if o.web:
+        loop = asyncio.get_running_loop()
+        cs_port = o.cs_port
+        if "calls" in o.components:
+            from .media.prompts import load_prompt
+            media = MediaEngine(o.sip_addr, o.rtp_ports)
+            self.calls = CallService(store=self.store, cdr_sink=self.cdr, media=media,
+                                     sip_addr=o.sip_addr, edge=(o.sip_addr, o.sip_port),
+                                     listen=("127.0.0.1", o.cs_port), prompts=load_prompt)
+            await self.calls.start()
+            cs_port = self.calls.endpoint.local[1]
+        self.edge_cfg = EdgeConfig(data_dir=o.data, sip_addr=o.sip_addr, sip_port=o.sip_port,
+                                   cs_addr="127.0.0.1", cs_port=cs_port or 5080,
+                                   domain=self.store.settings().sip_domain, trusted=o.trusted,
+                                   flood_limit=o.flood_limit, children=o.edge_children)
+        if "edge" in o.components:
+            self.edge = Edge(self.edge_cfg)
+            self.edge.sync_subscribers(self._subscribers())
+            await loop.run_in_executor(None, self.edge.start)
+        if self.calls is not None:
+            self.control = ControlServer(o.data, {"status": self._status, "ping": self._ping})
+            await self.control.start()
+        if "web" in o.components and o.web:
             self._start_web()
-        log.info("PBX ready: SIP udp+tcp %s:%d, web http://%s:%d/, data %s", o.sip_addr, o.sip_port,
-                 o.sip_addr, o.web_port, o.data)
-        self.notifier("READY=1\nSTATUS=PBX ready")
+        parts = ", ".join(sorted(o.components))
+        log.info("PBX ready (%s): SIP udp+tcp %s:%d, web http://%s:%d/, data %s", parts, o.sip_addr,
+                 o.sip_port, o.sip_addr, o.web_port, o.data)
+        self.notifier.ready(f"serving {parts}")
 
     def _start_web(self) -> None:
         o = self.opts
@@ -123,7 +134,13 @@ class Pbx:
                                      "--host", o.sip_addr, "--port", str(o.web_port)])
 
     async def _status(self, _args) -> dict:
-        regs = await asyncio.get_running_loop().run_in_executor(None, self.edge.registrations)
+        # the edge may be another process (systemd units): its RPC FIFO is in the data directory
+        edge = self.edge or Edge(self.edge_cfg)
+        try:
+            regs = await asyncio.get_running_loop().run_in_executor(None, edge.registrations)
+        except Exception as exc:
+            log.warning("registrations unavailable from the edge: %s", exc)
+            regs = []
         st = self.calls.status()
         return {"uptime": round(time.time() - self.started, 1), "version": VERSION,
                 "registrations": regs, "calls": st["calls"], "completed_calls": st["completed"],
@@ -135,26 +152,39 @@ class Pbx:
         return {"pong": True}
 
     async def supervise(self) -> None:
-        """Main loop: config changes, child health, watchdog."""
+        """Main loop: config changes, child health, watchdog (pinged only while this loop runs)."""
+        loop = asyncio.get_running_loop()
         while not self.stopping.is_set():
             try:
-                await asyncio.wait_for(self.stopping.wait(), 0.5)
+                await asyncio.wait_for(self.stopping.wait(), min(0.5, self.notifier.interval))
             except asyncio.TimeoutError:
                 pass
+            if self.stopping.is_set():
+                break
             if self.store.changed():
                 log.info("configuration changed on disk: applying")
-                self.edge.sync_subscribers(self._subscribers())
-                self.calls.refresh_config()
-            if not self.edge.running and not self.stopping.is_set():
+                if self.edge is not None:
+                    self.edge.sync_subscribers(self._subscribers())
+                if self.calls is not None:
+                    self.calls.refresh_config()
+            healthy = True
+            if self.edge is not None and not self.edge.running:
                 log.error("Kamailio edge exited; restarting it")
-                await asyncio.get_running_loop().run_in_executor(None, self.edge.start)
-            if self.web is not None and self.web.poll() is not None and not self.stopping.is_set():
+                try:
+                    await loop.run_in_executor(None, self.edge.start)
+                except Exception as exc:
+                    healthy = False
+                    log.error("edge restart failed: %s", exc)
+            if self.web is not None and self.web.poll() is not None:
                 log.error("web UI exited with %s; restarting it", self.web.returncode)
                 self._start_web()
-            self.notifier(f"WATCHDOG=1\nSTATUS={len(self.calls.calls)} active calls")
+            if healthy:
+                calls = len(self.calls.calls) if self.calls is not None else 0
+                self.notifier.watchdog(f"{calls} active calls" if self.calls is not None else "edge up")
 
     async def stop(self) -> None:
         self.stopping.set()
+        self.notifier.stopping()
         if self.control is not None:
             await self.control.stop()
         if self.web is not None:
@@ -167,15 +197,8 @@ class Pbx:
             await self.calls.stop()
         if self.edge is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.edge.stop)
-        self.cdr.close()
-
-
-def _systemd_notifier():
-    if not os.environ.get("NOTIFY_SOCKET"):
-        return lambda msg: None
-    import sdnotify
-    n = sdnotify.SystemdNotifier()
-    return n.notify
+        if self.cdr is not None:
+            self.cdr.close()
 
 
 async def _main(opts: RunOptions) -> int:
