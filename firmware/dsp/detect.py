@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 

@@ -3,7 +3,8 @@
 The encoders are one 65,536-entry lookup table indexed by the raw 16-bit sample and the decoders
 one 256-entry table, so a 20 ms frame costs a single numpy take() (about 3 us for 160 samples).
 The tables are built from the ITU-T G.711 segment rules as written in the Sun reference code
-(the same code CPython's audioop uses), so the output is bit-exact with audioop.lin2ulaw / lin2alaw / ulaw2lin / alaw2lin.
+(the same code CPython's audioop uses), so the output is bit-exact with audioop's lin2ulaw,
+lin2alaw, ulaw2lin and alaw2lin.
 """
 from __future__ import annotations
 

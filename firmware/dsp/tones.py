@@ -34,7 +34,8 @@ class ToneSpec:
         if not self.freqs or any(f <= 0 for f in self.freqs):
             raise ValueError(f"ToneSpec needs one or more positive frequencies, got {self.freqs!r}")
         if len(self.cadence) % 2 or any(s <= 0 for s in self.cadence):
-            raise ValueError(f"ToneSpec cadence must be on/off pairs of positive seconds, got {self.cadence!r}")
+            raise ValueError("ToneSpec cadence must be on/off pairs of positive seconds, "
+                             f"got {self.cadence!r}")
 
 
 TONES: dict[tuple[str, str], ToneSpec] = {

@@ -90,19 +90,18 @@ def _to_float(fmt: tuple, data: memoryview, name: str) -> tuple[np.ndarray, int]
     return x.reshape(-1, channels), rate
 
 
-def resample(x: np.ndarray, rate_in: int, rate_out: int = RATE) -> np.ndarray:
-    """Band-limited resampling of a 1-D float signal by FFT (the whole clip at once).
-
-    Above 90 % of the lower Nyquist frequency the spectrum is rolled off with a raised cosine
-    instead of cut, which keeps the ringing of a brick-wall filter out of speech. The signal is
-    zero-padded first so the FFT's wrap-around does not smear the end into the start."""
-    if rate_in == rate_out or x.size == 0:
-        return x.copy()
+def _resample_block(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """FFT resampling of one block. Above 90 % of the lower Nyquist frequency the spectrum is
+    rolled off with a raised cosine instead of cut, which keeps the ringing of a brick-wall filter
+    out of speech. The block is zero-padded so the FFT's wrap-around does not smear its end into
+    its start."""
     n_out = max(1, round(x.size * rate_out / rate_in))
-    pad = max(64, int(0.05 * x.size))
-    n_in_padded = x.size + pad
+    # The padded length is a whole number of rate_in/gcd spans, so that it maps to a whole number
+    # of output samples: otherwise the output grid is stretched and the timing drifts.
+    step_in = rate_in // math.gcd(rate_in, rate_out)
+    n_in_padded = -(-(x.size + max(64, int(0.05 * x.size))) // step_in) * step_in
     spec = np.fft.rfft(x, n_in_padded)
-    n_out_padded = round(n_in_padded * rate_out / rate_in)
+    n_out_padded = n_in_padded * rate_out // rate_in
     keep = n_out_padded // 2 + 1
     freqs = np.fft.rfftfreq(n_in_padded, 1.0 / rate_in)
     edge = min(rate_in, rate_out) / 2.0
@@ -115,6 +114,31 @@ def resample(x: np.ndarray, rate_in: int, rate_out: int = RATE) -> np.ndarray:
         spec = np.concatenate([spec, np.zeros(keep - spec.size, dtype=spec.dtype)])
     y = np.fft.irfft(spec, n_out_padded) * (n_out_padded / n_in_padded)
     return y[:n_out]
+
+
+def resample(x: np.ndarray, rate_in: int, rate_out: int = RATE, block_s: float = 20.0) -> np.ndarray:
+    """Band-limited resampling of a 1-D float signal, output length round(len * out / in).
+
+    Long inputs (music on hold) go in blocks of about block_s seconds, each resampled with 0.5 s
+    of its neighbours on either side which are then dropped, so memory stays bounded on a Pi.
+    Block edges sit on input samples that map to whole output samples, keeping the timing exact."""
+    if rate_in == rate_out or x.size == 0:
+        return x.copy()
+    g = math.gcd(rate_in, rate_out)
+    step_in, step_out = rate_in // g, rate_out // g  # smallest input span with an exact output span
+    block = step_in * max(1, round(block_s * rate_in / step_in))
+    margin = step_in * max(1, math.ceil(0.5 * rate_in / step_in))
+    if x.size <= block + 2 * margin:
+        return _resample_block(x, rate_in, rate_out)
+    n_out = round(x.size * rate_out / rate_in)
+    out = []
+    for start in range(0, x.size, block):
+        lo = max(0, start - margin)
+        hi = min(x.size, start + block + margin)
+        y = _resample_block(x[lo:hi], rate_in, rate_out)
+        skip = (start - lo) // step_in * step_out
+        out.append(y[skip:skip + block // step_in * step_out])
+    return np.concatenate(out)[:n_out]
 
 
 def float_to_pcm16(x: np.ndarray) -> bytes:
