@@ -23,6 +23,7 @@ import logging
 import os
 import select
 import shutil
+import signal
 import sys
 import tempfile
 import termios
@@ -521,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--country", default="uk", choices=["uk", "us"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    # SIGTERM (make, systemd) unwinds through the finally below, which removes the pipes and link.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         sim = BoardSimulator(args.ports, directory=args.dir, country=args.country).start()
     except (ValueError, OSError) as exc:
