@@ -32,6 +32,8 @@ def user_allowed(view):
 
 
 def access_of(endpoint: str | None) -> str:
+    if endpoint == "static":  # CSS and the dashboard script: no secrets, needed by the login page
+        return "public"
     view = current_app.view_functions.get(endpoint) if endpoint else None
     return getattr(view, "_access", "admin") if view else "public"
 
