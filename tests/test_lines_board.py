@@ -113,6 +113,7 @@ def test_fxs_port_rings_with_uk_caller_id_before_the_first_ring(board, sim):
     rings = phone.rings
     time.sleep(0.4)
     assert phone.rings == rings and phone.state == "offhook"
+    assert phone.polarity == "normal"                   # restored once the ringing ended
 
 
 def test_us_caller_id_goes_between_first_and_second_ring(tmp_path, monkeypatch):

@@ -100,6 +100,12 @@ class LinePort:
                 self._play_timed(audio)
                 time.sleep(0.2)                         # SIN 227: ringing no sooner than 200 ms after the FSK
                 self._ring_command(cadence)
+                if plan.polarity_reversal:
+                    # Back to normal polarity once the ringing ends (answered, stopped or abandoned).
+                    deadline = time.monotonic() + 300
+                    while self.state == "ringing" and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                    self.board.command("POLARITY", self.number, "normal")
             else:
                 self._ring_command(cadence)
                 # GR-30: the data goes in the silent interval, at least 500 ms after the first ring ends.
