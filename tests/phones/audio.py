@@ -66,9 +66,10 @@ def _frames_with_tone(samples, rate, hz, min_snr_db):
 
 
 def _window(wav_path, start_s, end_s):
+    # Negative times count from the end, like Python slices: start_s=-1 is the last second.
     samples, rate = read_wav(wav_path)
-    a = 0 if start_s is None else int(start_s * rate)
-    b = len(samples) if end_s is None else int(end_s * rate)
+    a = None if start_s is None else int(start_s * rate)
+    b = None if end_s is None else int(end_s * rate)
     return samples[a:b], rate
 
 

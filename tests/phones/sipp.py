@@ -35,6 +35,7 @@ DEFAULT_PARAMS = {
     "uac_expect.xml": {"expect_code": 486},
     "uas_answer.xml": {"answer_delay": 0, "play_pcap": 0},
     "uas_load.xml": {"answer_delay": 0},
+    "uas_challenge.xml": {"username": "1000", "password": ""},
 }
 
 
@@ -155,6 +156,9 @@ class Sipp:
         args = ["sipp"]
         if remote is not None:
             args.append(f"{remote[0]}:{remote[1]}")
+            if self.scenario.name.startswith("uac"):
+                # Digest uri must be the Request-URI (RFC 2617 3.2.2); SIPp defaults to host:port.
+                args += ["-auth_uri", f"{service}@{remote[0]}:{remote[1]}"]
         args += ["-sf", str(self.scenario), "-i", local_ip, "-mi", local_ip,
                  "-p", str(self.port), "-mp", str(self.media_port),
                  "-t", "t1" if transport == "tcp" else "u1", "-s", str(service), "-m", str(calls),
