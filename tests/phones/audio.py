@@ -1,10 +1,9 @@
 """What did a phone hear? Tone checks on the WAV files the test phones record.
 
 tone_present(wav, 700) answers "did this phone hear 700 Hz"; on_off_pattern(wav, 425) gives the
-cadence of a ringback or busy tone. Detection is per 50 ms frame: the energy in a +-40 Hz band around
-the tone against everything else (Hann-windowed spectrum, so tones off the bin grid such as 425 Hz
-are measured as well as 700 Hz). G.711 quantisation noise sits ~35 dB below a full tone, so the
-default 10 dB margin separates "tone" from "speech, noise or two tones at once".
+cadence of a ringback or busy tone. Each 50 ms frame is judged by firmware.dsp.detect.tone_present
+(tone energy min_snr_db above everything else and above line noise); G.711 quantisation noise sits
+~35 dB below a full tone, so the default 10 dB separates "tone" from "speech, noise or two tones".
 """
 
 import logging
@@ -13,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from firmware.dsp import detect
+
 logger = logging.getLogger(__name__)
 
 FRAME_S = 0.05
-BAND_HZ = 40.0
-SILENCE_RMS = 30.0  # 16-bit sample units, about -60 dBFS: below this a frame is silence
 
 
 def read_wav(path):
@@ -51,18 +50,12 @@ def read_wav(path):
 
 
 def _frames_with_tone(samples, rate, hz, min_snr_db):
+    # The appliance's own detector (firmware.dsp.detect) judges each frame, so tests and the
+    # PBX agree on what "a tone" is.
     n = int(rate * FRAME_S)
-    count = len(samples) // n
-    if count == 0:
-        return np.zeros(0, dtype=bool)
-    frames = samples[:count * n].reshape(count, n) * np.hanning(n)
-    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
-    freqs = np.fft.rfftfreq(n, 1.0 / rate)
-    band = np.abs(freqs - hz) <= BAND_HZ
-    in_band = power[:, band].sum(axis=1)
-    rest = power[:, ~band].sum(axis=1) + 1e-9
-    rms = np.sqrt((samples[:count * n].reshape(count, n) ** 2).mean(axis=1))
-    return (10 * np.log10(in_band / rest + 1e-12) >= min_snr_db) & (rms >= SILENCE_RMS)
+    pcm = samples.astype("<i2").tobytes()
+    return np.array([detect.tone_present(pcm[i * 2 * n:(i + 1) * 2 * n], hz, rate, min_snr_db)
+                     for i in range(len(samples) // n)], dtype=bool)
 
 
 def _window(wav_path, start_s, end_s):
