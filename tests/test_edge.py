@@ -5,6 +5,8 @@ call service (one UDP socket on cs_addr:cs_port).
 """
 
 import hashlib
+import os
+import signal
 import logging
 import re
 import socket
@@ -624,3 +626,20 @@ def test_bad_subscribers_are_refused_and_the_old_set_kept(edge, subscribers, nam
 def test_unban_of_a_non_address_is_refused(edge):
     with pytest.raises(EdgeError, match="not an IPv4 address"):
         edge.unban("everyone")
+
+
+def test_a_crashed_edge_is_restarted_by_start(tmp_path):
+    edge = Edge(EdgeConfig(tmp_path, sip_port=free_port(), cs_port=free_port()))
+    edge.start()
+    try:
+        crashed = edge.pid
+        os.kill(crashed, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while edge.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not edge.running
+        edge.start()  # the children of the killed main process still hold the port: cleaned up first
+        assert edge.running and edge.pid != crashed
+        assert options_answered(edge.cfg.sip_port)
+    finally:
+        edge.stop()

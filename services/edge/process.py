@@ -71,6 +71,10 @@ class Edge:
         with self._lock:
             if self.running:
                 return
+            if self._proc is not None:  # died on its own: say so, then clean up
+                logger.error("edge: Kamailio pid %d had exited with code %s",
+                             self._proc.pid, self._proc.returncode)
+                self._terminate()
             binary = _kamailio_binary()
             cfg = self.cfg
             cfg.run_dir.mkdir(parents=True, exist_ok=True)
@@ -84,7 +88,10 @@ class Edge:
             self._proc = subprocess.Popen(
                 [binary, "-DD", "-E", "-f", str(cfg.cfg_path), "-P", str(cfg.pid_path),
                  "-Y", str(cfg.run_dir)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                # Its own process group: Kamailio signals its whole group on shutdown (that
+                # must not reach us), and orphaned workers can be stopped by group.
+                start_new_session=True)
             self._reader = threading.Thread(target=self._forward_stderr, args=(self._proc,),
                                             name="edge-stderr", daemon=True)
             self._reader.start()
@@ -120,6 +127,8 @@ class Edge:
                                proc.pid, _STOP_GRACE)
                 proc.kill()
                 proc.wait()
+        # Workers left behind when the main process died (crash, SIGKILL) hold the ports.
+        _kill_group(proc.pid)
         if self._reader is not None:
             self._reader.join(2.0)
             self._reader = None
@@ -140,8 +149,7 @@ class Edge:
         deadline = time.monotonic() + _STOP_GRACE
         while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
             time.sleep(0.05)
-        if os.path.exists(f"/proc/{pid}"):
-            os.kill(pid, signal.SIGKILL)
+        _kill_group(pid)
 
     def _forward_stderr(self, proc: subprocess.Popen) -> None:
         for raw in proc.stderr:
@@ -233,6 +241,21 @@ class Edge:
                 if exc.code != 404:  # not banned / nothing counted: already the wanted state
                     raise
         logger.info("edge: unban ip=%s", ip)
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL what is left of the process group our Kamailio led (its own session)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
 
 
 def _kamailio_binary() -> str:
