@@ -124,6 +124,7 @@ class WebProcess:
 
     def __init__(self, data_dir: Path):
         self.data = Path(data_dir)
+        self.data.mkdir(parents=True, exist_ok=True)
         self.port = free_port(both=False, kind=__import__("socket").SOCK_STREAM)
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = self.data / "webui.log"

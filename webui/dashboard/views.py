@@ -30,6 +30,15 @@ def snapshot(directory: Path) -> dict:
     extensions = [{"number": e.number, "name": e.name, "registered": e.number in regs,
                    "contacts": [r.get("contact", "") for r in regs.get(e.number, [])]}
                   for e in ConfigStore(directory).extensions()]
+    states = {t.get("name"): t for t in status.get("trunks", []) if isinstance(t, dict)}
+    trunks = []
+    for t in ConfigStore(directory).trunks():
+        live = states.get(t.name, {})
+        state = live.get("state") or ("registered" if live.get("registered") else None)
+        if state is None:
+            state = ("IP-authenticated" if not t.register
+                     else "not registered" if status["running"] else "unknown")
+        trunks.append({"name": t.name, "host": t.host, "state": state})
     return {
         "running": status["running"],
         "reason": status.get("reason", ""),
@@ -37,7 +46,9 @@ def snapshot(directory: Path) -> dict:
         "uptime": status.get("uptime"),
         "registrations": status.get("registrations", []),
         "calls": status.get("calls", []),
-        "trunks": status.get("trunks", []),
+        "trunks": trunks,
+        "sip_addr": status.get("sip_addr"),
+        "sip_port": status.get("sip_port"),
         "extensions": extensions,
     }
 

@@ -56,16 +56,22 @@
       };
     }), "No extensions.", 3);
     fill("calls", (s.calls || []).map(function (c) {
-      return function (tr) { cell(tr, c.src); cell(tr, c.dst); cell(tr, c.state); cell(tr, since(c.answer || c.start)); };
+      return function (tr) {
+        cell(tr, c.src); cell(tr, c.dst); cell(tr, c.state); cell(tr, since(c.answer || c.start));
+        tr.lastChild.dataset.since = c.answer || c.start || "";
+      };
     }), "No calls.", 4);
     fill("trunks", (s.trunks || []).map(function (t) {
-      return function (tr) { cell(tr, t.name); cell(tr, t.state || (t.registered ? "registered" : "not registered")); };
+      return function (tr) { cell(tr, t.name); cell(tr, t.state, t.state === "registered" ? "ok" : "off"); };
     }), "No trunks.", 2);
   }
 
   function tick() {
     var up = document.getElementById("uptime");
     if (up && uptimeBase !== null) { up.textContent = Math.round(uptimeBase + (Date.now() - uptimeAt) / 1000) + " s"; }
+    document.querySelectorAll("#calls td[data-since]").forEach(function (td) {
+      td.textContent = since(parseFloat(td.dataset.since));
+    });
   }
   setInterval(tick, 1000);
 

@@ -21,7 +21,14 @@ def software_version() -> str:
     try:
         return metadata.version("officepbx")
     except metadata.PackageNotFoundError:
-        return "unknown"
+        # Running from a source tree that pip never installed: the version is in pyproject.toml.
+        import tomllib
+        from pathlib import Path
+        try:
+            with open(Path(__file__).resolve().parents[2] / "pyproject.toml", "rb") as f:
+                return tomllib.load(f)["project"]["version"]
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "unknown"
 
 
 def host_uptime() -> float | None:

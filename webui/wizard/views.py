@@ -11,7 +11,7 @@ from flask import Blueprint, current_app, g, redirect, render_template, request,
 from firmware.config import ValidationError, ValidationErrors
 from webui.auth import guard
 from webui.auth.accounts import AccountError
-from webui.pbx import config_store, data_dir, validation_errors
+from webui.pbx import config_store, data_dir, pbx_status, validation_errors
 from webui.wizard import setup_code
 
 bp = Blueprint("wizard", __name__, template_folder="templates", url_prefix="/setup")
@@ -157,5 +157,8 @@ def add_extensions(store, rows: list[dict]) -> dict[int, dict[str, str]]:
 @bp.get("/done")
 def done():
     store = config_store()
-    return render_template("wizard/done.html", extensions=store.extensions(),
-                           sip_domain=store.settings().sip_domain or guess_sip_address())
+    status = pbx_status()
+    server = store.settings().sip_domain or status.get("sip_addr") or guess_sip_address()
+    if server and status.get("sip_port") and status["sip_port"] != 5060:
+        server = f"{server}:{status['sip_port']}"
+    return render_template("wizard/done.html", extensions=store.extensions(), sip_domain=server)
