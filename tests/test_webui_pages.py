@@ -394,3 +394,11 @@ def test_dashboard_stream_ends_by_itself_after_its_lifetime(admin, data):
     chunks = list(r.response)      # ends: STREAM_MAX_SECONDS is 2 s in these tests
     assert time.monotonic() - started < 10
     assert any(b"PBX not running" in c for c in chunks)
+
+
+def test_a_corrupt_config_file_gets_a_clear_page_not_a_crash(admin, data):
+    (data / "config.json").write_text("{ half a file")
+    r = admin.get("/extensions")
+    assert r.status_code == 503 and "not valid JSON" in r.text and "restore it from a backup" in r.text
+    r = admin.get("/api/v1/extensions", headers={"X-CSRF-Token": "x"})
+    assert r.status_code == 503 and "not valid JSON" in r.get_json()["error"]

@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from flask import Flask, g, jsonify
+from markupsafe import escape
 
 from webui.auth import guard
 from webui.auth.accounts import AccountStore
@@ -86,6 +87,18 @@ def create_app(data_dir: str | Path, config: dict | None = None) -> Flask:
                          (413, f"upload larger than {MAX_UPLOAD // 1024} kB: use a backup file "
                                "downloaded from the System page")):
         app.register_error_handler(status, _error_handler(status, text))
+
+    from firmware.config import ConfigFileError
+
+    @app.errorhandler(ConfigFileError)
+    def _config_unusable(exc):
+        # config.json unreadable or from newer firmware: say what to do instead of a bare 500.
+        logger.error("configuration unusable: %s", exc)
+        if guard.wants_json():
+            return jsonify(error=str(exc)), 503
+        return (f"<!doctype html><title>Configuration problem</title><h1>Configuration problem</h1>"
+                f"<p>{escape(str(exc))}</p><p>Restore a backup on the System page after fixing the file, "
+                f"or ask for help.</p>"), 503
 
     wizard.setup_code.ensure(data_dir, app.extensions["pbx.accounts"])
     return app

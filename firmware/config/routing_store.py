@@ -50,7 +50,7 @@ class RoutingStoreMixin:
                   transport: str = "udp") -> Trunk:
         return self._add(TRUNKS, Trunk(name, host, username, secret, register, transport))
 
-    def update_trunk(self, name: str, **changes) -> Trunk:
+    def update_trunk(self, name: str, /, **changes) -> Trunk:
         return self._update(TRUNKS, Trunk, name, changes)
 
     def remove_trunk(self, name: str) -> None:
@@ -73,7 +73,7 @@ class RoutingStoreMixin:
     def add_inbound_route(self, did: str, destination: str, name: str = "") -> InboundRoute:
         return self._add(INBOUND_ROUTES, InboundRoute(did, destination, name.strip()))
 
-    def update_inbound_route(self, did: str, **changes) -> InboundRoute:
+    def update_inbound_route(self, did: str, /, **changes) -> InboundRoute:
         return self._update(INBOUND_ROUTES, InboundRoute, did, changes)
 
     def remove_inbound_route(self, did: str) -> None:
@@ -92,7 +92,7 @@ class RoutingStoreMixin:
                            strip: int = 0, prepend: str = "") -> OutboundRoute:
         return self._add(OUTBOUND_ROUTES, OutboundRoute(name, pattern, trunk, fallback_trunk, strip, prepend))
 
-    def update_outbound_route(self, name: str, **changes) -> OutboundRoute:
+    def update_outbound_route(self, name: str, /, **changes) -> OutboundRoute:
         return self._update(OUTBOUND_ROUTES, OutboundRoute, name, changes)
 
     def remove_outbound_route(self, name: str) -> None:
