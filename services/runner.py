@@ -104,7 +104,8 @@ class Pbx:
             media = MediaEngine(o.sip_addr, o.rtp_ports)
             self.calls = CallService(store=self.store, cdr_sink=self.cdr, media=media,
                                      sip_addr=o.sip_addr, edge=(o.sip_addr, o.sip_port),
-                                     listen=("127.0.0.1", o.cs_port), prompts=load_prompt)
+                                     listen=("127.0.0.1", o.cs_port), prompts=load_prompt,
+                                     recordings_dir=o.data / "recordings")
             await self.calls.start()
             cs_port = self.calls.endpoint.local[1]
         self.edge_cfg = EdgeConfig(data_dir=o.data, sip_addr=o.sip_addr, sip_port=o.sip_port,

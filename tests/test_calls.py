@@ -210,3 +210,43 @@ def _speech_heard(wav_path) -> bool:
         return False
     rms = float(np.sqrt(np.mean(samples.astype(float) ** 2)))
     return rms > 300 and not tone_present(wav_path, CALLEE_HZ)
+
+
+def test_call_recording_writes_one_wav_per_side_with_what_each_said(pbx, tmp_path):
+    from tests.phones.audio import tone_present as heard
+    pbx.store.update_settings(record_calls=True)
+    try:
+        with phone(pbx, "1019", tmp_path, CALLER_HZ) as a, phone(pbx, "1020", tmp_path, CALLEE_HZ) as b:
+            registered(a), registered(b)
+            time.sleep(0.7)
+            b.auto_answer(200)
+            a.call(pbx.uri("1020"))
+            a.wait_state("CONFIRMED", timeout=5)
+            time.sleep(2)
+            a.hangup()
+            b.wait_state("DISCONNECTED", timeout=5)
+    finally:
+        pbx.store.update_settings(record_calls=False)
+    rec = cdr_for(pbx, "1019", "1020")
+    caller_wav, callee_wav = rec.legs[0]["recording"], rec.legs[1]["recording"]
+    assert heard(caller_wav, CALLER_HZ) and not heard(caller_wav, CALLEE_HZ)
+    assert heard(callee_wav, CALLEE_HZ) and not heard(callee_wav, CALLER_HZ)
+
+
+def test_us_country_setting_gives_us_busy_tone(pbx, tmp_path):
+    pbx.store.update_settings(country="us")
+    try:
+        with phone(pbx, "1021", tmp_path, CALLER_HZ) as a, phone(pbx, "1022", tmp_path, CALLEE_HZ) as b:
+            registered(a), registered(b)
+            time.sleep(0.7)
+            b.auto_answer(486)
+            a.call(pbx.uri("1022"))
+            a.wait_state("DISCONNECTED", timeout=10)
+            assert a.last_status == 486
+            # US busy: 480 + 620 Hz, 0.5 s on / 0.5 s off
+            assert tone_fraction(a.recording_path, (480, 620)) > 0.3
+            assert tone_fraction(a.recording_path, 400) < 0.05
+            pattern = [d for on, d in on_off_pattern(a.recording_path, (480, 620)) if on][:-1]
+            assert pattern and all(0.35 <= d <= 0.65 for d in pattern), pattern
+    finally:
+        pbx.store.update_settings(country="uk")

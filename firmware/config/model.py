@@ -125,6 +125,7 @@ class Settings:
     timezone: str = "UTC"
     sip_domain: str = ""           # what phones put after @; empty = the box's SIP address
     mode: str = "day"              # "day"|"night": toggled by *33 and the panel button
+    record_calls: bool = False     # record both sides of every answered call to DATA/recordings
 
     def validate(self) -> None:
         """Raise ValidationErrors listing every setting that breaks the rules."""
@@ -137,6 +138,8 @@ class Settings:
         errors += _host_errors("sip_domain", self.sip_domain)
         if self.mode not in MODES:
             errors.append(ValidationError("mode", f"{self.mode!r} is not one of {', '.join(MODES)}"))
+        if not isinstance(self.record_calls, bool):
+            errors.append(ValidationError("record_calls", f"must be true or false, got {self.record_calls!r}"))
         if errors:
             raise ValidationErrors(errors)
 

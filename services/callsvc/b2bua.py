@@ -86,6 +86,7 @@ class Call:
         self.hangup_by = ""
         self.final_b = 0
         self.dtmf = ""
+        self.recordings: list[str] = []
         self.no_answer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task | None = None
 
@@ -99,7 +100,7 @@ class CallService:
     """Owns the SIP endpoint, the media engine and the calls."""
 
     def __init__(self, *, store, cdr_sink, media: MediaEngine, sip_addr: str, edge: tuple[str, int],
-                 listen: tuple[str, int], prompts=None):
+                 listen: tuple[str, int], prompts=None, recordings_dir=None):
         self.store = store
         self.cdr_sink = cdr_sink            # callable(CallRecord), must not block
         self.media = media
@@ -107,6 +108,7 @@ class CallService:
         self.edge = edge
         self.listen = listen
         self.prompts = prompts              # callable(prompt_id) -> pcm16 bytes
+        self.recordings_dir = recordings_dir  # Path: where record_calls puts its WAVs
         self.endpoint: SipEndpoint | None = None
         self.calls: dict[str, Call] = {}    # by leg a Call-ID
         self.legs: dict[str, tuple[Call, Leg]] = {}  # by any leg's Call-ID
@@ -384,11 +386,25 @@ class CallService:
             a.dtmf_pt = None
         self.media.stop(a.rtp)
         self.media.bridge(a.rtp, b.rtp)
+        if self.settings.record_calls and self.recordings_dir is not None:
+            self._start_recording(call)
         call.state = "answered"
         call.answer = time.time()
         a.confirmed = True
         self._respond(call.tx, 200, a.local_tag, dialog=True, body=a.our_sdp(self.sip_addr))
         log.info("call %d %s -> %s answered (%s)", call.n, call.src, call.dst, a.codec)
+
+    def _start_recording(self, call: Call) -> None:
+        """One mono WAV per direction: what the caller said and what the callee said."""
+        from services.media.wavfile import WavWriter
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(call.start))
+        day = self.recordings_dir / stamp[:8]
+        day.mkdir(parents=True, exist_ok=True)
+        for leg, who in ((call.a, "caller"), (call.b, "callee")):
+            path = day / f"{stamp}-{call.src}-{call.dst}-{call.n}-{who}.wav"
+            leg.rtp.record_to(WavWriter(path))
+            call.recordings.append(str(path))
+        log.info("call %d: recording to %s", call.n, ", ".join(call.recordings))
 
     def _send_ack(self, call: Call, leg: Leg, cseq: int) -> None:
         self.endpoint.send_stateless(self._in_dialog(leg, "ACK", cseq=cseq))
@@ -590,6 +606,8 @@ class CallService:
                          "final": call.final_b})
         if call.dtmf:
             legs[0]["dtmf"] = call.dtmf
+        for leg, path in zip(legs, call.recordings):
+            leg["recording"] = path
         rec = CallRecord(call_id=call.a.call_id, src=call.src, dst=call.dst, start=call.start,
                          answer=call.answer, end=call.end, disposition=call.disposition, legs=legs,
                          cause=call.cause or (f"hangup by {call.hangup_by}" if call.hangup_by else ""))
