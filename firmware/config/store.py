@@ -27,6 +27,7 @@ from .model import SETTING_NAMES, Extension, Settings, generate_secret, normaliz
 from .storage import AtomicJSONStorage
 from .backup import BackupMixin
 from .routing_store import RoutingStoreMixin
+from .lines import LinesStoreMixin
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +41,9 @@ EXTENSIONS = Collection("extensions", Extension, key="number", noun="extension",
                         sort_key=lambda n: (len(n), n))   # numeric order: 201 before 1000
 
 
-class ConfigStore(RoutingStoreMixin, BackupMixin):
-    """Extensions and settings here; trunks and routes (routing_store.py) and backup/restore
-    (backup.py) come from the mixins."""
+class ConfigStore(RoutingStoreMixin, LinesStoreMixin, BackupMixin):
+    """Extensions and settings here; trunks and routes (routing_store.py), analog line ports
+    (lines.py) and backup/restore (backup.py) come from the mixins."""
 
     def __init__(self, data_dir: str | Path):
         self.data_dir = Path(data_dir)
@@ -109,6 +110,10 @@ class ConfigStore(RoutingStoreMixin, BackupMixin):
     def remove_extension(self, number: str) -> None:
         with self._write() as db:
             EXTENSIONS.remove(db, number)
+            ports = self._line_port_users(db, number)
+            if ports:
+                raise ValidationError("number", f"extension {number} is used by line port(s) "
+                                                f"{', '.join(map(str, ports))}: change or delete those first")
         logger.info("extension %s removed", number)
 
     # Settings
