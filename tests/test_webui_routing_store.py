@@ -106,10 +106,25 @@ def test_export_then_import_round_trips_and_a_bad_import_leaves_the_file_untouch
         with pytest.raises(ValidationError):
             other.import_config(broken)
         assert other.path.read_bytes() == before
-    assert other.import_config(doc) == {"extensions": 1, "trunks": 1, "inbound_routes": 1, "outbound_routes": 1}
+    assert other.import_config(doc) == {"extensions": 1, "trunks": 1, "inbound_routes": 1, "outbound_routes": 1,
+                                        "line_ports": 0}
     assert json.loads(json.dumps(other.export_config()))["trunks"] == doc["trunks"]
     assert [e.number for e in other.extensions()] == ["201"]
     assert other.settings().timezone == "Europe/Paris"
+
+
+def test_backup_carries_analog_line_ports_with_their_references(tmp_path, store):
+    store.add_extension("201", "Ann")
+    store.add_extension("290", "Analog line")
+    store.add_line_port(1, "fxo", "290", destination="201")
+    doc = store.export_config()
+    assert doc["line_ports"] == [{"number": 1, "kind": "fxo", "extension": "290", "destination": "201", "name": ""}]
+    other = ConfigStore(tmp_path / "other")
+    assert other.import_config(doc)["line_ports"] == 1
+    assert other.get_line_port(1).destination == "201"
+    broken = dict(doc, extensions=[e for e in doc["extensions"] if e["number"] != "201"])
+    with pytest.raises(ValidationError, match="no extension 201"):
+        other.import_config(broken)
 
 
 def test_backup_check_lists_every_problem_with_where_it_is():

@@ -17,6 +17,7 @@ from .migrations import SCHEMA_VERSION
 from .model import Extension, Settings
 from .routing import INBOUND_ROUTES, OUTBOUND_ROUTES, TRUNKS, InboundRoute, OutboundRoute, Trunk
 from .routing_store import reference_errors
+from .lines import LINE_PORTS, LinePortConfig, line_port_reference_errors
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ SECTIONS = {
     "trunks": (Trunk, "name"),
     "inbound_routes": (InboundRoute, "did"),
     "outbound_routes": (OutboundRoute, "name"),
+    "line_ports": (LinePortConfig, "number"),
 }
 
 
@@ -109,6 +111,9 @@ def parse_backup(doc: object) -> tuple[Settings, dict[str, list]]:
         for record in records[section]:
             errors.extend(ValidationError(f"{section}[{getattr(record, key)}].{err.field}", err.message)
                           for err in reference_errors(record, trunks, numbers))
+    for port in records["line_ports"]:
+        errors.extend(ValidationError(f"line_ports[{port.number}].{err.field}", err.message)
+                      for err in line_port_reference_errors(port, records["line_ports"], numbers))
     if errors:
         raise ValidationErrors(errors)
     return settings, records
@@ -131,6 +136,7 @@ class BackupMixin:
                 "trunks": [dataclasses.asdict(r) for r in TRUNKS.all(db)],
                 "inbound_routes": [dataclasses.asdict(r) for r in INBOUND_ROUTES.all(db)],
                 "outbound_routes": [dataclasses.asdict(r) for r in OUTBOUND_ROUTES.all(db)],
+                "line_ports": [dataclasses.asdict(r) for r in LINE_PORTS.all(db)],
             }
 
     def import_config(self, doc: object) -> dict[str, int]:
@@ -138,7 +144,8 @@ class BackupMixin:
         from .store import EXTENSIONS, SETTINGS_DOC_ID
         settings, records = parse_backup(doc)
         collections = {"extensions": EXTENSIONS, "trunks": TRUNKS,
-                       "inbound_routes": INBOUND_ROUTES, "outbound_routes": OUTBOUND_ROUTES}
+                       "inbound_routes": INBOUND_ROUTES, "outbound_routes": OUTBOUND_ROUTES,
+                       "line_ports": LINE_PORTS}
         with self._write() as db:
             for section, collection in collections.items():
                 db.table(collection.table).truncate()

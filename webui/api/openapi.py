@@ -125,7 +125,8 @@ def _schemas() -> dict:
             "settings": _ref("Settings"), "extensions": {"type": "array", "items": {"type": "object"}},
             "trunks": {"type": "array", "items": {"type": "object"}},
             "inbound_routes": {"type": "array", "items": _ref("InboundRoute")},
-            "outbound_routes": {"type": "array", "items": _ref("OutboundRoute")}}},
+            "outbound_routes": {"type": "array", "items": _ref("OutboundRoute")},
+            "line_ports": {"type": "array", "items": {"type": "object"}}}},
     }
 
 
