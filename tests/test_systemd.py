@@ -1,0 +1,424 @@
+"""systemd units: every unit verifies clean and is hardened below an exposure threshold, and every
+service started the way its unit starts it tells systemd READY=1 only once it serves, pings
+WATCHDOG=1 with a STATUS= line, and stops pinging while its main loop hangs (SIGSTOP).
+
+No systemd boot: the test binds the AF_UNIX datagram socket itself and hands it to the service in
+NOTIFY_SOCKET with WATCHDOG_USEC, exactly as systemd does.
+"""
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.pbxproc import ROOT, free_port, free_rtp_range
+
+INSTALL = ROOT / "systemd" / "install.sh"
+SERVICES = ("edge", "calls", "web", "panel", "lines")
+UNITS = tuple(f"pbx-{name}.service" for name in SERVICES) + ("pbx.target",)
+# systemd-analyze security --offline: 0 is a locked box, 10 an unprotected root service; "OK" ends
+# at 4.9. Measured: edge 1.7 (CAP_NET_BIND_SERVICE, network, netlink), web 1.5, calls 1.4,
+# panel and lines 0.7. A change that loosens a unit past 2.0 must say why in decision 006.
+EXPOSURE_MAX = 2.0
+WATCHDOG_USEC = 1_000_000           # the period a test service runs with: 1 s
+HUNG_FOR = 2.5                      # longer than two watchdog periods
+
+
+# --- the unit files ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def units(tmp_path_factory) -> Path:
+    """The units as install.sh renders them, with the prefix pointing at this checkout."""
+    dest = tmp_path_factory.mktemp("units")
+    done = subprocess.run([str(INSTALL), "--dest", str(dest), "--prefix", str(ROOT), "--units-only"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    return dest
+
+
+def unit_entries(path: Path) -> dict[tuple[str, str], list[str]]:
+    """{(section, key): [values]} with continuation lines joined; repeated keys keep every value."""
+    entries: dict[tuple[str, str], list[str]] = {}
+    section, pending = "", ""
+    for raw in path.read_text().splitlines():
+        line = pending + raw.strip()
+        if line.endswith("\\"):
+            pending = line[:-1] + " "
+            continue
+        pending = ""
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        entries.setdefault((section, key.strip()), []).append(value.strip())
+    return entries
+
+
+def test_installer_writes_every_unit_with_the_prefix_substituted(units):
+    assert sorted(p.name for p in units.iterdir()) == sorted(UNITS)
+    for name in UNITS:
+        text = (units / name).read_text()
+        assert "@PREFIX@" not in text
+    for name in SERVICES:
+        start = unit_entries(units / f"pbx-{name}.service")[("Service", "ExecStart")][0]
+        assert start.startswith(f"{ROOT}/.venv/bin/python -m ")
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_unit_passes_systemd_analyze_verify_with_empty_stderr(units, unit):
+    # verify exits 0 on warnings (unknown keys, bad values): only an empty stderr means clean
+    done = subprocess.run(["systemd-analyze", "verify", "--man=no", str(units / unit)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_service_exposure_score_is_below_threshold(units, name):
+    done = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager",
+                           str(units / f"pbx-{name}.service")], capture_output=True, text=True, timeout=60)
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", done.stdout)
+    assert found, done.stdout[-2000:] + done.stderr
+    assert float(found.group(1)) <= EXPOSURE_MAX, done.stdout
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_every_service_is_notify_with_watchdog_restart_and_hardening(units, name):
+    e = unit_entries(units / f"pbx-{name}.service")
+    one = {key: values[-1] for (_, key), values in e.items()}
+    assert one["Type"] == "notify" and one["NotifyAccess"] == "main"
+    assert one["WatchdogSec"].endswith("s") and one["Restart"] == "on-failure"
+    assert one["PartOf"] == "pbx.target" and one["WantedBy"] == "pbx.target"
+    assert one["User"] == "pbx" and one["StateDirectory"] == "pbx"
+    for key, value in (("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"), ("ProtectHome", "yes"),
+                       ("PrivateTmp", "yes"), ("SystemCallArchitectures", "native")):
+        assert one[key] == value, key
+    assert "@system-service" in e[("Service", "SystemCallFilter")]
+    caps = one["CapabilityBoundingSet"]
+    assert caps in ("", "CAP_NET_BIND_SERVICE"), caps
+    assert one["MemoryMax"].endswith("M") and int(one["MemoryMax"][:-1]) <= 256
+
+
+def test_edge_starts_after_the_call_service_without_requiring_it(units):
+    edge = unit_entries(units / "pbx-edge.service")
+    assert "pbx-calls.service" in edge[("Unit", "After")][0].split()
+    assert "pbx-calls.service" in edge[("Unit", "Wants")][0].split()
+    # Requires/BindsTo would restart Kamailio (and lose registrations) with the call service
+    assert ("Unit", "Requires") not in edge and ("Unit", "BindsTo") not in edge
+    web = unit_entries(units / "pbx-web.service")
+    assert "pbx-calls.service" in web[("Unit", "After")][0].split()
+    assert ("Unit", "Requires") not in web and ("Unit", "Wants") not in web
+
+
+def test_full_install_into_an_image_root_creates_user_and_enables_the_target(tmp_path):
+    root = tmp_path / "rootfs"
+    (root / "etc").mkdir(parents=True)
+    for name in ("passwd", "group", "shadow", "gshadow", "login.defs"):
+        shutil.copy(f"/etc/{name}", root / "etc" / name)
+    done = subprocess.run([str(INSTALL), "--root", str(root), "--prefix", "/opt/pbx", "--with-lines"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"^pbx:x:\d+:\d+:Office PBX:/var/lib/pbx:/usr/sbin/nologin$",
+                     (root / "etc/passwd").read_text(), re.M)
+    assert re.search(r"^gpio:", (root / "etc/group").read_text(), re.M)
+    system = root / "etc/systemd/system"
+    assert (system / "multi-user.target.wants/pbx.target").is_symlink()
+    assert sorted(p.name for p in (system / "pbx.target.wants").iterdir()) == sorted(
+        f"pbx-{name}.service" for name in SERVICES)
+    assert "ExecStart=/opt/pbx/.venv/bin/python" in (system / "pbx-edge.service").read_text()
+    assert (root / "etc/pbx/pbx.env").read_text() == (ROOT / "systemd/pbx.env.example").read_text()
+    assert (root / "etc/udev/rules.d/60-pbx-gpio.rules").exists()
+    # a second run keeps the admin's settings
+    (root / "etc/pbx/pbx.env").write_text("PBX_SIP_ADDR=192.0.2.7\n")
+    again = subprocess.run([str(INSTALL), "--root", str(root), "--prefix", "/opt/pbx"],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert (root / "etc/pbx/pbx.env").read_text() == "PBX_SIP_ADDR=192.0.2.7\n"
+
+
+def test_installer_refuses_a_relative_prefix_with_a_clear_error(tmp_path):
+    done = subprocess.run([str(INSTALL), "--dest", str(tmp_path), "--prefix", "opt/pbx", "--units-only"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "--prefix opt/pbx must be an absolute path" in done.stderr
+
+
+# --- the services under a test-held NOTIFY_SOCKET ----------------------------------------------
+
+class NotifySocket:
+    """What systemd's notify socket receives: (monotonic time, {key: value}) per datagram."""
+
+    def __init__(self) -> None:
+        # sun_path holds 108 bytes: pytest's tmp_path can be longer
+        self.dir = tempfile.mkdtemp(prefix="sdn-")
+        self.path = os.path.join(self.dir, "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+
+    def next(self, timeout: float) -> tuple[float, dict[str, str]] | None:
+        self.sock.settimeout(max(timeout, 0.001))
+        try:
+            data = self.sock.recv(4096)
+        except socket.timeout:
+            return None
+        fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
+        return time.monotonic(), fields
+
+    def wait_for(self, key: str, timeout: float, proc: subprocess.Popen, log: Path):
+        """The first message carrying `key`, and every message before it."""
+        seen = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = self.next(min(0.2, deadline - time.monotonic()))
+            if msg is not None:
+                seen.append(msg)
+                if key in msg[1]:
+                    return msg, seen
+            elif proc.poll() is not None:
+                raise AssertionError(f"service exited with {proc.returncode} before {key}:\n{tail(log)}")
+        raise AssertionError(f"no {key} within {timeout} s (got {seen}):\n{tail(log)}")
+
+    def collect(self, seconds: float) -> list[tuple[float, dict[str, str]]]:
+        got = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            msg = self.next(left)
+            if msg is not None:
+                got.append(msg)
+        return got
+
+    def close(self) -> None:
+        self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def tail(log: Path, n: int = 40) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-n:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def exec_start(unit: Path, data: Path, values: dict[str, str]) -> list[str]:
+    """The unit's ExecStart as systemd would run it: %S/pbx is the data dir, ${NAME} from values."""
+    line = unit_entries(unit)[("Service", "ExecStart")][0].replace("%S/pbx", str(data))
+    argv = []
+    for word in shlex.split(line):
+        name = re.fullmatch(r"\$\{(\w+)\}", word)
+        argv.append(values[name.group(1)] if name else word)
+    return argv
+
+
+class Service:
+    """One unit's ExecStart running under a NOTIFY_SOCKET and WATCHDOG_USEC that the test holds."""
+
+    def __init__(self, units: Path, name: str, tmp: Path, values: dict[str, str], extra_env=None):
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.data = tmp / "data"
+        self.log = tmp / f"{name}.log"
+        self.notify = NotifySocket()
+        argv = exec_start(units / f"pbx-{name}.service", self.data, values)
+        env = dict(os.environ, NOTIFY_SOCKET=self.notify.path, WATCHDOG_USEC=str(WATCHDOG_USEC),
+                   PYTHONUNBUFFERED="1", **(extra_env or {}))
+        with open(self.log, "wb") as log:
+            # own session: if it must be killed, Kamailio's children go with it
+            self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 30.0) -> dict[str, str]:
+        (_, fields), _ = self.notify.wait_for("READY", timeout, self.proc, self.log)
+        return fields
+
+    def wait_status(self, wanted, timeout: float) -> str:
+        """The first STATUS= for which wanted(status) holds; fails with every status seen."""
+        seen = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = self.notify.next(min(0.2, deadline - time.monotonic()))
+            if msg is not None and "STATUS" in msg[1]:
+                seen.append(msg[1]["STATUS"])
+                if wanted(seen[-1]):
+                    return seen[-1]
+        raise AssertionError(f"no such STATUS within {timeout} s; seen {seen}:\n{tail(self.log)}")
+
+    def stop(self) -> None:
+        try:
+            if self.proc.poll() is None:
+                os.kill(self.proc.pid, signal.SIGCONT)
+                self.proc.terminate()
+                try:
+                    self.proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                    self.proc.wait(5)
+        finally:
+            self.notify.close()
+
+
+@pytest.fixture
+def start_service(units, tmp_path):
+    started = []
+
+    def start(name, values, extra_env=None):
+        service = Service(units, name, tmp_path / name, values, extra_env)
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+def assert_watchdog_pings_then_stop_while_hung(service: Service) -> list[dict[str, str]]:
+    """WATCHDOG=1 at least every period; none while the process is stopped; back after SIGCONT."""
+    pings = [(t, f) for t, f in service.notify.collect(2.2) if f.get("WATCHDOG") == "1"]
+    assert len(pings) >= 3, f"{pings}\n{tail(service.log)}"
+    times = [t for t, _ in pings]
+    assert max(b - a for a, b in zip(times, times[1:])) < WATCHDOG_USEC / 1e6
+
+    os.kill(service.proc.pid, signal.SIGSTOP)
+    stat = Path(f"/proc/{service.proc.pid}/stat")
+    deadline = time.monotonic() + 5
+    while stat.read_text().rsplit(")", 1)[1].split()[0] != "T" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    service.notify.collect(0.1)                     # what was in flight when it stopped
+    assert service.notify.collect(HUNG_FOR) == [], "pinged while its main loop was stopped"
+    os.kill(service.proc.pid, signal.SIGCONT)
+    msg, _ = service.notify.wait_for("WATCHDOG", 3.0, service.proc, service.log)
+    assert msg[1]["WATCHDOG"] == "1"
+    return [f for _, f in pings]
+
+
+def assert_stops_cleanly(service: Service, says_stopping: bool = True) -> None:
+    """SIGTERM (systemctl stop) ends it with a status systemd counts as success, STOPPING=1 first."""
+    service.proc.terminate()
+    code = service.proc.wait(15)
+    rest = service.notify.collect(0.2)
+    if says_stopping:
+        assert code == 0, tail(service.log)
+        assert any(f.get("STOPPING") == "1" for _, f in rest), rest
+    else:
+        # death by SIGTERM is a clean stop for systemd (SuccessExitStatus), just without STOPPING=1
+        assert code in (0, -signal.SIGTERM), tail(service.log)
+
+
+def sip_options(port: int) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(1.0)
+        local = s.getsockname()[1]
+        call_id = uuid.uuid4().hex
+        s.sendto((f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
+                  f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK{call_id[:12]};rport\r\n"
+                  f"Max-Forwards: 70\r\nFrom: <sip:test@127.0.0.1>;tag={call_id[12:20]}\r\n"
+                  f"To: <sip:127.0.0.1:{port}>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\n"
+                  f"Content-Length: 0\r\n\r\n").encode(), ("127.0.0.1", port))
+        try:
+            return s.recv(65535)
+        except (socket.timeout, ConnectionRefusedError):
+            return b""
+
+
+def sip_values(**extra) -> dict[str, str]:
+    rtp = free_rtp_range()
+    return {"PBX_SIP_ADDR": "127.0.0.1", "PBX_SIP_PORT": str(free_port()), "PBX_CS_PORT": str(free_port()),
+            "PBX_RTP_PORTS": f"{rtp[0]}-{rtp[1]}", **extra}
+
+
+def test_edge_is_ready_when_kamailio_answers_options_and_its_watchdog_stops_when_hung(start_service):
+    values = sip_values()
+    edge = start_service("edge", values)
+    ready = edge.wait_ready()
+    reply = sip_options(int(values["PBX_SIP_PORT"]))
+    assert reply.startswith(b"SIP/2.0 200"), reply[:200]
+    assert ready["READY"] == "1" and ready["STATUS"]
+    pings = assert_watchdog_pings_then_stop_while_hung(edge)
+    assert pings[-1]["STATUS"] == "edge up"
+    assert_stops_cleanly(edge)
+
+
+def test_call_service_is_ready_when_it_answers_sip_and_its_watchdog_stops_when_hung(start_service):
+    values = sip_values()
+    calls = start_service("calls", values)
+    ready = calls.wait_ready()
+    reply = sip_options(int(values["PBX_CS_PORT"]))
+    assert reply.startswith(b"SIP/2.0 200"), reply[:200]
+    assert ready["STATUS"] == "serving calls"
+    pings = assert_watchdog_pings_then_stop_while_hung(calls)
+    assert pings[-1]["STATUS"] == "0 active calls"
+    assert_stops_cleanly(calls)
+
+
+def test_web_service_is_ready_when_http_answers_and_its_watchdog_stops_when_hung(start_service):
+    port = free_port(socket.SOCK_STREAM, both=False)
+    web = start_service("web", {"PBX_WEB_ADDR": "127.0.0.1", "PBX_WEB_PORT": str(port)})
+    ready = web.wait_ready(60)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", "/")
+    assert conn.getresponse().status < 500
+    conn.close()
+    assert ready["STATUS"] == f"web UI on http://127.0.0.1:{port}/"
+    assert_watchdog_pings_then_stop_while_hung(web)
+    # waitress leaves SIGTERM to its default action
+    assert_stops_cleanly(web, says_stopping=False)
+
+
+def test_panel_service_reports_the_mode_and_follows_a_change_made_elsewhere(start_service):
+    panel = start_service("panel", {"PBX_PANEL_PINS": "button=22,fault=21"},
+                          extra_env={"GPIOZERO_PIN_FACTORY": "mock"})
+    ready = panel.wait_ready()
+    assert ready["STATUS"] == "day mode, DAY/NIGHT button on GPIO22"
+    assert_watchdog_pings_then_stop_while_hung(panel)
+    # *33 or the web UI switches to night in another process: the panel loop picks it up
+    from firmware.config import ConfigStore
+    ConfigStore(panel.data).update_settings(mode="night")
+    panel.wait_status(lambda status: status == "night mode, DAY/NIGHT button on GPIO22", 3)
+    assert_stops_cleanly(panel)
+
+
+def test_panel_service_with_a_bad_pin_exits_with_a_clear_error(start_service):
+    panel = start_service("panel", {"PBX_PANEL_PINS": "button=99"}, extra_env={"GPIOZERO_PIN_FACTORY": "mock"})
+    assert panel.proc.wait(30) == 2
+    assert "panel pin button=99: use a BCM GPIO number 2..27" in panel.log.read_text()
+    assert panel.notify.collect(0.1) == []
+
+
+def test_lines_service_is_ready_once_the_board_is_synced_and_reports_port_states(start_service):
+    from hw.lines.simulator import BoardSimulator
+    with BoardSimulator("fxs:2,fxo:1") as sim:
+        lines = start_service("lines", {"PBX_LINES_TTY": sim.tty})
+        ready = lines.wait_ready()
+        # READY only after the board answered HELLO and STATUS
+        assert [f.cmd for f in sim.commands][:2] == ["HELLO", "STATUS"]
+        assert ready["STATUS"] == (f"board SIM-LINE fw 1.0 on {sim.tty}: "
+                                   "0 fxs onhook, 1 fxs onhook, 2 fxo idle")
+        assert_watchdog_pings_then_stop_while_hung(lines)
+        sim.ports[1].off_hook()
+        lines.wait_status(lambda status: status.endswith("0 fxs onhook, 1 fxs offhook, 2 fxo idle"), 3)
+        assert_stops_cleanly(lines)
+
+
+def test_lines_service_keeps_pinging_and_says_so_while_the_board_is_unplugged(start_service):
+    from hw.lines.simulator import BoardSimulator
+    with BoardSimulator("fxs:1") as sim:
+        lines = start_service("lines", {"PBX_LINES_TTY": sim.tty})
+        lines.wait_ready()
+        sim.unplug()
+        lines.wait_status(lambda status: status.startswith(
+            f"line board at {sim.tty} disconnected: reconnecting"), 5)
+        sim.plug()
+        lines.wait_status(lambda status: status == f"board SIM-LINE fw 1.0 on {sim.tty}: 0 fxs onhook", 10)
+        assert_stops_cleanly(lines)
