@@ -340,21 +340,6 @@ def test_dashboard_says_pbx_not_running_without_the_control_socket(admin, store)
     assert "PBX not running" in html and "201" in html
 
 
-def _events(response, count: int, timeout: float = 5.0) -> list[dict]:
-    events, buf, deadline = [], "", time.monotonic() + timeout
-    for chunk in response.response:
-        buf += chunk.decode() if isinstance(chunk, bytes) else chunk
-        while "\n\n" in buf:
-            block, buf = buf.split("\n\n", 1)
-            data = [line[6:] for line in block.splitlines() if line.startswith("data: ")]
-            if data:
-                events.append(json.loads("".join(data)))
-        if len(events) >= count or time.monotonic() > deadline:
-            break
-    response.close()
-    return events
-
-
 def test_dashboard_stream_pushes_a_new_event_when_a_phone_registers_or_a_call_starts(admin, store, data):
     store.add_extension("201", "Ann")
     store.add_extension("202", "Bob")

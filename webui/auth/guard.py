@@ -85,7 +85,7 @@ def _identify():
             session.clear()
 
 
-def _refuse(status: int, message: str):
+def refuse(status: int, message: str):
     if wants_json():
         resp = jsonify(error=message)
         resp.status_code = status
@@ -109,23 +109,23 @@ def before_request():
         if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
             logger.info("CSRF check failed for %s %s from %s", request.method, request.path,
                         client_address())
-            return _refuse(400, "form expired or was sent from another site (CSRF token missing "
+            return refuse(400, "form expired or was sent from another site (CSRF token missing "
                                 "or wrong): reload the page and send it again")
     if not accounts.has_admin():
         if endpoint in SETUP_ENDPOINTS:
             return None
         if wants_json():
-            return _refuse(503, "first-boot setup is not done: open the web UI and run the wizard")
+            return refuse(503, "first-boot setup is not done: open the web UI and run the wizard")
         return redirect(url_for("wizard.admin"))
     if g.via_token and g.user is None:
-        return _refuse(401, "API token unknown or revoked: create one on the System page")
+        return refuse(401, "API token unknown or revoked: create one on the System page")
     access = access_of(endpoint)
     if access == "public":
         return None
     if g.user is None:
-        return _refuse(401, "log in first")
+        return refuse(401, "log in first")
     if access == "admin" and not g.user.is_admin:
-        return _refuse(403, "this page is for administrators")
+        return refuse(403, "this page is for administrators")
     return None
 
 
@@ -170,7 +170,7 @@ class PbxSessionInterface(SecureCookieSessionInterface):
 
 def require_owner(number: str):
     if not owns_extension(number):
-        return _refuse(403, f"extension {number} is not yours")
+        return refuse(403, f"extension {number} is not yours")
     return None
 
 

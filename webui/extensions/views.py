@@ -75,7 +75,7 @@ def edit(number: str):
     store = config_store()
     ext = store.get_extension(number)
     if ext is None:
-        return guard._refuse(404, f"no extension {number}")
+        return guard.refuse(404, f"no extension {number}")
     values = {"number": ext.number, "name": ext.name, "secret": ""}
     errors: dict[str, str] = {}
     if request.method == "POST":
@@ -116,7 +116,7 @@ def reveal(number: str):
     store = config_store()
     ext = store.get_extension(number)
     if ext is None:
-        return guard._refuse(404, f"no extension {number}")
+        return guard.refuse(404, f"no extension {number}")
     _audit("secret_revealed", f"extension {number}")
     return _edit_page(ext, revealed=ext.secret)
 
@@ -126,7 +126,7 @@ def regenerate(number: str):
     try:
         ext = config_store().regenerate_secret(number)
     except ValidationError as e:
-        return guard._refuse(404, e.message)
+        return guard.refuse(404, e.message)
     _audit("secret_regenerated", f"extension {number}")
     return _edit_page(ext, revealed=ext.secret,
                       notice=f"New SIP password for {number}: the phone must be updated with it.")
@@ -136,7 +136,7 @@ def regenerate(number: str):
 def delete(number: str):
     store = config_store()
     if store.get_extension(number) is None:
-        return guard._refuse(404, f"no extension {number}")
+        return guard.refuse(404, f"no extension {number}")
     dids = routes_to(store, number)
     if dids:
         flash(f"Extension {number} still receives inbound route(s) {', '.join(dids)}: "

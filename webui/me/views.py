@@ -41,7 +41,7 @@ def index():
 @guard.user_allowed
 def save():
     if not g.user.extension:
-        return guard._refuse(404, "this account has no extension")
+        return guard.refuse(404, "this account has no extension")
     name = request.form.get("name", "").strip()
     try:
         config_store().update_extension(g.user.extension, name=name)
@@ -56,7 +56,7 @@ def save():
 def reveal():
     ext = config_store().get_extension(g.user.extension or "")
     if ext is None:
-        return guard._refuse(404, "this account has no extension")
+        return guard.refuse(404, "this account has no extension")
     _audit("secret_revealed", f"extension {ext.number} (by its user)")
     return _page(revealed=ext.secret)
 
@@ -65,7 +65,7 @@ def reveal():
 @guard.user_allowed
 def regenerate():
     if not g.user.extension:
-        return guard._refuse(404, "this account has no extension")
+        return guard.refuse(404, "this account has no extension")
     ext = config_store().regenerate_secret(g.user.extension)
     _audit("secret_regenerated", f"extension {ext.number} (by its user)")
     return _page(revealed=ext.secret, notice="New SIP password: update your phone with it.")

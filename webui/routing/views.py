@@ -51,7 +51,7 @@ def inbound_edit(did: str):
     store = config_store()
     route = store.get_inbound_route(did)
     if route is None:
-        return guard._refuse(404, f"no inbound route for {did}")
+        return guard.refuse(404, f"no inbound route for {did}")
     values = {"did": route.did, "destination": route.destination, "name": route.name}
     errors: dict[str, str] = {}
     if request.method == "POST":
@@ -72,7 +72,7 @@ def inbound_delete(did: str):
     try:
         config_store().remove_inbound_route(did)
     except ValidationError as e:
-        return guard._refuse(404, e.message)
+        return guard.refuse(404, e.message)
     _audit("inbound_route_removed", f"DID {did}")
     flash(f"Inbound route {did} deleted.", "ok")
     return redirect(url_for("routing.index"))
@@ -122,7 +122,7 @@ def outbound_edit(name: str):
     store = config_store()
     route = store.get_outbound_route(name)
     if route is None:
-        return guard._refuse(404, f"no outbound route {name}")
+        return guard.refuse(404, f"no outbound route {name}")
     values = {k: getattr(route, k) for k in OUT_FIELDS}
     errors: dict[str, str] = {}
     if request.method == "POST":
@@ -145,7 +145,7 @@ def outbound_delete(name: str):
     try:
         config_store().remove_outbound_route(name)
     except ValidationError as e:
-        return guard._refuse(404, e.message)
+        return guard.refuse(404, e.message)
     _audit("outbound_route_removed", f"route {name}")
     flash(f"Outbound route {name} deleted.", "ok")
     return redirect(url_for("routing.index"))

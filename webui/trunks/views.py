@@ -60,7 +60,7 @@ def edit(name: str):
     store = config_store()
     trunk = store.get_trunk(name)
     if trunk is None:
-        return guard._refuse(404, f"no trunk {name}")
+        return guard.refuse(404, f"no trunk {name}")
     values = {"name": trunk.name, "host": trunk.host, "username": trunk.username, "secret": "",
               "transport": trunk.transport, "register": trunk.register}
     errors: dict[str, str] = {}
