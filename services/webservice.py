@@ -45,7 +45,7 @@ def serve(data_dir, host: str, port: int) -> int:
                     notifier.ready(f"web UI on http://{host}:{port}/")
                     log.info("web UI serving on http://%s:%d/", host, port)
                     ready = True
-                notifier.watchdog()
+                notifier.watchdog(f"web UI on http://{host}:{port}/")
             elif not ready:
                 stop.wait(0.1)
 
