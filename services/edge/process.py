@@ -282,7 +282,7 @@ def _level_of(line: str) -> int:
     for marker, level in ((" CRITICAL:", logging.CRITICAL), (" ALERT:", logging.CRITICAL),
                           (" BUG:", logging.ERROR), (" ERROR:", logging.ERROR),
                           (" WARNING:", logging.WARNING), (" NOTICE:", logging.INFO),
-                          (" INFO:", logging.INFO)):
+                          (" INFO:", logging.DEBUG)):  # Kamailio's INFO is start-up chatter
         if marker in line:
             return level
     return logging.DEBUG
