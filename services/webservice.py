@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import sys
 import threading
 
 import waitress
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 def _alive(host: str, port: int) -> bool:
     try:
         conn = http.client.HTTPConnection(host, port, timeout=2)
-        conn.request("GET", "/")
+        conn.request("GET", "/healthz")
         ok = conn.getresponse().status < 500
         conn.close()
         return ok
@@ -30,8 +31,12 @@ def _alive(host: str, port: int) -> bool:
 
 def serve(data_dir, host: str, port: int) -> int:
     from webui import create_app
+    from webui.wizard import setup_code
     notifier = Notifier()
     app = create_app(str(data_dir))
+    code = setup_code.read(str(data_dir))
+    if code:  # first boot: the console (journal) shows the one-time code the wizard asks for
+        print(f"setup code: {code} (open http://{host}:{port}/)", file=sys.stderr, flush=True)
     server = waitress.create_server(app, host=host, port=port, threads=8, send_bytes=1,
                                     channel_timeout=60, ident="pbx", clear_untrusted_proxy_headers=True)
     probe_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
