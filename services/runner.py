@@ -11,6 +11,7 @@ the same code with a subset of the components. Configuration changes made by oth
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import queue
 import signal
@@ -166,6 +167,7 @@ class Pbx:
                 log.info("configuration changed on disk: applying")
                 if self.edge is not None:
                     self.edge.sync_subscribers(self._subscribers())
+                    await self._apply_domain(loop)
                 if self.calls is not None:
                     self.calls.refresh_config()
             healthy = True
@@ -182,6 +184,21 @@ class Pbx:
             if healthy:
                 calls = len(self.calls.calls) if self.calls is not None else 0
                 self.notifier.watchdog(f"{calls} active calls" if self.calls is not None else "edge up")
+
+    async def _apply_domain(self, loop) -> None:
+        """The SIP domain is part of the generated edge config: a change restarts the edge.
+
+        It is set in the first-boot wizard, before phones register; a later change costs the
+        phones one re-registration (their registrations live in the edge's memory).
+        """
+        domain = self.store.settings().sip_domain
+        if domain == self.edge_cfg.domain:
+            return
+        log.warning("SIP domain changed from %r to %r: restarting the edge", self.edge_cfg.domain, domain)
+        self.edge_cfg = dataclasses.replace(self.edge_cfg, domain=domain)
+        await loop.run_in_executor(None, self.edge.stop)
+        self.edge = Edge(self.edge_cfg)
+        await loop.run_in_executor(None, self.edge.start)
 
     async def stop(self) -> None:
         self.stopping.set()

@@ -250,3 +250,38 @@ def test_us_country_setting_gives_us_busy_tone(pbx, tmp_path):
             assert pattern and all(0.35 <= d <= 0.65 for d in pattern), pattern
     finally:
         pbx.store.update_settings(country="uk")
+
+
+def test_sip_domain_set_live_is_served_by_the_edge_without_a_manual_restart(pbx, tmp_path):
+    assert _options_status(pbx, "pbx.office.test") != 200
+    pbx.store.update_settings(sip_domain="pbx.office.test")
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and _options_status(pbx, "pbx.office.test") != 200:
+            time.sleep(0.3)
+        assert _options_status(pbx, "pbx.office.test") == 200
+        with phone(pbx, "1023", tmp_path, CALLER_HZ) as a:  # phones register again after the change
+            registered(a)
+    finally:
+        pbx.store.update_settings(sip_domain="")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and _options_status(pbx, "pbx.office.test") == 200:
+            time.sleep(0.3)  # the edge restarts again: let it finish before the next test
+
+
+def _options_status(pbx, domain: str) -> int:
+    import secrets
+    import socket
+    call_id = secrets.token_hex(8)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(1.0)
+        port = s.getsockname()[1]
+        s.sendto((f"OPTIONS sip:{domain} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{call_id}\r\n"
+                  f"From: <sip:probe@127.0.0.1>;tag=1\r\nTo: <sip:{domain}>\r\nCall-ID: {call_id}\r\n"
+                  f"CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode(),
+                 pbx.registrar)
+        try:
+            return int(s.recv(65535).split(b" ", 2)[1])
+        except (socket.timeout, ConnectionRefusedError):
+            return 0
