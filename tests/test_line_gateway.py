@@ -1,0 +1,208 @@
+"""The line gateway end to end: analog phones and a PSTN line on the board simulator (pty + ALSA
+file plugin) become SIP phones of the real PBX (Kamailio edge + call service), and talk to pjsua2
+phones. Audio is proven by tones: the analog side sends 600 Hz into its capture path, the SIP
+phone plays 1100 Hz; each side must hear the other's tone.
+
+Ports (as printed on the box): 1 = FXS, analog phone, extension 1050; 2 = FXO, a PSTN line whose
+account is 1053 and whose calls ring 1052. Board numbering starts at 0 (sim.ports[0] is port 1).
+"""
+import os
+import time
+
+import pytest
+
+from firmware.cdr import Disposition
+from firmware.config import ConfigStore, ValidationError
+from firmware.dsp import detect
+from firmware.dsp.tones import ToneGenerator, ToneSpec
+from hw.lines import LineBoard
+from hw.lines.gateway import GatewayRunner, LineGateway
+from hw.lines.simulator import BoardSimulator
+from tests.pbxproc import PbxProcess
+from tests.phones.audio import tone_present
+from tests.phones.pj import PjPhone
+
+pytestmark = pytest.mark.e2e
+
+ANALOG_HZ, SIP_HZ = 600, 1100
+PSTN_CALLER = "01632960123"
+FXS_EXT, SIP_EXT, FXO_DEST, FXO_ACCOUNT = "1050", "1051", "1052", "1053"
+
+
+@pytest.fixture(scope="module")
+def pbx(tmp_path_factory):
+    proc = PbxProcess(tmp_path_factory.mktemp("linepbx"), extensions=[FXS_EXT, SIP_EXT, FXO_DEST, FXO_ACCOUNT],
+                      settings={"busy_tone_seconds": 1, "no_answer_timeout": 20, "country": "uk"})
+    proc.store.add_line_port(1, "fxs", FXS_EXT, name="Reception analog")
+    proc.store.add_line_port(2, "fxo", FXO_ACCOUNT, destination=FXO_DEST, name="BT line")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def lines(pbx, tmp_path_factory):
+    """Board simulator + driver + gateway, registered at the PBX's edge."""
+    sim = BoardSimulator("fxs:1,fxo:1", directory=str(tmp_path_factory.mktemp("board")), country="uk").start()
+    saved = os.environ.get("ALSA_CONFIG_PATH")
+    os.environ["ALSA_CONFIG_PATH"] = sim.alsa_config_path
+    board = LineBoard(sim.tty, country="uk", backoff=(0.05, 0.2)).start()
+    runner = None
+    try:
+        assert board.wait_connected(5), "line board did not sync with the simulator"
+        runner = GatewayRunner(LineGateway(ConfigStore(pbx.data), board, edge=pbx.registrar)).start()
+        assert runner.wait_registered(5), f"ports did not register: {runner.status()}\n{pbx.log_tail()}"
+        yield sim, runner
+    finally:
+        if runner is not None:
+            runner.stop()
+        board.close()
+        sim.stop()
+        if saved is None:
+            os.environ.pop("ALSA_CONFIG_PATH", None)
+        else:
+            os.environ["ALSA_CONFIG_PATH"] = saved
+
+
+def sip_phone(pbx, number, tmp_path):
+    p = PjPhone(user=number, secret=pbx.secrets[number], registrar=pbx.registrar, tone_hz=SIP_HZ,
+                record_dir=tmp_path)
+    p.start()
+    assert p.register() == 200
+    return p
+
+
+def sine(hz, seconds):
+    return ToneGenerator(ToneSpec((hz,), level_dbm0=-10.0)).frame(int(8000 * seconds))
+
+
+def heard_fraction(pcm, hz, skip_s=0.0):
+    """Share of 50 ms frames of what the host played to a simulated port that carry hz."""
+    pcm = pcm[int(skip_s * 16000):]
+    frames = [pcm[i:i + 800] for i in range(0, len(pcm) - 799, 800)]
+    return sum(detect.tone_present(f, hz) for f in frames) / max(1, len(frames))
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def line_state(runner, port):
+    return next(p["state"] for p in runner.status() if p["port"] == port)
+
+
+def test_line_ports_register_as_their_extensions_at_the_edge(pbx, lines):
+    _, runner = lines
+    assert [(p["port"], p["kind"], p["extension"], p["registered"]) for p in runner.status()] == [
+        (1, "fxs", FXS_EXT, True), (2, "fxo", FXO_ACCOUNT, True)]
+    aors = {r["aor"] for r in pbx.status()["registrations"]}
+    assert {FXS_EXT, FXO_ACCOUNT} <= aors
+
+
+def test_analog_phone_hears_dial_tone_dials_by_dtmf_and_talks_to_a_sip_phone(pbx, lines, tmp_path):
+    sim, runner = lines
+    analog = sim.ports[0]
+    callee = sip_phone(pbx, SIP_EXT, tmp_path)
+    try:
+        callee.auto_answer(200, after_ms=500)
+        analog.heard(clear=True)
+        analog.off_hook()
+        time.sleep(0.6)
+        assert heard_fraction(analog.heard(), (350, 440), skip_s=0.15) > 0.8, "no dial tone after off-hook"
+        analog.dial(SIP_EXT)                    # no '#': the 4 s inter-digit timeout ends dialling
+        callee.wait_incoming(timeout=8)
+        callee.wait_state("CONFIRMED", timeout=5)
+        wait_for(lambda: line_state(runner, 1) == "talking", 3, "the FXS line to be talking")
+        analog.heard(clear=True)
+        analog.send_audio(sine(ANALOG_HZ, 3.0))
+        time.sleep(3.0)
+        assert heard_fraction(analog.heard(), SIP_HZ, skip_s=0.3) > 0.7, "analog phone did not hear the SIP phone"
+        analog.on_hook()
+        callee.wait_state("DISCONNECTED", timeout=5)
+        assert tone_present(callee.recording_path, ANALOG_HZ, start_s=0.5), "SIP phone did not hear the analog phone"
+    finally:
+        callee.stop()
+    rec = pbx.wait_cdr(lambda r: r.src == FXS_EXT and r.dst == SIP_EXT)
+    assert rec.disposition is Disposition.ANSWERED and rec.legs[0]["hangup_by"] == "caller"
+    wait_for(lambda: line_state(runner, 1) == "idle", 3, "the FXS line to be idle")
+
+
+def test_sip_phone_calls_the_analog_phone_which_rings_with_caller_id_and_answers(pbx, lines, tmp_path):
+    sim, runner = lines
+    analog = sim.ports[0]
+    caller = sip_phone(pbx, SIP_EXT, tmp_path)
+    try:
+        analog.heard(clear=True)
+        caller.call(pbx.uri(FXS_EXT))
+        assert caller.wait_state("EARLY", timeout=5)["code"] == 180
+        assert analog.wait_state("ringing", timeout=5)
+        wait_for(lambda: analog.rings >= 1, 5, "the first ring")
+        assert analog.caller_id().number == SIP_EXT             # UK: V.23 FSK before the first ring
+        analog.off_hook()
+        caller.wait_state("CONFIRMED", timeout=5)
+        analog.heard(clear=True)
+        analog.send_audio(sine(ANALOG_HZ, 3.0))
+        time.sleep(3.0)
+        assert heard_fraction(analog.heard(), SIP_HZ, skip_s=0.3) > 0.7, "analog phone did not hear the SIP phone"
+        caller.hangup()                                           # the far end hangs up first
+        caller.wait_state("DISCONNECTED", timeout=5)
+        assert tone_present(caller.recording_path, ANALOG_HZ, start_s=0.5), "SIP phone did not hear the analog phone"
+        wait_for(lambda: line_state(runner, 1) == "released", 3, "the gateway to see the BYE")
+        analog.heard(clear=True)
+        time.sleep(1.0)
+        assert heard_fraction(analog.heard(), 400) > 0.3, "no busy tone after the far end hung up"
+        analog.on_hook()
+    finally:
+        caller.stop()
+    rec = pbx.wait_cdr(lambda r: r.src == SIP_EXT and r.dst == FXS_EXT)
+    assert rec.disposition is Disposition.ANSWERED and rec.billsec >= 2
+    wait_for(lambda: line_state(runner, 1) == "idle", 3, "the FXS line to be idle")
+
+
+def test_pstn_call_on_the_fxo_line_rings_its_extension_showing_the_callers_number(pbx, lines, tmp_path):
+    sim, runner = lines
+    line = sim.ports[1]
+    phone = sip_phone(pbx, FXO_DEST, tmp_path)
+    try:
+        line.incoming_call(PSTN_CALLER)
+        incoming = phone.wait_incoming(timeout=8)
+        assert PSTN_CALLER in incoming["from"]
+        assert line.state == "ringing"                             # not seized before the answer
+        phone.answer(200)
+        phone.wait_state("CONFIRMED", timeout=5)
+        assert line.wait_state("seized", timeout=3)
+        line.heard(clear=True)
+        line.send_audio(sine(ANALOG_HZ, 3.0))
+        time.sleep(3.0)
+        assert heard_fraction(line.heard(), SIP_HZ, skip_s=0.3) > 0.7, "the PSTN caller did not hear the phone"
+        line.far_end_hangup("loop")
+        phone.wait_state("DISCONNECTED", timeout=5)                # BYE from the gateway
+        assert tone_present(phone.recording_path, ANALOG_HZ, start_s=0.5), "the phone did not hear the PSTN caller"
+        assert line.wait_state("idle", timeout=3)                  # released
+    finally:
+        phone.stop()
+    rec = pbx.wait_cdr(lambda r: r.src == FXO_ACCOUNT and r.dst == FXO_DEST)
+    assert rec.disposition is Disposition.ANSWERED and rec.legs[0]["hangup_by"] == "caller"
+
+
+def test_line_port_config_names_the_bad_field_and_the_fix(tmp_path):
+    store = ConfigStore(tmp_path)
+    store.add_extension("2000", "Analog")
+    store.add_extension("2001", "Line")
+    store.add_line_port(1, "fxs", "2000")
+    with pytest.raises(ValidationError, match="already line port 1's account"):
+        store.add_line_port(2, "fxs", "2000")
+    with pytest.raises(ValidationError, match="FXO line needs the extension its incoming calls ring"):
+        store.add_line_port(2, "fxo", "2001")
+    with pytest.raises(ValidationError, match="no extension 2999: create it first"):
+        store.add_line_port(2, "fxo", "2001", destination="2999")
+    with pytest.raises(ValidationError, match="'fxx' is not a port kind"):
+        store.add_line_port(2, "fxx", "2001")
+    with pytest.raises(ValidationError, match="used by line port"):
+        store.remove_extension("2000")
+    assert [p.number for p in store.line_ports()] == [1]
