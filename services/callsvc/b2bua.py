@@ -24,7 +24,7 @@ from firmware.dsp.tones import ToneGenerator, tone
 
 from . import sdp
 from .media import MediaEngine, Player, RtpLeg
-from .sip import (ServerTransaction, SipEndpoint, make_response, new_branch, new_tag, tag_of,
+from .sip import (LINGER, ServerTransaction, SipEndpoint, make_response, new_branch, new_tag, tag_of,
                   top_branch, uri_of, user_of)
 
 log = logging.getLogger(__name__)
@@ -591,7 +591,7 @@ class CallService:
         if byes:
             await asyncio.gather(*byes, return_exceptions=True)
         # keep the leg map a little so late retransmissions find their dialog
-        self.loop.call_later(32, self._forget, call)
+        self.loop.call_later(LINGER, self._forget, call)
 
     def _forget(self, call: Call) -> None:
         self.legs.pop(call.a.call_id, None)

@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 T1 = 0.5
 T2 = 4.0
 TIMER_B = 64 * T1
+# How long a finished transaction is kept to absorb retransmissions. RFC 3261 keeps them 64*T1
+# (32 s) for a peer across a lossy network; our only peer is Kamailio on loopback, whose tm resends
+# at T1, 2*T1, 4*T1 at most before our reply reaches it. 32 s would hold ~25,000 transactions at
+# 200 call setups/s; 8 s covers the retransmission schedule and keeps memory flat under load.
+LINGER = 16 * T1
 MAX_DATAGRAM = 65535
 REQUIRED = ("via", "from", "to", "call-id", "cseq")
 
@@ -242,7 +247,7 @@ class SipEndpoint(asyncio.DatagramProtocol):
             tx._retrans = T1
             tx.ack_waiter = self.loop.call_later(T1, self._retransmit_2xx, tx, self.loop.time() + TIMER_B)
         else:
-            self.loop.call_later(TIMER_B, self.server_tx.pop, tx.key, None)
+            self.loop.call_later(LINGER, self.server_tx.pop, tx.key, None)
 
     def _retransmit_2xx(self, tx: ServerTransaction, give_up: float) -> None:
         if self.loop.time() >= give_up:
@@ -260,7 +265,7 @@ class SipEndpoint(asyncio.DatagramProtocol):
         if tx.ack_waiter is not None:
             tx.ack_waiter.cancel()
             tx.ack_waiter = None
-        self.loop.call_later(T1 * 8, self.server_tx.pop, tx.key, None)
+        self.loop.call_later(LINGER, self.server_tx.pop, tx.key, None)
 
     # --- client side ---------------------------------------------------------------------------
     def request(self, req: SipRequest, on_provisional=None) -> ClientTransaction:
@@ -304,7 +309,7 @@ class SipEndpoint(asyncio.DatagramProtocol):
         if not tx.final.done():
             tx.final.set_result(resp)
             # keep INVITE transactions a while to catch 2xx retransmissions (we re-ACK them)
-            self.loop.call_later(TIMER_B if tx.is_invite else 0, self.client_tx.pop, tx.key, None)
+            self.loop.call_later(LINGER if tx.is_invite else 0, self.client_tx.pop, tx.key, None)
         elif method == "INVITE" and resp.status_code < 300:
             self.on_stray_2xx(resp)
 
