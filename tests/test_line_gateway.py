@@ -132,6 +132,46 @@ def test_analog_phone_hears_dial_tone_dials_by_dtmf_and_talks_to_a_sip_phone(pbx
     wait_for(lambda: line_state(runner, 1) == "idle", 3, "the FXS line to be idle")
 
 
+def test_analog_phone_hears_ringback_and_hanging_up_cancels_the_call(pbx, lines, tmp_path):
+    sim, runner = lines
+    analog = sim.ports[0]
+    callee = sip_phone(pbx, SIP_EXT, tmp_path)
+    try:
+        analog.off_hook()
+        analog.dial(SIP_EXT + "#")              # '#' ends dialling at once
+        callee.wait_incoming(timeout=5)
+        wait_for(lambda: line_state(runner, 1) == "calling", 3, "the FXS line to be calling")
+        analog.heard(clear=True)
+        time.sleep(1.2)
+        # UK ringback 400+450 Hz, 0.4 on 0.2 off 0.4 on 2.0 off, generated on the 180
+        assert heard_fraction(analog.heard(), (400, 450)) > 0.3, "no ringback while the SIP phone rings"
+        analog.on_hook()
+        callee.wait_state("DISCONNECTED", timeout=5)
+    finally:
+        callee.stop()
+    rec = pbx.wait_cdr(lambda r: r.src == FXS_EXT and r.dst == SIP_EXT and r.disposition is Disposition.CANCELLED)
+    assert rec.answer is None
+
+
+def test_analog_phone_dialling_a_busy_extension_hears_busy_tone(pbx, lines, tmp_path):
+    sim, runner = lines
+    analog = sim.ports[0]
+    callee = sip_phone(pbx, SIP_EXT, tmp_path)
+    try:
+        callee.auto_answer(486)
+        analog.off_hook()
+        analog.dial(SIP_EXT + "#")
+        wait_for(lambda: line_state(runner, 1) == "released", 8, "the call to fail")
+        analog.heard(clear=True)
+        time.sleep(1.0)
+        assert heard_fraction(analog.heard(), 400) > 0.3, "no busy tone after 486"
+        analog.on_hook()
+    finally:
+        callee.stop()
+    assert pbx.wait_cdr(lambda r: r.src == FXS_EXT and r.disposition is Disposition.BUSY)
+    wait_for(lambda: line_state(runner, 1) == "idle", 3, "the FXS line to be idle")
+
+
 def test_sip_phone_calls_the_analog_phone_which_rings_with_caller_id_and_answers(pbx, lines, tmp_path):
     sim, runner = lines
     analog = sim.ports[0]
