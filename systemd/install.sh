@@ -11,7 +11,7 @@
 #
 # Writes ROOT/etc/systemd/system/pbx*.{service,target} with @PREFIX@ replaced; unless
 # --units-only also: the system user pbx, group gpio and its udev rule, /etc/pbx/pbx.env (kept if
-# present), and enables pbx.target with its parts.
+# present), masks the kamailio package's own kamailio.service, and enables pbx.target with its parts.
 set -eu
 
 prefix=/opt/pbx
@@ -76,6 +76,14 @@ install -D -m 0644 "$here/60-pbx-gpio.rules" "$root/etc/udev/rules.d/60-pbx-gpio
 if [ ! -e "$root/etc/pbx/pbx.env" ]; then
     install -D -m 0644 "$here/pbx.env.example" "$root/etc/pbx/pbx.env"
     echo "installed $root/etc/pbx/pbx.env: set PBX_SIP_ADDR to this box's address"
+fi
+
+# the kamailio package's own service would hold port 5060 (pbx-edge runs Kamailio itself)
+if [ "$root" = "" ]; then
+    systemctl disable --now kamailio.service 2>/dev/null || true
+    systemctl mask kamailio.service
+else
+    systemctl --root="$root" mask kamailio.service
 fi
 
 parts="pbx.target pbx-edge.service pbx-calls.service pbx-web.service pbx-panel.service"

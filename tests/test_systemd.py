@@ -112,12 +112,13 @@ def test_every_service_is_notify_with_watchdog_restart_and_hardening(units, name
     assert one["MemoryMax"].endswith("M") and int(one["MemoryMax"][:-1]) <= 256
 
 
-def test_edge_starts_after_the_call_service_without_requiring_it(units):
+def test_edge_and_web_start_after_the_call_service_without_depending_on_it(units):
     edge = unit_entries(units / "pbx-edge.service")
     assert "pbx-calls.service" in edge[("Unit", "After")][0].split()
     assert "pbx-calls.service" in edge[("Unit", "Wants")][0].split()
     # Requires/BindsTo would restart Kamailio (and lose registrations) with the call service
     assert ("Unit", "Requires") not in edge and ("Unit", "BindsTo") not in edge
+    assert edge[("Unit", "Conflicts")] == ["kamailio.service"]
     web = unit_entries(units / "pbx-web.service")
     assert "pbx-calls.service" in web[("Unit", "After")][0].split()
     assert ("Unit", "Requires") not in web and ("Unit", "Wants") not in web
@@ -141,6 +142,8 @@ def test_full_install_into_an_image_root_creates_user_and_enables_the_target(tmp
     assert "ExecStart=/opt/pbx/.venv/bin/python" in (system / "pbx-edge.service").read_text()
     assert (root / "etc/pbx/pbx.env").read_text() == (ROOT / "systemd/pbx.env.example").read_text()
     assert (root / "etc/udev/rules.d/60-pbx-gpio.rules").exists()
+    # the kamailio package's own service would take port 5060 from the edge
+    assert os.readlink(system / "kamailio.service") == "/dev/null"
     # a second run keeps the admin's settings
     (root / "etc/pbx/pbx.env").write_text("PBX_SIP_ADDR=192.0.2.7\n")
     again = subprocess.run([str(INSTALL), "--root", str(root), "--prefix", "/opt/pbx"],
