@@ -7,6 +7,10 @@ Ports (as printed on the box): 1 = FXS, analog phone, extension 1050; 2 = FXO, a
 account is 1053 and whose calls ring 1052. Board numbering starts at 0 (sim.ports[0] is port 1).
 """
 import os
+import shutil
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -18,7 +22,7 @@ from firmware.dsp.tones import ToneGenerator, ToneSpec
 from hw.lines import LineBoard
 from hw.lines.gateway import GatewayRunner, LineGateway
 from hw.lines.simulator import BoardSimulator
-from tests.pbxproc import PbxProcess
+from tests.pbxproc import ROOT, PbxProcess
 from tests.phones.audio import tone_present
 from tests.phones.pj import PjPhone
 
@@ -26,12 +30,13 @@ pytestmark = pytest.mark.e2e
 
 ANALOG_HZ, SIP_HZ = 600, 1100
 PSTN_CALLER = "01632960123"
-FXS_EXT, SIP_EXT, FXO_DEST, FXO_ACCOUNT = "1050", "1051", "1052", "1053"
+FXS_EXT, SIP_EXT, FXO_DEST, FXO_ACCOUNT, SERVICE_EXT = "1050", "1051", "1052", "1053", "1054"
 
 
 @pytest.fixture(scope="module")
 def pbx(tmp_path_factory):
-    proc = PbxProcess(tmp_path_factory.mktemp("linepbx"), extensions=[FXS_EXT, SIP_EXT, FXO_DEST, FXO_ACCOUNT],
+    proc = PbxProcess(tmp_path_factory.mktemp("linepbx"),
+                      extensions=[FXS_EXT, SIP_EXT, FXO_DEST, FXO_ACCOUNT, SERVICE_EXT],
                       settings={"busy_tone_seconds": 1, "no_answer_timeout": 20, "country": "uk"})
     proc.store.add_line_port(1, "fxs", FXS_EXT, name="Reception analog")
     proc.store.add_line_port(2, "fxo", FXO_ACCOUNT, destination=FXO_DEST, name="BT line")
@@ -228,6 +233,37 @@ def test_pstn_call_on_the_fxo_line_rings_its_extension_showing_the_callers_numbe
         phone.stop()
     rec = pbx.wait_cdr(lambda r: r.src == FXO_ACCOUNT and r.dst == FXO_DEST)
     assert rec.disposition is Disposition.ANSWERED and rec.legs[0]["hangup_by"] == "caller"
+
+
+def test_line_service_runs_the_gateway_which_registers_and_unregisters_on_stop(pbx, tmp_path):
+    """`python -m hw.lines.service` (what pbx-lines.service runs) with its own board and a copy
+    of the PBX's config in which port 1 is extension 1054."""
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(pbx.data / "config.json", data / "config.json")
+    store = ConfigStore(data)
+    for port in store.line_ports():
+        store.remove_line_port(port.number)
+    store.add_line_port(1, "fxs", SERVICE_EXT)
+    with BoardSimulator("fxs:1", directory=str(tmp_path / "board")) as sim:
+        env = dict(os.environ, ALSA_CONFIG_PATH=sim.alsa_config_path, PYTHONUNBUFFERED="1")
+        env.pop("NOTIFY_SOCKET", None)
+        log = open(tmp_path / "lines.log", "wb")
+        proc = subprocess.Popen([sys.executable, "-m", "hw.lines.service", "--data", str(data), "--port", sim.tty,
+                                 "--sip-addr", pbx.addr, "--sip-port", str(pbx.sip_port)],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: SERVICE_EXT in {r["aor"] for r in pbx.status()["registrations"]}, 8,
+                     "the service's port to register")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(10) == 0
+            wait_for(lambda: SERVICE_EXT not in {r["aor"] for r in pbx.status()["registrations"]}, 3,
+                     "the port to unregister")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+            log.close()
 
 
 def test_line_port_config_names_the_bad_field_and_the_fix(tmp_path):

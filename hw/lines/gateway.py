@@ -186,7 +186,11 @@ class GatewayRunner:
 
     def start(self, timeout: float = 5.0) -> "GatewayRunner":
         self._thread.start()
-        self.call(self.gateway.start(), timeout)
+        try:
+            self.call(self.gateway.start(), timeout)
+        except BaseException:
+            self._end_loop()
+            raise
         return self
 
     def call(self, coro, timeout: float = 5.0):
@@ -196,10 +200,11 @@ class GatewayRunner:
     def wait_registered(self, timeout: float) -> bool:
         return self.call(self.gateway.wait_registered(timeout), timeout + 1)
 
-    def status(self) -> list[dict]:
+    def status(self, timeout: float = 5.0) -> list[dict]:
+        """The ports' states, as the gateway's loop reports them (TimeoutError if it is hung)."""
         async def get():
             return self.gateway.status()
-        return self.call(get())
+        return self.call(get(), timeout)
 
     def stop(self) -> None:
         if not self._thread.is_alive():
@@ -208,6 +213,10 @@ class GatewayRunner:
             self.call(self.gateway.stop(), 10)
         except Exception as exc:
             logger.warning("line gateway did not stop cleanly: %s", exc)
+        self._end_loop()
+
+    def _end_loop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
-        self.loop.close()
+        if not self._thread.is_alive():
+            self.loop.close()
