@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-web", action="store_true", help="do not start the web UI")
     r.add_argument("--trusted", action="append", default=[],
                    help="source IP exempt from flood limits (load tests); repeatable")
+    r.add_argument("--lines-tty", help="serial port of the analog line board (default: the board simulator "
+                   "when line ports are configured)")
+    r.add_argument("--no-lines", action="store_true", help="do not run the analog line gateway")
     r.add_argument("--demo", action="store_true",
                    help="create demo extensions 1000-1002 if missing and print their secrets")
 
@@ -104,7 +107,9 @@ def cmd_run(args) -> int:
         _ensure_demo(data, args.sip_addr, args.sip_port)
     opts = RunOptions(data=data, sip_addr=args.sip_addr, sip_port=args.sip_port, web_port=args.web_port,
                       rtp_ports=args.rtp_ports, cs_port=args.cs_port, web=not args.no_web,
-                      trusted=tuple(args.trusted))
+                      trusted=tuple(args.trusted), lines_tty=args.lines_tty)
+    if args.no_lines:
+        opts.components = opts.components - {"lines"}
     return run(opts)
 
 

@@ -2,8 +2,10 @@
 
 `pbx run` starts, in order: the call service (asyncio + uvloop, in this process), the Kamailio edge
 (child process, config generated from the PBX config), the web UI (child process), the local control
-socket. On the appliance each part runs as its own systemd unit instead (`pbx service edge|calls`),
-the same code with a subset of the components. Configuration changes made by other processes
+socket, and - when analog line ports are configured - the line service (board + gateway, child
+process; on the board simulator unless --lines-tty names a board). On the appliance each part runs
+as its own systemd unit instead (`pbx service edge|calls`, pbx-lines.service), the same code with
+a subset of the components. Configuration changes made by other processes
 (`pbx ext add`, the web UI) are picked up by polling the config file, so nothing ever needs an
 "apply" or a restart.
 """
@@ -47,7 +49,8 @@ class RunOptions:
     trusted: tuple[str, ...] = ()
     flood_limit: tuple[int, int] = (100, 2)
     edge_children: int = 4
-    components: frozenset = frozenset({"edge", "calls", "web"})
+    components: frozenset = frozenset({"edge", "calls", "web", "lines"})
+    lines_tty: str | None = None     # the line board's serial port; None: the simulator
 
 
 class CdrWriter:
@@ -87,6 +90,7 @@ class Pbx:
         self.edge: Edge | None = None
         self.calls: CallService | None = None
         self.web: subprocess.Popen | None = None
+        self.lines = None                # hw.lines.gw_process.LinesComponent
         self.control: ControlServer | None = None
         self.cdr = CdrWriter(opts.data) if "calls" in opts.components else None
         self.stopping = asyncio.Event()
@@ -122,7 +126,9 @@ class Pbx:
             await self.control.start()
         if "web" in o.components and o.web:
             self._start_web()
-        parts = ", ".join(sorted(o.components))
+        if "lines" in o.components and self.store.line_ports():
+            await self._start_lines(loop)
+        parts = ", ".join(sorted(c for c in o.components if c != "lines" or self.lines is not None))
         log.info("PBX ready (%s): SIP udp+tcp %s:%d, web http://%s:%d/, data %s", parts, o.sip_addr,
                  o.sip_port, o.sip_addr, o.web_port, o.data)
         self.notifier.ready(f"serving {parts}")
@@ -134,6 +140,16 @@ class Pbx:
             return
         self.web = subprocess.Popen([sys.executable, "-m", "webui", "--data", str(o.data),
                                      "--host", o.sip_addr, "--port", str(o.web_port)])
+
+    async def _start_lines(self, loop) -> None:
+        from hw.lines.gw_process import LinesComponent
+        o = self.opts
+        kinds = {p.number: p.kind for p in self.store.line_ports()}
+        try:
+            self.lines = await loop.run_in_executor(None, LinesComponent(
+                o.data, (o.sip_addr, o.sip_port), kinds, self.store.settings().country, o.lines_tty).start)
+        except Exception as exc:
+            log.error("analog lines not started: %s", exc)
 
     async def _status(self, _args) -> dict:
         # the edge may be another process (systemd units): its RPC FIFO is in the data directory
@@ -181,6 +197,8 @@ class Pbx:
             if self.web is not None and self.web.poll() is not None:
                 log.error("web UI exited with %s; restarting it", self.web.returncode)
                 self._start_web()
+            if self.lines is not None:
+                self.lines.check()
             if healthy:
                 calls = len(self.calls.calls) if self.calls is not None else 0
                 self.notifier.watchdog(f"{calls} active calls" if self.calls is not None else "edge up")
@@ -205,6 +223,8 @@ class Pbx:
         self.notifier.stopping()
         if self.control is not None:
             await self.control.stop()
+        if self.lines is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.lines.stop)
         if self.web is not None:
             self.web.terminate()
             try:

@@ -38,9 +38,10 @@ def pbx(tmp_path_factory):
     proc = PbxProcess(tmp_path_factory.mktemp("linepbx"),
                       extensions=[FXS_EXT, SIP_EXT, FXO_DEST, FXO_ACCOUNT, SERVICE_EXT],
                       settings={"busy_tone_seconds": 1, "no_answer_timeout": 20, "country": "uk"})
+    proc.start()
+    # Added after the start: `pbx run` would otherwise run a gateway of its own on a simulator.
     proc.store.add_line_port(1, "fxs", FXS_EXT, name="Reception analog")
     proc.store.add_line_port(2, "fxo", FXO_ACCOUNT, destination=FXO_DEST, name="BT line")
-    proc.start()
     yield proc
     proc.stop()
 
@@ -264,6 +265,29 @@ def test_line_service_runs_the_gateway_which_registers_and_unregisters_on_stop(p
                 proc.kill()
                 proc.wait(5)
             log.close()
+
+
+def test_pbx_run_with_line_ports_and_no_board_runs_the_gateway_on_the_simulator(tmp_path):
+    other = PbxProcess(tmp_path / "pbx", extensions=["1060"])
+    other.store.add_line_port(1, "fxs", "1060")
+    try:
+        other.start()
+        wait_for(lambda: "1060" in {r["aor"] for r in other.status()["registrations"]}, 10,
+                 "the simulated analog phone's port to register")
+        children = child_pids(other.proc.pid)
+        assert len(children) >= 3                       # Kamailio, simulator, line service (at least)
+    finally:
+        other.stop()
+    assert not [pid for pid in children if os.path.exists(f"/proc/{pid}")], "children left running"
+    assert not (tmp_path / "pbx" / "linesim" / "tty").exists()
+
+
+def child_pids(pid):
+    out = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            out += [int(p) for p in f.read().split()]
+    return out
 
 
 def test_line_port_config_names_the_bad_field_and_the_fix(tmp_path):
