@@ -210,6 +210,25 @@ def test_sip_phone_calls_the_analog_phone_which_rings_with_caller_id_and_answers
     wait_for(lambda: line_state(runner, 1) == "idle", 3, "the FXS line to be idle")
 
 
+def test_caller_hanging_up_before_the_answer_stops_the_analog_phone_ringing(pbx, lines, tmp_path):
+    sim, runner = lines
+    analog = sim.ports[0]
+    caller = sip_phone(pbx, SIP_EXT, tmp_path)
+    try:
+        caller.call(pbx.uri(FXS_EXT))
+        wait_for(lambda: analog.rings >= 1 and analog.state == "ringing", 5, "the analog phone to ring")
+        caller.hangup()
+        caller.wait_state("DISCONNECTED", timeout=5)
+        assert analog.wait_state("onhook", timeout=3), "still ringing after the caller left"
+        rings = analog.rings
+        time.sleep(1.0)
+        assert analog.rings == rings
+        assert line_state(runner, 1) == "idle"
+    finally:
+        caller.stop()
+    assert pbx.wait_cdr(lambda r: r.src == SIP_EXT and r.dst == FXS_EXT and r.disposition is Disposition.CANCELLED)
+
+
 def test_pstn_call_on_the_fxo_line_rings_its_extension_showing_the_callers_number(pbx, lines, tmp_path):
     sim, runner = lines
     line = sim.ports[1]

@@ -131,6 +131,15 @@ class LineGateway:
     def _board_connected(self) -> None:
         for line in self.lines.values():
             self._check_port(line)
+            port = line.port
+            if port is None or line.state == "idle":
+                continue
+            # The board came back (replugged, rebooted) with fresh port states: a phone that is
+            # on-hook now, or a line no longer seized, has no call any more.
+            if line.kind == "fxs" and port.state == "onhook" and line.state != "ringing":
+                line.on_event("on_hook")
+            elif line.kind == "fxo" and line.state == "talking" and port.state != "seized":
+                line.on_event("disconnect", "board reset")
 
     def _check_port(self, line: AnalogLine) -> None:
         port = self.board.ports.get(line.number - 1)

@@ -71,7 +71,7 @@ class FxoLine(AnalogLine):
         if self.state != "talking":
             return
         logger.info("line %d (%s): far end hung up (%s)", self.number, self.account.user,
-                    "loop current dropped" if how == "loop" else "busy tone")
+                    {"loop": "loop current dropped", "busy": "busy tone"}.get(how, how))
         self._release()
 
     # --- the call to the destination --------------------------------------------------------------

@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 INTERDIGIT_S = 4.0          # end of dialling without '#'
 FIRST_DIGIT_S = 15.0        # off-hook with no digit at all: congestion (a receiver left off the hook)
 MAX_DIGITS = 20
+CID_PLAYOUT_S = 3.0         # UK caller ID before the first ring: alert + FSK + gaps take ~1.5 s
 BUSY_CODES = (486, 600, 603)
 
 
@@ -184,6 +185,16 @@ class FxsLine(AnalogLine):
         self.state = "idle"
         port = self.port
         if port is not None:
+            self.board(port.stop_ring)
+            # A UK ring starts only after the caller ID FSK: if the caller left while it played,
+            # the ring command comes after this stop. Check again once the FSK is surely over.
+            self.gw.loop.call_later(CID_PLAYOUT_S, self._stop_stray_ring)
+
+    def _stop_stray_ring(self) -> None:
+        port = self.port
+        if self.state == "idle" and port is not None and port.state == "ringing":
+            logger.info("line %d (%s): ringing began after the caller left; stopping it", self.number,
+                        self.account.user)
             self.board(port.stop_ring)
 
 
