@@ -162,10 +162,10 @@ def test_installer_refuses_a_relative_prefix_with_a_clear_error(tmp_path):
 # --- the services under a test-held NOTIFY_SOCKET ----------------------------------------------
 
 class NotifySocket:
-    """What systemd's notify socket receives: (monotonic time, {key: value}) per datagram."""
+    """What systemd's notify socket receives: (monotonic time, {key: value}) per datagram.
+    Its directory (removed by close()) is short, unlike pytest's tmp_path under xdist."""
 
     def __init__(self) -> None:
-        # sun_path holds 108 bytes: pytest's tmp_path can be longer
         self.dir = tempfile.mkdtemp(prefix="sdn-")
         self.path = os.path.join(self.dir, "notify")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -230,16 +230,21 @@ class Service:
 
     def __init__(self, units: Path, name: str, tmp: Path, values: dict[str, str], extra_env=None):
         tmp.mkdir(parents=True, exist_ok=True)
-        self.data = tmp / "data"
         self.log = tmp / f"{name}.log"
         self.notify = NotifySocket()
-        argv = exec_start(units / f"pbx-{name}.service", self.data, values)
+        # beside the notify socket, short: Kamailio's control socket in it must fit in 104 bytes
+        self.data = Path(self.notify.dir) / "data"
         env = dict(os.environ, NOTIFY_SOCKET=self.notify.path, WATCHDOG_USEC=str(WATCHDOG_USEC),
                    PYTHONUNBUFFERED="1", **(extra_env or {}))
-        with open(self.log, "wb") as log:
-            # own session: if it must be killed, Kamailio's children go with it
-            self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            argv = exec_start(units / f"pbx-{name}.service", self.data, values)
+            with open(self.log, "wb") as log:
+                # own session: if it must be killed, Kamailio's children go with it
+                self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                             stderr=subprocess.STDOUT, start_new_session=True)
+        except BaseException:
+            self.notify.close()
+            raise
 
     def wait_ready(self, timeout: float = 30.0) -> dict[str, str]:
         (_, fields), _ = self.notify.wait_for("READY", timeout, self.proc, self.log)
@@ -424,4 +429,17 @@ def test_lines_service_keeps_pinging_and_says_so_while_the_board_is_unplugged(st
             f"line board at {sim.tty} disconnected: reconnecting"), 5)
         sim.plug()
         lines.wait_status(lambda status: status == f"board SIM-LINE fw 1.0 on {sim.tty}: 0 fxs onhook", 10)
+        assert_stops_cleanly(lines)
+
+
+def test_lines_service_waits_for_a_late_board_with_status_and_is_ready_when_it_answers(start_service, tmp_path):
+    from hw.lines.simulator import BoardSimulator
+    board_dir = tmp_path / "board"
+    lines = start_service("lines", {"PBX_LINES_TTY": str(board_dir / "tty")})
+    waiting = lines.notify.collect(1.0)
+    assert waiting and all("READY" not in f and f.get("WATCHDOG") == "1" for _, f in waiting), waiting
+    assert waiting[-1][1]["STATUS"].startswith(f"waiting for the line board at {board_dir / 'tty'} (attempt ")
+    with BoardSimulator("fxs:1", directory=str(board_dir)):
+        ready = lines.wait_ready(10)
+        assert ready["STATUS"] == f"board SIM-LINE fw 1.0 on {board_dir / 'tty'}: 0 fxs onhook"
         assert_stops_cleanly(lines)
