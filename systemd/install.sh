@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
         --dest) dest=${2:?--dest needs a directory}; shift 2 ;;
         --units-only) units_only=yes; shift ;;
         --with-lines) with_lines=yes; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
