@@ -62,6 +62,7 @@ class SipCall:
         self.state = "early"              # early, confirmed, ended
         self.invite: SipRequest | None = None
         self.invite_tx: ServerTransaction | None = None
+        self.reinvite_tx: ServerTransaction | None = None
         self._client_tx = None
         self._provisional = False
         self._cancel_wanted = False
@@ -261,7 +262,11 @@ class GatewayUA:
 
     def forget(self, call: SipCall) -> None:
         # Kept a while so that late retransmissions (BYE, 2xx) still find their dialog.
-        self.loop.call_later(32, lambda: self.calls.get(call.call_id) is call and self.calls.pop(call.call_id))
+        self.loop.call_later(32, self._drop, call)
+
+    def _drop(self, call: SipCall) -> None:
+        if self.calls.get(call.call_id) is call:
+            del self.calls[call.call_id]
 
     # --- message building ------------------------------------------------------------------------
     def via(self) -> str:
@@ -331,10 +336,9 @@ class GatewayUA:
             if call is not None and call.invite_tx is not None:
                 self.endpoint.ack_received(call.invite_tx)
                 call.invite_tx = None
-            reinvite = getattr(call, "_reinvite_tx", None)
-            if reinvite is not None:
-                self.endpoint.ack_received(reinvite)
-                call._reinvite_tx = None
+            if call is not None and call.reinvite_tx is not None:
+                self.endpoint.ack_received(call.reinvite_tx)
+                call.reinvite_tx = None
         elif method == "OPTIONS":
             self.respond(tx, 200)
         elif call is None:
@@ -351,7 +355,7 @@ class GatewayUA:
             if body is None:
                 self.respond(tx, 488 if call.state == "confirmed" else 491)
             else:
-                call._reinvite_tx = tx
+                call.reinvite_tx = tx
                 self.respond(tx, 200, call, dialog=True, body=body)
         elif method in ("INFO", "UPDATE", "NOTIFY") and not req.body:
             self.respond(tx, 200)
