@@ -255,6 +255,22 @@ def test_pstn_call_on_the_fxo_line_rings_its_extension_showing_the_callers_numbe
     assert rec.disposition is Disposition.ANSWERED and rec.legs[0]["hangup_by"] == "caller"
 
 
+def test_pstn_caller_giving_up_before_the_answer_cancels_the_ringing_extension(pbx, lines, tmp_path):
+    sim, runner = lines
+    line = sim.ports[1]
+    phone = sip_phone(pbx, FXO_DEST, tmp_path)
+    try:
+        line.incoming_call(PSTN_CALLER, cadence=(300, 200))     # the exchange gives up after 10 rings (5 s)
+        phone.wait_incoming(timeout=8)
+        assert line.wait_state("idle", timeout=8)                # the caller has gone
+        phone.wait_state("DISCONNECTED", timeout=9)              # no ring burst for 6 s: CANCEL
+        assert line_state(runner, 2) == "idle"
+    finally:
+        phone.stop()
+    rec = pbx.wait_cdr(lambda r: r.src == FXO_ACCOUNT and r.disposition is Disposition.CANCELLED)
+    assert rec.answer is None
+
+
 def test_line_service_runs_the_gateway_which_registers_and_unregisters_on_stop(pbx, tmp_path):
     """`python -m hw.lines.service` (what pbx-lines.service runs) with its own board and a copy
     of the PBX's config in which port 1 is extension 1054."""
