@@ -229,6 +229,27 @@ def test_caller_hanging_up_before_the_answer_stops_the_analog_phone_ringing(pbx,
     assert pbx.wait_cdr(lambda r: r.src == SIP_EXT and r.dst == FXS_EXT and r.disposition is Disposition.CANCELLED)
 
 
+def test_phone_hung_up_while_the_board_was_unplugged_ends_the_call_when_it_is_back(pbx, lines, tmp_path):
+    sim, runner = lines
+    analog = sim.ports[0]
+    callee = sip_phone(pbx, SIP_EXT, tmp_path)
+    try:
+        callee.auto_answer(200)
+        analog.off_hook()
+        analog.dial(SIP_EXT + "#")
+        callee.wait_incoming(timeout=5)
+        callee.wait_state("CONFIRMED", timeout=5)
+        sim.unplug()
+        analog.on_hook()                        # nobody hears this HOOK event
+        time.sleep(0.3)
+        assert callee.events()[-1]["state"] == "CONFIRMED"
+        sim.plug()                              # BOOT, then STATUS reports the phone on-hook
+        callee.wait_state("DISCONNECTED", timeout=5)
+        wait_for(lambda: line_state(runner, 1) == "idle", 3, "the FXS line to be idle")
+    finally:
+        callee.stop()
+
+
 def test_pstn_call_on_the_fxo_line_rings_its_extension_showing_the_callers_number(pbx, lines, tmp_path):
     sim, runner = lines
     line = sim.ports[1]
