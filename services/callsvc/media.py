@@ -73,7 +73,12 @@ class Player:
 
 
 class RtpLeg(asyncio.DatagramProtocol):
-    """One leg's RTP socket. `peer` is the bridged leg (packets go out of its socket)."""
+    """One leg's RTP socket. `peer` is the bridged leg (packets go out of its socket).
+
+    While bridged, `datagram_received` takes the fast path: forward to the peer with a bound
+    `sendto` and a destination precomputed by `_refresh`, plus one byte test for RFC 4733 events.
+    Everything else (latching, recording, a peer that is hearing a prompt) takes the slow path.
+    """
 
     def __init__(self, engine: "MediaEngine", port: int):
         self.engine = engine
@@ -91,9 +96,9 @@ class RtpLeg(asyncio.DatagramProtocol):
         self.ssrc = secrets.randbits(32)
         self.seq = secrets.randbits(16)
         self.ts = secrets.randbits(32)
-        self.rx = 0
-        self.tx = 0
-        self._inspect = False  # DTMF or recording on: look inside packets
+        self.rx = 0  # packets received: the inactivity check reads it
+        self.out_send = None  # fast path: the peer's transport.sendto, or None
+        self.out_addr: tuple[str, int] | None = None
 
     def connection_made(self, transport):
         self.transport = transport
@@ -106,42 +111,64 @@ class RtpLeg(asyncio.DatagramProtocol):
             addr = None  # port 0: stream disabled (RFC 3264)
         self.remote = addr
         self.latched = False
+        self._refresh_both()
 
     def watch_dtmf(self, payload_type: int | None, callback: Callable[[str], None] | None) -> None:
-        self.dtmf_pt, self.on_dtmf = payload_type, callback
-        self._update_inspect()
+        self.dtmf_pt, self.on_dtmf = (payload_type, callback) if callback else (None, None)
 
     def record_to(self, writer) -> None:
         self.recorder = writer
-        self._update_inspect()
+        self._refresh()
 
-    def _update_inspect(self) -> None:
-        self._inspect = (self.dtmf_pt is not None and self.on_dtmf is not None) or self.recorder is not None
+    def _refresh(self) -> None:
+        p = self.peer
+        if (p is not None and p.remote is not None and p.player is None and p.transport is not None
+                and self.recorder is None and self.latched):
+            self.out_send, self.out_addr = p.transport.sendto, p.remote
+        else:
+            self.out_send = None
+
+    def _refresh_both(self) -> None:
+        self._refresh()
+        if self.peer is not None:
+            self.peer._refresh()
 
     def datagram_received(self, data, addr):
         self.rx += 1
+        send = self.out_send
+        if send is not None:
+            send(data, self.out_addr)
+            try:
+                if data[1] & 0x7F == self.dtmf_pt:
+                    self._on_event(data)
+            except IndexError:
+                pass  # a runt datagram: forwarded as it came, nothing to look at
+            return
+        self._slow_path(data, addr)
+
+    def _slow_path(self, data: bytes, addr) -> None:
         if not self.latched:
-            # symmetric RTP: answer to where the phone really sends from (NAT), once
+            # symmetric RTP: send to where the phone really sends from (NAT), once
             self.remote = addr
             self.latched = True
-        if self._inspect and len(data) >= 12:
-            self._look_inside(data)
-        peer = self.peer
-        if peer is not None and peer.remote is not None and peer.player is None:
-            peer.transport.sendto(data, peer.remote)
-            peer.tx += 1
-
-    def _look_inside(self, data: bytes) -> None:
+            self._refresh_both()
+        if len(data) < 12:
+            return
         pt = data[1] & 0x7F
         if pt == self.dtmf_pt:
-            ts = int.from_bytes(data[4:8], "big")
-            cc = data[0] & 0x0F
-            digit = self._dtmf.feed(ts, data[12 + 4 * cc:])
-            if digit is not None and self.on_dtmf is not None:
-                self.on_dtmf(digit)
+            self._on_event(data)
         elif self.recorder is not None and pt == PT.get(self.codec):
             cc = data[0] & 0x0F
             self.recorder.write(g711.decoder(self.codec)(data[12 + 4 * cc:]))
+        peer = self.peer
+        if peer is not None and peer.remote is not None and peer.player is None:
+            peer.transport.sendto(data, peer.remote)
+
+    def _on_event(self, data: bytes) -> None:
+        cc = data[0] & 0x0F
+        digit = self._dtmf.feed(int.from_bytes(data[4:8], "big"), data[12 + 4 * cc:])
+        if digit is not None and self.on_dtmf is not None:
+            self.on_dtmf(digit)
 
     def send_frame(self, pcm: bytes) -> None:
         if self.remote is None or self.transport is None:
@@ -151,7 +178,6 @@ class RtpLeg(asyncio.DatagramProtocol):
         self.seq = (self.seq + 1) & 0xFFFF
         self.ts = (self.ts + FRAME) & 0xFFFFFFFF
         self.transport.sendto(header + payload, self.remote)
-        self.tx += 1
 
 
 class MediaEngine:
@@ -189,20 +215,28 @@ class MediaEngine:
             leg.transport = None
             self.pool.give(leg.port)
             self.legs -= 1
+        if leg.peer is not None:
+            leg.peer.peer = None
+            leg.peer._refresh()
         leg.peer = None
+        leg.out_send = None
 
     @staticmethod
     def bridge(a: RtpLeg, b: RtpLeg) -> None:
         a.peer, b.peer = b, a
+        a._refresh_both()
 
     @staticmethod
     def unbridge(a: RtpLeg, b: RtpLeg) -> None:
         a.peer = b.peer = None
+        a._refresh_both()
+        b._refresh_both()
 
     def play(self, leg: RtpLeg, player: Player) -> Player:
         """Play into leg (what the phone on that leg hears) until the player ends or stop()."""
         self.stop(leg)
         leg.player = player
+        leg._refresh_both()
         self.playing.add(leg)
         if self._tick is None:
             self._next = self.loop.time()
@@ -213,6 +247,7 @@ class MediaEngine:
         player = leg.player
         if player is not None:
             leg.player = None
+            leg._refresh_both()
             self.playing.discard(leg)
             if not player.done.done():
                 player.done.set_result(None)

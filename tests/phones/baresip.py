@@ -242,7 +242,9 @@ class BaresipPhone:
     @property
     def received_wav(self):
         """The newest rx dump (what baresip heard); complete once the call has closed."""
-        dumps = sorted(self.snd_dir.glob("*-dec.wav"), key=lambda p: p.stat().st_mtime)
+        # baresip 1.0 builds the dump name in a fixed-size buffer: under a long snd_path the ".wav"
+        # is cut off, so match the stem (the content is a WAV either way)
+        dumps = sorted(self.snd_dir.glob("*-dec*"), key=lambda p: p.stat().st_mtime)
         if not dumps:
             raise BaresipError(f"baresip {self.user}: no received audio in {self.snd_dir} "
                                f"(files: {[p.name for p in self.snd_dir.iterdir()]})")
