@@ -86,7 +86,7 @@ class Edge:
             self._stderr_tail.clear()
             began = time.monotonic()
             self._proc = subprocess.Popen(
-                [binary, "-DD", "-E", "-f", str(cfg.cfg_path), "-P", str(cfg.pid_path),
+                [binary, "-DD", "-E", "-m", str(cfg.shm_mb), "-f", str(cfg.cfg_path), "-P", str(cfg.pid_path),
                  "-Y", str(cfg.run_dir)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                 # Its own process group: Kamailio signals its whole group on shutdown (that
