@@ -51,7 +51,7 @@ class PbxProcess:
     """`pbx run` in a child process with its own data directory and ports."""
 
     def __init__(self, data_dir: Path, extensions=(), settings=None, web=False, trusted=(),
-                 rtp_size=200):
+                 rtp_size=200, env=None):
         self.data = Path(data_dir)
         self.data.mkdir(parents=True, exist_ok=True)
         self.addr = "127.0.0.1"
@@ -60,6 +60,7 @@ class PbxProcess:
         self.rtp = free_rtp_range(rtp_size)
         self.web = web
         self.trusted = trusted
+        self.env = dict(env or {})
         self.proc: subprocess.Popen | None = None
         self.log_path = self.data / "pbx.log"
         from firmware.config import ConfigStore
@@ -87,7 +88,7 @@ class PbxProcess:
         for t in self.trusted:
             cmd += ["--trusted", t]
         self._log = open(self.log_path, "ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         from services.control import ControlError, query

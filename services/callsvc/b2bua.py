@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,12 @@ from .sip import (LINGER, ServerTransaction, SipEndpoint, make_response, new_bra
 log = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+# An answered call with no RTP in either direction for this long has lost its phones (a BYE that
+# never arrived, a phone that lost power): hang it up so it stops holding ports and a CDR open.
+# Calls on hold (sendonly/inactive) are exempt, as Asterisk's rtptimeout vs rtpholdtimeout.
+# PBX_RTP_TIMEOUT (seconds) overrides it.
+RTP_TIMEOUT = float(os.environ.get("PBX_RTP_TIMEOUT") or 60)
+SWEEP_EVERY = min(10.0, RTP_TIMEOUT / 3)
 USER_AGENT = "OfficePBX"
 
 
@@ -88,6 +95,7 @@ class Call:
         self.dtmf = ""
         self.recordings: list[str] = []
         self.no_answer: asyncio.TimerHandle | None = None
+        self.media_seen = (0, 0, 0.0)  # (rx a, rx b, when they last moved)
         self.task: asyncio.Task | None = None
 
     def describe(self) -> dict:
@@ -125,9 +133,28 @@ class CallService:
         self.endpoint.on_stray_2xx = self._on_stray_2xx
         self.contact = f"<sip:pbx@{self.listen[0]}:{self.endpoint.local[1]}>"
         self.refresh_config()
+        self._sweeper = self.loop.call_later(SWEEP_EVERY, self._sweep)
         log.info("call service listening on udp %s:%d, edge %s:%d", *self.endpoint.local, *self.edge)
 
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        for call in list(self.calls.values()):
+            if call.state != "answered" or call.b is None:
+                continue
+            a, b = call.a, call.b
+            rx_a, rx_b, since = call.media_seen
+            if (a.rtp.rx, b.rtp.rx) != (rx_a, rx_b) or not since:
+                call.media_seen = (a.rtp.rx, b.rtp.rx, now)
+            elif now - since > RTP_TIMEOUT and "sendrecv" == a.direction == b.direction:
+                log.warning("call %d %s -> %s: no RTP for %.0f s: hanging up", call.n, call.src,
+                            call.dst, now - since)
+                call.hangup_by = "rtp timeout"
+                self.loop.create_task(self._hangup_all(call, "rtp timeout"))
+        self._sweeper = self.loop.call_later(SWEEP_EVERY, self._sweep)
+
     async def stop(self) -> None:
+        if getattr(self, "_sweeper", None) is not None:
+            self._sweeper.cancel()
         for call in list(self.calls.values()):
             await self._hangup_all(call, "shutdown")
         if self.endpoint is not None:
