@@ -131,6 +131,7 @@ class CallService:
         _, self.endpoint = await self.loop.create_datagram_endpoint(
             lambda: SipEndpoint(self.edge, self._on_request), local_addr=self.listen)
         self.endpoint.on_stray_2xx = self._on_stray_2xx
+        self.endpoint.on_ack_timeout = self._on_ack_timeout
         self.contact = f"<sip:pbx@{self.listen[0]}:{self.endpoint.local[1]}>"
         self.refresh_config()
         self._sweeper = self.loop.call_later(SWEEP_EVERY, self._sweep)
@@ -440,6 +441,15 @@ class CallService:
         found = self.legs.get(resp.headers.get_first("call-id"))
         if found and found[1].side == "b" and found[1].confirmed:
             self._send_ack(found[0], found[1], int(resp.headers.get_first("cseq").split()[0]))
+
+    def _on_ack_timeout(self, tx: ServerTransaction) -> None:
+        found = self.legs.get(tx.request.headers.get_first("call-id"))
+        if found is not None and found[0].end is None:
+            call = found[0]
+            log.warning("call %d %s -> %s: caller never ACKed our 200: hanging up", call.n, call.src,
+                        call.dst)
+            call.hangup_by = "no ack"
+            self.loop.create_task(self._hangup_all(call, "no ack"))
 
     def _ack_non_2xx(self, call: Call, resp: SipResponse) -> None:
         inv = call.b_invite

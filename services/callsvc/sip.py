@@ -254,6 +254,7 @@ class SipEndpoint(asyncio.DatagramProtocol):
             tx.ack_waiter = None
             self.server_tx.pop(tx.key, None)
             log.warning("no ACK for 2xx of %s", tx.request.headers.get_first("call-id"))
+            self.on_ack_timeout(tx)
             return
         self.send(tx.last, tx.addr)
         tx._retrans = min(tx._retrans * 2, T2)
@@ -312,6 +313,9 @@ class SipEndpoint(asyncio.DatagramProtocol):
             self.loop.call_later(LINGER if tx.is_invite else 0, self.client_tx.pop, tx.key, None)
         elif method == "INVITE" and resp.status_code < 300:
             self.on_stray_2xx(resp)
+
+    def on_ack_timeout(self, tx: ServerTransaction) -> None:
+        """Our 2xx was never ACKed (section 13.3.1.4): the call layer ends the dialog (set by the B2BUA)."""
 
     def on_stray_2xx(self, resp: SipResponse) -> None:
         """A retransmitted 2xx to an INVITE: the call layer re-sends its ACK (set by the B2BUA)."""
