@@ -1,0 +1,1 @@
+"""`make bench`: SIPp load against a running PBX (CPU per bridged call, setups/s, post-dial delay, memory)."""
