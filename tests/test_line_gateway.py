@@ -145,7 +145,7 @@ def test_analog_phone_hears_ringback_and_hanging_up_cancels_the_call(pbx, lines,
     try:
         analog.off_hook()
         analog.dial(SIP_EXT + "#")              # '#' ends dialling at once
-        callee.wait_incoming(timeout=5)
+        callee.wait_incoming(timeout=8)
         wait_for(lambda: line_state(runner, 1) == "calling", 3, "the FXS line to be calling")
         analog.heard(clear=True)
         time.sleep(1.2)
@@ -237,7 +237,7 @@ def test_phone_hung_up_while_the_board_was_unplugged_ends_the_call_when_it_is_ba
         callee.auto_answer(200)
         analog.off_hook()
         analog.dial(SIP_EXT + "#")
-        callee.wait_incoming(timeout=5)
+        callee.wait_incoming(timeout=8)
         callee.wait_state("CONFIRMED", timeout=5)
         sim.unplug()
         analog.on_hook()                        # nobody hears this HOOK event
