@@ -441,7 +441,9 @@ def test_lines_service_waits_for_a_late_board_with_status_and_is_ready_when_it_a
     from hw.lines.simulator import BoardSimulator
     board_dir = tmp_path / "board"
     lines = start_service("lines", line_values(str(board_dir / "tty")))
-    waiting = lines.notify.collect(1.0)
+    # the first ping comes once Python has imported everything: seconds on a loaded CI box
+    first, before = lines.notify.wait_for("WATCHDOG", 20, lines.proc, lines.log)
+    waiting = before + lines.notify.collect(1.0)
     assert waiting and all("READY" not in f and f.get("WATCHDOG") == "1" for _, f in waiting), waiting
     assert waiting[-1][1]["STATUS"].startswith(f"waiting for the line board at {board_dir / 'tty'} (attempt ")
     with BoardSimulator("fxs:1", directory=str(board_dir)):
