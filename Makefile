@@ -47,6 +47,7 @@ test: deps
 
 bench: deps
 	@$(PY) -m tests.bench.run
+	@$(PY) -m tests.bench.relay_floor
 
 clean:
 	rm -rf .stamp-* build *.egg-info
