@@ -289,6 +289,9 @@ class CallService:
             await self._hangup_all(call, "")
             return
         a.rtp = await self.media.open_leg()
+        if call.end is not None:  # the caller cancelled while the socket opened: already torn down
+            self.media.close_leg(a.rtp)
+            return
         a.rtp.set_remote(offer.address)
         a.codec = offer.codecs[0][0]
         a.rtp.codec = a.codec
@@ -298,6 +301,7 @@ class CallService:
         log.info("call %d %s -> %s: %s %s", call.n, call.src, call.dst, decision.action.value,
                  decision.reason)
         if call.cancelled:
+            await self._hangup_all(call, call.hangup_by)
             return
         if decision.action is Action.NOT_FOUND:
             await self._announce_then_fail(call, 404, Disposition.FAILED, f"404 {decision.reason}",
@@ -311,6 +315,9 @@ class CallService:
         call.b = b
         self.legs[b.call_id] = (call, b)
         b.rtp = await self.media.open_leg()
+        if call.cancelled:  # the caller cancelled while the socket opened: nothing sent to b yet
+            await self._hangup_all(call, call.hangup_by)
+            return
         b.dtmf_pt = offer.dtmf_pt
         edge_host = f"{self.edge[0]}:{self.edge[1]}"
         caller = call.invite.headers.get_first("from")
