@@ -67,15 +67,32 @@ class CdrWriter:
 
     def _run(self) -> None:
         store = CdrStore(self.data_dir)
-        while True:
-            rec = self.q.get()
-            if rec is None:
-                break
-            try:
-                store.write(rec)
-            except Exception:
-                log.exception("CDR for call %s could not be written", rec.call_id)
+        done = False
+        while not done:
+            batch = [self.q.get()]
+            while len(batch) < 500:  # whatever piled up while the last commit ran
+                try:
+                    batch.append(self.q.get_nowait())
+                except queue.Empty:
+                    break
+            if None in batch:
+                done = True
+                batch = [r for r in batch if r is not None]
+            if batch:
+                self._store(store, batch)
         store.close()
+
+    @staticmethod
+    def _store(store, batch) -> None:
+        try:
+            store.write_many(batch)
+        except Exception:
+            # one bad record must not cost the others: write them one by one, log the failures
+            for rec in batch:
+                try:
+                    store.write(rec)
+                except Exception:
+                    log.exception("CDR for call %s could not be written", rec.call_id)
 
     def close(self) -> None:
         self.q.put(None)

@@ -191,3 +191,19 @@ def test_writer_and_reader_processes_work_at_the_same_time(tmp_path):
     assert outputs == ["300", "done", "done"]
     with CdrStore(tmp_path) as store:
         assert len(store.query()) == 300
+
+
+def test_write_many_stores_a_batch_in_one_transaction_and_a_bad_record_stores_none(tmp_path):
+    store = CdrStore(tmp_path)
+    good = [CallRecord(call_id=f"b{i}", src="1000", dst="1001", start=1000.0 + i, answer=None,
+                       end=1001.0 + i, disposition=Disposition.BUSY) for i in range(3)]
+    store.write_many(good)
+    assert {r.call_id for r in store.last(10)} == {"b0", "b1", "b2"}
+    bad = CallRecord(call_id="bad", src="1000", dst="1001", start=10.0, answer=None, end=20.0,
+                     disposition=Disposition.BUSY)
+    bad.end = 5.0  # ends before it starts
+    with pytest.raises(ValueError):
+        store.write_many([CallRecord(call_id="ok", src="1000", dst="1001", start=1.0, answer=None,
+                                     end=2.0, disposition=Disposition.BUSY), bad])
+    assert "ok" not in {r.call_id for r in store.last(10)}
+    store.close()

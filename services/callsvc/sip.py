@@ -15,9 +15,31 @@ import secrets
 from collections.abc import Callable
 
 from aiosipua import SipMessage, SipRequest, SipResponse
+from aiosipua import message as _aiosipua_message
 from aiosipua.headers import CaseInsensitiveDict
 
 log = logging.getLogger(__name__)
+
+_split_quoted = _aiosipua_message._split_multi_value
+
+
+def split_multi_value(value: str) -> list[str]:
+    """aiosipua's header-list split, with a fast path for values without <...> or "...".
+
+    aiosipua walks every character of every Via, Contact, Record-Route, Allow and Supported value
+    to keep commas inside brackets and quotes; most values have neither, and there str.split is
+    the same answer (tests/test_sip_layer.py checks both agree). Profiling a 150 setups/s load put
+    the character walk at 3-4 % of the call service's CPU. aiosipua is pinned <0.8 in pyproject.
+    """
+    if '"' in value or "<" in value:
+        return _split_quoted(value)
+    parts = [part.strip() for part in value.split(",")]
+    if not parts[-1]:
+        parts.pop()
+    return parts
+
+
+_aiosipua_message._split_multi_value = split_multi_value
 
 T1 = 0.5
 T2 = 4.0

@@ -1,0 +1,37 @@
+"""The call service's SIP layer on its own: header splitting, malformed input, responses."""
+
+import itertools
+
+from aiosipua import SipMessage
+
+from services.callsvc.sip import _split_quoted, make_response, split_multi_value, tag_of, user_of
+
+
+def test_fast_header_split_agrees_with_aiosipua_on_every_shape():
+    atoms = ["SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1", "INVITE", " ACK ", "", " ", "a;b=c",
+             "<sip:x@h;lr>", '"Smith, J" <sip:j@h>', "sip:y@h", ">", "x>y"]
+    values = [",".join(combo) for n in (1, 2, 3) for combo in itertools.product(atoms, repeat=n)]
+    for value in values:
+        assert split_multi_value(value) == _split_quoted(value), value
+
+
+def test_parsed_message_keeps_each_via_and_allow_entry():
+    raw = (b"INVITE sip:1001@127.0.0.1 SIP/2.0\r\n"
+           b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKa, SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKb\r\n"
+           b"Allow: INVITE, ACK,BYE\r\nFrom: \"Doe, J\" <sip:1000@127.0.0.1>;tag=1\r\n"
+           b"To: <sip:1001@127.0.0.1>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")
+    msg = SipMessage.parse(raw)
+    assert len(msg.headers.get("via")) == 2
+    assert msg.headers.get("allow") == ["INVITE", "ACK", "BYE"]
+    assert user_of(msg.headers.get_first("from")) == "1000"
+
+
+def test_response_copies_the_dialog_headers_and_adds_our_tag():
+    req = SipMessage.parse(b"BYE sip:pbx@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKq\r\n"
+                           b"From: <sip:1000@h>;tag=abc\r\nTo: <sip:1001@h>\r\nCall-ID: c1\r\n"
+                           b"CSeq: 7 BYE\r\nContent-Length: 0\r\n\r\n")
+    resp = make_response(req, 200, "mytag")
+    assert resp.status_code == 200 and resp.reason_phrase == "OK"
+    assert tag_of(resp.headers.get_first("to")) == "mytag"
+    assert resp.headers.get_first("cseq") == "7 BYE"
+    assert bytes(resp).startswith(b"SIP/2.0 200 OK\r\n")
