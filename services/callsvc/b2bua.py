@@ -24,7 +24,7 @@ from firmware.dialplan import Action, route_call
 from firmware.dsp.tones import ToneGenerator, tone
 
 from . import sdp
-from .media import MediaEngine, Player, RtpLeg
+from .media import MediaCapacityError, MediaEngine, Player, RtpLeg
 from .sip import (LINGER, ServerTransaction, SipEndpoint, make_response, new_branch, new_tag, tag_of,
                   top_branch, uri_of, user_of)
 
@@ -266,6 +266,16 @@ class CallService:
     async def _run_call(self, call: Call) -> None:
         try:
             await self._setup(call)
+        except MediaCapacityError as exc:
+            log.warning("call %d %s -> %s refused: %s", call.n, call.src, call.dst, exc)
+            # 480 + Retry-After, not 503: a proxy turns a 503 into 500 on its way upstream
+            # (RFC 3261 16.7 step 6), and the caller would see "Server Internal Error".
+            if call.state not in ("answered", "ended"):
+                self._final_to_a(call, 480, Disposition.FAILED, "480 no free RTP port (at capacity)",
+                                 reason="Temporarily Unavailable (PBX at capacity)",
+                                 extra=[("Retry-After", "5"),
+                                        ("Warning", '399 pbx "no free media port: PBX at capacity"')])
+            await self._hangup_all(call, "")
         except Exception:
             log.exception("call %d (%s -> %s) failed", call.n, call.src, call.dst)
             if call.state not in ("answered", "ended"):

@@ -25,6 +25,10 @@ FRAME = 160  # samples per 20 ms at 8 kHz
 PT = {"PCMU": 0, "PCMA": 8}
 
 
+class MediaCapacityError(RuntimeError):
+    """No RTP port left: the box is at its call capacity (answer 503, not a crash)."""
+
+
 class PortPool:
     """Even RTP ports from a range; odd ports stay free for RTCP by convention."""
 
@@ -36,7 +40,7 @@ class PortPool:
 
     def take(self) -> int:
         if not self.free:
-            raise RuntimeError(f"RTP port range {self.first}-{self.last} exhausted: widen --rtp-ports")
+            raise MediaCapacityError(f"RTP port range {self.first}-{self.last} exhausted: widen --rtp-ports")
         return self.free.pop(0)
 
     def give(self, port: int) -> None:
@@ -203,7 +207,7 @@ class MediaEngine:
             except OSError as exc:
                 log.warning("RTP port %s:%d unusable (%s); trying the next", self.address, port, exc)
                 self.pool.give(port)
-        raise RuntimeError(f"no free RTP port on {self.address} in {self.pool.first}-{self.pool.last}")
+        raise MediaCapacityError(f"no free RTP port on {self.address} in {self.pool.first}-{self.pool.last}")
 
     def close_leg(self, leg: RtpLeg) -> None:
         self.stop(leg)
