@@ -405,3 +405,15 @@ def test_kill_9_mid_write_leaves_either_the_old_or_the_new_state(tmp_path):
         state, start = site_name, (confirmed[-1] if confirmed else start) + 2
     assert writes_seen > 20                 # the kills really landed among writes
     assert list(tmp_path.glob(".config.json.*.tmp")) == []
+
+
+def test_extension_that_an_inbound_route_rings_cannot_be_removed(tmp_path):
+    store = ConfigStore(tmp_path)
+    store.add_extension("1000", "Reception")
+    store.add_inbound_route("442071234567", "1000")
+    with pytest.raises(ValidationError, match="inbound route"):
+        store.remove_extension("1000")
+    assert store.get_extension("1000") is not None
+    store.remove_inbound_route("442071234567")
+    store.remove_extension("1000")
+    assert store.get_extension("1000") is None

@@ -27,6 +27,7 @@ from .model import SETTING_NAMES, Extension, Settings, generate_secret, normaliz
 from .storage import AtomicJSONStorage
 from .backup import BackupMixin
 from .routing_store import RoutingStoreMixin
+from .routing import INBOUND_ROUTES
 from .lines import LinesStoreMixin
 
 logger = logging.getLogger(__name__)
@@ -114,6 +115,10 @@ class ConfigStore(RoutingStoreMixin, LinesStoreMixin, BackupMixin):
             if ports:
                 raise ValidationError("number", f"extension {number} is used by line port(s) "
                                                 f"{', '.join(map(str, ports))}: change or delete those first")
+            dids = [r.did for r in INBOUND_ROUTES.all(db) if r.destination == number]
+            if dids:
+                raise ValidationError("number", f"extension {number} is the destination of inbound "
+                                                f"route(s) {', '.join(dids)}: change or delete those first")
         logger.info("extension %s removed", number)
 
     # Settings
