@@ -266,3 +266,14 @@ def test_simulator_script_commands_and_states():
         with pytest.raises(SimulatorError, match="already off-hook"):
             s.ports[0].off_hook()
         assert os.path.islink(s.tty)
+
+
+def test_stopping_an_unanswered_ring_puts_the_port_back_on_hook(board, sim):
+    port = board.ports[0]
+    port.ring(cadence=(300, 300))
+    deadline = time.monotonic() + 3
+    while port.state != "ringing" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert port.state == "ringing"
+    port.stop_ring()
+    assert port.state == "onhook"

@@ -84,6 +84,10 @@ class LinePort:
     def stop_ring(self) -> None:
         self._require("fxs", "stop ringing")
         self.board.command("STOPRING", self.number)
+        if self.state == "ringing":
+            # nobody answered (an answer would have set "offhook"): the phone is back on its hook,
+            # which also ends the caller-ID thread's wait to restore normal line polarity
+            self.state = "onhook"
 
     def _ring_command(self, cadence: tuple[int, ...]) -> None:
         self._ring_stopped.clear()
