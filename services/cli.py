@@ -75,6 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--secrets", action="store_true", help="also show the SIP secrets")
     esub.add_parser("rm", parents=[common], help="remove an extension").add_argument("number")
 
+    ln = sub.add_parser("line", help="analog line ports (FXS phones, FXO exchange lines)")
+    lsub = ln.add_subparsers(dest="line_cmd", required=True)
+    la = lsub.add_parser("add", parents=[common], help="configure a port of the line board")
+    la.add_argument("number", type=int, help="port number on the board, from 1")
+    la.add_argument("--kind", required=True, choices=["fxs", "fxo"],
+                    help="fxs: an analog phone plugged in; fxo: an exchange line plugged in")
+    la.add_argument("--extension", required=True,
+                    help="the extension the port registers as (an existing extension)")
+    la.add_argument("--destination", default="", help="fxo only: the extension an incoming call rings")
+    la.add_argument("--name", default="")
+    lsub.add_parser("list", parents=[common], help="list configured ports")
+    lsub.add_parser("rm", parents=[common], help="remove a port").add_argument("number", type=int)
+
     s = sub.add_parser("status", parents=[common], help="registrations and active calls")
     s.add_argument("--json", action="store_true")
 
@@ -89,8 +102,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=os.environ.get("PBX_LOG_LEVEL", "INFO"), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return {"run": cmd_run, "service": cmd_service, "ext": cmd_ext, "status": cmd_status,
-                "cdr": cmd_cdr}[args.cmd](args)
+        return {"run": cmd_run, "service": cmd_service, "ext": cmd_ext, "line": cmd_line,
+                "status": cmd_status, "cdr": cmd_cdr}[args.cmd](args)
     except KeyboardInterrupt:
         return 130
 
@@ -154,6 +167,27 @@ def cmd_ext(args) -> int:
                 extra = f"  {ext.secret}" if args.secrets else ""
                 print(f"{ext.number:<8}{ext.name}{extra}")
     except (ValidationError, ValidationErrors) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_line(args) -> int:
+    from firmware.config import ValidationError
+    store = _store(args)
+    try:
+        if args.line_cmd == "add":
+            port = store.add_line_port(args.number, args.kind, args.extension, args.destination, args.name)
+            rings = f", rings {port.destination}" if port.destination else ""
+            print(f"added line port {port.number} ({port.kind}, registers as {port.extension}{rings})")
+        elif args.line_cmd == "rm":
+            store.remove_line_port(args.number)
+            print(f"removed line port {args.number}")
+        else:
+            for port in store.line_ports():
+                rings = f" -> {port.destination}" if port.destination else ""
+                print(f"{port.number:<4}{port.kind:<5}{port.extension}{rings}  {port.name}")
+    except ValidationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

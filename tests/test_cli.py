@@ -81,3 +81,20 @@ def test_status_and_cdr_show_a_registered_phone_and_its_call(pbx, tmp_path):
     assert row["dst"] == "1038" and row["disposition"] == "ANSWERED" and row["billsec"] >= 1
     table = pbx_cmd("cdr", "--last", "5", data=pbx.data).stdout
     assert "1037" in table and "ANSWERED" in table
+
+
+def test_line_ports_are_configured_from_the_command_line_with_clear_refusals(tmp_path):
+    for number in ("1050", "1090", "1000"):
+        assert pbx_cmd("ext", "add", number, "--name", f"Ext {number}", data=tmp_path).returncode == 0
+    assert pbx_cmd("line", "add", "1", "--kind", "fxs", "--extension", "1050", data=tmp_path).returncode == 0
+    ok = pbx_cmd("line", "add", "3", "--kind", "fxo", "--extension", "1090", "--destination", "1000",
+                 data=tmp_path)
+    assert ok.returncode == 0 and "rings 1000" in ok.stdout
+    listed = pbx_cmd("line", "list", data=tmp_path).stdout
+    assert "1050" in listed and "1090 -> 1000" in listed
+    bad = pbx_cmd("line", "add", "2", "--kind", "fxs", "--extension", "4444", data=tmp_path)
+    assert bad.returncode == 2 and "4444" in bad.stderr and "Traceback" not in bad.stderr
+    in_use = pbx_cmd("ext", "rm", "1050", data=tmp_path)
+    assert in_use.returncode == 2 and "line port" in in_use.stderr
+    assert pbx_cmd("line", "rm", "1", data=tmp_path).returncode == 0
+    assert "1050" not in pbx_cmd("line", "list", data=tmp_path).stdout
