@@ -5,6 +5,7 @@ two-way audio is proven by finding the other side's tone in each recording. Ever
 own extension numbers: a contact registered by an earlier test's phone never gets in the way.
 """
 
+import contextlib
 import statistics
 import time
 
@@ -26,6 +27,18 @@ def phone(pbx, number, tmp_path, hz, transport="udp"):
 def registered(p):
     assert p.register() == 200
     return p
+
+
+@contextlib.contextmanager
+def answered_call(pbx, tmp_path, caller, callee, transport="udp"):
+    """Two registered phones, the caller's call answered by the callee at once: yields (a, b)."""
+    with phone(pbx, caller, tmp_path, CALLER_HZ, transport) as a, phone(pbx, callee, tmp_path, CALLEE_HZ) as b:
+        registered(a), registered(b)
+        b.auto_answer(200)
+        a.call(pbx.uri(callee) + (";transport=tcp" if transport == "tcp" else ""))
+        a.wait_state("CONFIRMED", timeout=5)
+        b.wait_state("CONFIRMED", timeout=5)
+        yield a, b
 
 
 def cdr_for(pbx, src, dst):
@@ -59,12 +72,7 @@ def test_call_between_two_extensions_rings_answers_and_carries_audio_both_ways(p
 
 
 def test_callee_hangs_up_and_the_caller_is_released(pbx, tmp_path):
-    with phone(pbx, "1002", tmp_path, CALLER_HZ) as a, phone(pbx, "1003", tmp_path, CALLEE_HZ) as b:
-        registered(a), registered(b)
-        b.auto_answer(200)
-        a.call(pbx.uri("1003"))
-        a.wait_state("CONFIRMED", timeout=5)
-        b.wait_state("CONFIRMED", timeout=5)
+    with answered_call(pbx, tmp_path, "1002", "1003") as (a, b):
         time.sleep(1)
         b.hangup()
         a.wait_state("DISCONNECTED", timeout=5)
@@ -149,12 +157,7 @@ def test_unregistered_extension_gets_announcement_then_480(pbx, tmp_path):
 
 
 def test_hold_and_unhold_pass_through_to_the_other_phone(pbx, tmp_path):
-    with phone(pbx, "1013", tmp_path, CALLER_HZ) as a, phone(pbx, "1014", tmp_path, CALLEE_HZ) as b:
-        registered(a), registered(b)
-        b.auto_answer(200)
-        a.call(pbx.uri("1014"))
-        a.wait_state("CONFIRMED", timeout=5)
-        b.wait_state("CONFIRMED", timeout=5)
+    with answered_call(pbx, tmp_path, "1013", "1014") as (a, b):
         mark = b.event_count
         a.hold()
         b.wait_media("REMOTE_HOLD", timeout=5, after=mark)
@@ -170,12 +173,7 @@ def test_hold_and_unhold_pass_through_to_the_other_phone(pbx, tmp_path):
 
 
 def test_dtmf_is_relayed_to_the_callee_and_detected_by_the_pbx(pbx, tmp_path):
-    with phone(pbx, "1015", tmp_path, CALLER_HZ) as a, phone(pbx, "1016", tmp_path, CALLEE_HZ) as b:
-        registered(a), registered(b)
-        b.auto_answer(200)
-        a.call(pbx.uri("1016"))
-        a.wait_state("CONFIRMED", timeout=5)
-        b.wait_state("CONFIRMED", timeout=5)
+    with answered_call(pbx, tmp_path, "1015", "1016") as (a, b):
         time.sleep(0.5)
         a.send_dtmf("159#")
         deadline = time.monotonic() + 5
@@ -189,12 +187,7 @@ def test_dtmf_is_relayed_to_the_callee_and_detected_by_the_pbx(pbx, tmp_path):
 
 
 def test_phone_on_tcp_calls_phone_on_udp(pbx, tmp_path):
-    with phone(pbx, "1017", tmp_path, CALLER_HZ, transport="tcp") as a, \
-            phone(pbx, "1018", tmp_path, CALLEE_HZ) as b:
-        registered(a), registered(b)
-        b.auto_answer(200)
-        a.call(pbx.uri("1018") + ";transport=tcp")
-        a.wait_state("CONFIRMED", timeout=5)
+    with answered_call(pbx, tmp_path, "1017", "1018", transport="tcp") as (a, b):
         time.sleep(2)
         a.hangup()
         b.wait_state("DISCONNECTED", timeout=5)
@@ -217,12 +210,8 @@ def test_call_recording_writes_one_wav_per_side_with_what_each_said(pbx, tmp_pat
     from tests.phones.audio import tone_present as heard
     pbx.store.update_settings(record_calls=True)
     try:
-        with phone(pbx, "1019", tmp_path, CALLER_HZ) as a, phone(pbx, "1020", tmp_path, CALLEE_HZ) as b:
-            registered(a), registered(b)
-            time.sleep(0.7)
-            b.auto_answer(200)
-            a.call(pbx.uri("1020"))
-            a.wait_state("CONFIRMED", timeout=5)
+        time.sleep(0.7)  # the PBX polls the config file twice a second
+        with answered_call(pbx, tmp_path, "1019", "1020") as (a, b):
             time.sleep(2)
             a.hangup()
             b.wait_state("DISCONNECTED", timeout=5)

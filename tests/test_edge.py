@@ -112,13 +112,18 @@ class SipEndpoint:
         lines.append(f"Content-Length: {len(body.encode())}")
         return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
 
-    def final_response(self, data: bytes, timeout: float = 2.0) -> SipMessage | None:
-        """Send a request and return the first final (>= 200) response, or None."""
+    def final_response(self, data: bytes, timeout: float = 5.0) -> SipMessage | None:
+        """Send a request and return its first final (>= 200) response, or None.
+
+        Only a response with this request's Call-ID and CSeq counts: on a loaded machine a late
+        answer to an earlier request must not be taken for this one's."""
+        request = SipMessage(data)
+        wanted = (request.header("Call-ID"), request.header("CSeq"))
         self.send(data)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             msg = self.recv(max(0.01, deadline - time.monotonic()))
-            if msg is not None and msg.status >= 200:
+            if msg is not None and msg.status >= 200 and (msg.header("Call-ID"), msg.header("CSeq")) == wanted:
                 return msg
         return None
 
