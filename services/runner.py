@@ -152,9 +152,6 @@ class Pbx:
 
     def _start_web(self) -> None:
         o = self.opts
-        if not (Path(__file__).resolve().parent.parent / "webui" / "__main__.py").exists():
-            log.warning("web UI not installed (webui/__main__.py missing); serving SIP only")
-            return
         self.web = subprocess.Popen([sys.executable, "-m", "webui", "--data", str(o.data),
                                      "--host", o.sip_addr, "--port", str(o.web_port)])
 

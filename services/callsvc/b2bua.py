@@ -26,7 +26,7 @@ from firmware.dsp.tones import ToneGenerator, tone
 from . import sdp
 from .media import MediaCapacityError, MediaEngine, Player, RtpLeg
 from .sip import (LINGER, ServerTransaction, SipEndpoint, make_response, new_branch, new_tag, tag_of,
-                  top_branch, uri_of, user_of)
+                  uri_of, user_of)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,6 @@ class Leg:
     confirmed: bool = False
     reinvite_pending: bool = False
     local_tag: str = ""
-    remote_cseq: int = 0
     reinvite_tx: ServerTransaction | None = None
 
     def our_sdp(self, address: str, direction: str | None = None) -> bytes:
@@ -96,7 +95,6 @@ class Call:
         self.recordings: list[str] = []
         self.no_answer: asyncio.TimerHandle | None = None
         self.media_seen = (0, 0, 0.0)  # (rx a, rx b, when they last moved)
-        self.task: asyncio.Task | None = None
 
     def describe(self) -> dict:
         return {"call_id": self.a.call_id, "src": self.src, "dst": self.dst, "state": self.state,
@@ -123,8 +121,17 @@ class CallService:
         self.completed = 0
         self.loop = asyncio.get_event_loop()
         self._extensions: dict = {}
+        self._tasks: set[asyncio.Task] = set()
         self._settings = None
         self._generation = -1
+
+    def _spawn(self, coro) -> asyncio.Task:
+        """Run a call flow in the background; the loop keeps only weak references to tasks, so a
+        flow nobody holds could be collected mid-call: the service holds each until it ends."""
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -150,7 +157,7 @@ class CallService:
                 log.warning("call %d %s -> %s: no RTP for %.0f s: hanging up", call.n, call.src,
                             call.dst, now - since)
                 call.hangup_by = "rtp timeout"
-                self.loop.create_task(self._hangup_all(call, "rtp timeout"))
+                self._spawn(self._hangup_all(call, "rtp timeout"))
         self._sweeper = self.loop.call_later(SWEEP_EVERY, self._sweep)
 
     async def stop(self) -> None:
@@ -233,7 +240,7 @@ class CallService:
                 return
             self.calls[call.a.call_id] = call
             self.legs[call.a.call_id] = (call, call.a)
-            call.task = self.loop.create_task(self._run_call(call))
+            self._spawn(self._run_call(call))
             return
         if method == "CANCEL":
             self._on_cancel(req, tx)
@@ -251,9 +258,9 @@ class CallService:
             self._on_ack(call, leg, req)
         elif method == "BYE":
             self._respond(tx, 200)
-            self.loop.create_task(self._on_bye(call, leg))
+            self._spawn(self._on_bye(call, leg))
         elif method == "INVITE":
-            self.loop.create_task(self._on_reinvite(call, leg, req, tx))
+            self._spawn(self._on_reinvite(call, leg, req, tx))
         elif method in ("INFO", "UPDATE", "OPTIONS", "NOTIFY"):
             if method == "UPDATE" and req.body:
                 self._respond(tx, 488, reason="Not Acceptable Here (UPDATE with SDP)")
@@ -289,7 +296,6 @@ class CallService:
         a.remote = call.invite.headers.get_first("from")
         a.target = uri_of(call.invite.headers.get_first("contact") or call.invite.headers.get_first("from"))
         a.routes = list(call.invite.headers.get("record-route"))
-        a.remote_cseq = int(call.invite.headers.get_first("cseq").split()[0])
         a.local_tag = new_tag()
         a.local = f"{a.local};tag={a.local_tag}"
         try:
@@ -326,7 +332,6 @@ class CallService:
         await self._dial_extension(call, decision.target, offer)
 
     async def _dial_extension(self, call: Call, ext: str, offer: sdp.MediaOffer) -> None:
-        a = call.a
         b = Leg("b", secrets.token_hex(12) + "@pbx")
         call.b = b
         self.legs[b.call_id] = (call, b)
@@ -405,7 +410,7 @@ class CallService:
         self._final_to_a(call, 480, Disposition.NO_ANSWER, "no answer",
                          reason="Temporarily Unavailable (no answer)")
         self._cancel_b(call)
-        self.loop.create_task(self._hangup_all(call, ""))
+        self._spawn(self._hangup_all(call, ""))
 
     async def _on_b_answered(self, call: Call, resp: SipResponse) -> None:
         a, b = call.a, call.b
@@ -472,7 +477,7 @@ class CallService:
             log.warning("call %d %s -> %s: caller never ACKed our 200: hanging up", call.n, call.src,
                         call.dst)
             call.hangup_by = "no ack"
-            self.loop.create_task(self._hangup_all(call, "no ack"))
+            self._spawn(self._hangup_all(call, "no ack"))
 
     def _ack_non_2xx(self, call: Call, resp: SipResponse) -> None:
         inv = call.b_invite
@@ -531,7 +536,7 @@ class CallService:
 
     # --- in-dialog events --------------------------------------------------------------------------
     def _on_cancel(self, req: SipRequest, tx: ServerTransaction) -> None:
-        inv_tx = self.endpoint.server_tx.get((top_branch(req), "INVITE"))
+        inv_tx = self.endpoint.invite_for_cancel(req)
         call = self.calls.get(req.headers.get_first("call-id"))
         if inv_tx is None or call is None or call.tx is not inv_tx:
             self._respond(tx, 481)
@@ -547,7 +552,7 @@ class CallService:
             self.media.stop(call.a.rtp)
         self._cancel_b(call)
         if call.b is None:
-            self.loop.create_task(self._hangup_all(call, ""))
+            self._spawn(self._hangup_all(call, ""))
 
     def _on_ack(self, call: Call, leg: Leg, req: SipRequest) -> None:
         if leg.side == "a":
