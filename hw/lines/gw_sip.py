@@ -19,7 +19,7 @@ from aiosipua.auth import SipDigestAuth, answer_challenge
 from aiosipua.headers import CaseInsensitiveDict
 
 from services.callsvc.sip import (ServerTransaction, SipEndpoint, make_response, new_branch, new_tag, tag_of,
-                                  top_branch, uri_of, user_of)
+                                  uri_of, user_of)
 
 logger = logging.getLogger(__name__)
 
@@ -387,7 +387,7 @@ class GatewayUA:
         self.on_invite(account, call)
 
     def _on_cancel(self, req: SipRequest, tx: ServerTransaction) -> None:
-        inv_tx = self.endpoint.server_tx.get((top_branch(req), "INVITE"))
+        inv_tx = self.endpoint.invite_for_cancel(req)
         call = self.calls.get(req.headers.get_first("call-id"))
         if inv_tx is None or call is None or call.invite_tx is not inv_tx:
             self.respond(tx, 481)

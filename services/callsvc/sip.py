@@ -258,6 +258,10 @@ class SipEndpoint(asyncio.DatagramProtocol):
         self.server_tx[key] = tx
         self.on_request(req, tx)
 
+    def invite_for_cancel(self, cancel: SipRequest) -> ServerTransaction | None:
+        """The INVITE server transaction a CANCEL targets: same top Via branch (section 9.2)."""
+        return self.server_tx.get((top_branch(cancel), "INVITE"))
+
     def respond(self, tx: ServerTransaction, resp: SipResponse) -> None:
         data = bytes(resp)
         tx.last = data
