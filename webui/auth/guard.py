@@ -100,32 +100,42 @@ def refuse(status: int, message: str):
 
 
 def before_request():
+    """Who is asking, may they, and only then: is the form token right.
+
+    Identity before CSRF: an anonymous API call that would change something gets 401 with
+    WWW-Authenticate (log in / send a token), not a misleading "CSRF token missing".
+    """
     _identify()
     accounts = current_app.extensions["pbx.accounts"]
     endpoint = request.endpoint
-    if request.method in UNSAFE_METHODS and not g.via_token:
-        sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
-        expected = session.get("csrf", "")
-        if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
-            logger.info("CSRF check failed for %s %s from %s", request.method, request.path,
-                        client_address())
-            return refuse(400, "form expired or was sent from another site (CSRF token missing "
-                                "or wrong): reload the page and send it again")
     if not accounts.has_admin():
-        if endpoint in SETUP_ENDPOINTS:
-            return None
-        if wants_json():
-            return refuse(503, "first-boot setup is not done: open the web UI and run the wizard")
-        return redirect(url_for("wizard.admin"))
-    if g.via_token and g.user is None:
-        return refuse(401, "API token unknown or revoked: create one on the System page")
-    access = access_of(endpoint)
-    if access == "public":
+        if endpoint not in SETUP_ENDPOINTS:
+            if wants_json():
+                return refuse(503, "first-boot setup is not done: open the web UI and run the wizard")
+            return redirect(url_for("wizard.admin"))
+    else:
+        if g.via_token and g.user is None:
+            return refuse(401, "API token unknown or revoked: create one on the System page")
+        access = access_of(endpoint)
+        if access != "public":
+            if g.user is None:
+                return refuse(401, "log in first")
+            if access == "admin" and not g.user.is_admin:
+                return refuse(403, "this page is for administrators")
+    return _check_csrf()
+
+
+def _check_csrf():
+    """Every state-changing request from a browser session carries the session's form token."""
+    if request.method not in UNSAFE_METHODS or g.via_token:
         return None
-    if g.user is None:
-        return refuse(401, "log in first")
-    if access == "admin" and not g.user.is_admin:
-        return refuse(403, "this page is for administrators")
+    sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
+    expected = session.get("csrf", "")
+    if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+        logger.info("CSRF check failed for %s %s from %s", request.method, request.path,
+                    client_address())
+        return refuse(400, "form expired or was sent from another site (CSRF token missing "
+                           "or wrong): reload the page and send it again")
     return None
 
 
