@@ -87,7 +87,8 @@ def config_snapshot(app, data) -> str:
     doc = ConfigStore(data).export_config()
     doc.pop("exported")
     accounts = app.extensions["pbx.accounts"]
-    return json.dumps([doc, [a.__dict__ for a in accounts.accounts()], accounts.tokens()], sort_keys=True)
+    tokens = [{k: v for k, v in t.items() if k != "last_used"} for t in accounts.tokens()]
+    return json.dumps([doc, [a.__dict__ for a in accounts.accounts()], tokens], sort_keys=True)
 
 
 # --- anonymous callers ---------------------------------------------------------------------------

@@ -8,8 +8,9 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from flask import Flask, g, jsonify
+from flask import Flask, g, jsonify, request
 from markupsafe import escape
+from werkzeug.exceptions import HTTPException
 
 from webui.auth import guard
 from webui.auth.accounts import AccountStore
@@ -99,6 +100,25 @@ def create_app(data_dir: str | Path, config: dict | None = None) -> Flask:
         return (f"<!doctype html><title>Configuration problem</title><h1>Configuration problem</h1>"
                 f"<p>{escape(str(exc))}</p><p>Restore a backup on the System page after fixing the file, "
                 f"or ask for help.</p>"), 503
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc):
+        # Any other HTTP error (400 from a malformed form, 415, ...): the API answers JSON, never
+        # werkzeug's HTML page. Routing redirects never reach here (Flask returns them as is).
+        if exc.code is None or not guard.wants_json():
+            return exc
+        return jsonify(error=f"{exc.name.lower()}: {exc.description}"), exc.code
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc):
+        # A bug or an input nothing foresaw: the traceback goes to the log, never to the client.
+        logger.error("unexpected error on %s %s", request.method, request.path, exc_info=exc)
+        text = ("internal error: the request was not completed; the details are in the PBX log "
+                "(journalctl -u pbx-web): please report them")
+        if guard.wants_json():
+            return jsonify(error=text), 500
+        return (f"<!doctype html><title>Internal error</title><h1>Internal error</h1><p>{text}</p>"
+                f"<p><a href='/'>Back</a></p>"), 500
 
     wizard.setup_code.ensure(data_dir, app.extensions["pbx.accounts"])
     return app

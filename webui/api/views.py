@@ -17,7 +17,7 @@ from firmware.config import ValidationError
 from webui.auth import guard
 from webui.cdr import filters
 from webui.pbx import cdr_store, config_store, pbx_status, registered_extensions
-from webui.system.backup import UploadError, parse_bytes, read_upload
+from webui.system.backup import UploadError, decode_json, parse_bytes, read_upload
 
 bp = Blueprint("api", __name__, template_folder="templates", url_prefix="/api")
 
@@ -41,7 +41,13 @@ def _invalid(e: ValidationError):
 
 
 def body(allowed: set[str], required: set[str] = frozenset()) -> dict:
-    data = request.get_json(silent=True)
+    if not request.is_json:
+        raise BadRequest("send a JSON object with Content-Type: application/json")
+    try:
+        data = decode_json(request.get_data(cache=True), "request body",
+                           "send a JSON object with the fields listed in /api/docs")
+    except UploadError as e:
+        raise BadRequest(str(e), [{"field": "body", "message": str(e)}]) from None
     if not isinstance(data, dict):
         raise BadRequest("send a JSON object with Content-Type: application/json")
     unknown = sorted(set(data) - allowed)

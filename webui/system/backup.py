@@ -27,9 +27,30 @@ def parse_bytes(raw: bytes) -> object:
         raise UploadError(f"file is larger than {MAX_BACKUP_BYTES // 1024} kB: not a backup of this PBX")
     if not raw.strip():
         raise UploadError("file is empty")
+    return decode_json(raw, "file", "use a backup file downloaded from the System page")
+
+
+def decode_json(raw: bytes, what: str, fix: str) -> object:
+    """JSON text -> object, or UploadError naming what is wrong with it and how to fix it.
+
+    Hostile JSON must be refused, not crash the request: brackets nested thousands deep make the
+    decoder run out of stack (RecursionError), and a number of more than 4300 digits is refused by
+    Python's int conversion (ValueError) -- neither is a JSONDecodeError.
+    """
     try:
-        return json.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise UploadError("file is not UTF-8 text: not a backup of this PBX") from None
+        raise UploadError(f"{what} is not UTF-8 text: {fix}") from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
-        raise UploadError(f"file is not valid JSON (line {e.lineno}: {e.msg})") from None
+        raise UploadError(f"{what} is not valid JSON (line {e.lineno}: {e.msg}): {fix}") from None
+    except RecursionError:
+        raise UploadError(f"{what} has brackets nested too deeply to be a PBX configuration "
+                          f"(JSON nested thousands of levels): {fix}") from None
+    except ValueError as e:  # int_max_str_digits; the message says how many digits
+        raise UploadError(f"{what} has a number with too many digits ({_short(e)}): {fix}") from None
+
+
+def _short(e: ValueError) -> str:
+    return str(e).split(";", 1)[0].replace("Exceeds the limit", "limit")
