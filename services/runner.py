@@ -5,7 +5,9 @@
 socket, and - when analog line ports are configured - the line service (board + gateway, child
 process; on the board simulator unless --lines-tty names a board). On the appliance each part runs
 as its own systemd unit instead (`pbx service edge|calls`, pbx-lines.service), the same code with
-a subset of the components. Configuration changes made by other processes
+a subset of the components. Every child dies with `pbx run`, even when it is SIGKILLed
+(services/childproc.py), and a child that fails is restarted with back-off (Restarts), each
+failure logged on one line with its cause. Configuration changes made by other processes
 (`pbx ext add`, the web UI) are picked up by polling the config file, so nothing ever needs an
 "apply" or a restart.
 """
@@ -14,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import logging
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +32,7 @@ from firmware.cdr import CdrStore
 from firmware.config import ConfigStore
 
 from .callsvc.b2bua import CallService
+from .childproc import die_with_parent
 from .callsvc.media import MediaEngine
 from .control import ControlServer
 from .edge import Edge, EdgeConfig
@@ -51,6 +56,56 @@ class RunOptions:
     edge_children: int = 4
     components: frozenset = frozenset({"edge", "calls", "web", "lines"})
     lines_tty: str | None = None     # the line board's serial port; None: the simulator
+
+
+class Restarts:
+    """When to restart a supervised child: 0.5 s after a failure, doubling up to 30 s while it
+    keeps failing; a child that had stayed up STABLE_S before it failed starts over at 0.5 s.
+
+    Each failure is one log line: what failed, why, and when the next attempt is.
+    """
+    FIRST_S = 0.5
+    MAX_S = 30.0
+    STABLE_S = 60.0
+
+    def __init__(self, what: str):
+        self.what = what
+        self.delay = 0.0
+        self.up_since: float | None = time.monotonic()
+        self.at: float | None = None     # the next attempt; None: not waiting to restart
+
+    def up(self) -> None:
+        self.up_since = time.monotonic()
+        self.at = None
+
+    def failed(self, reason: str) -> None:
+        now = time.monotonic()
+        if self.up_since is not None and now - self.up_since >= self.STABLE_S:
+            self.delay = 0.0
+        self.delay = self.FIRST_S if not self.delay else min(self.delay * 2, self.MAX_S)
+        self.up_since = None
+        self.at = now + self.delay
+        log.error("%s %s; retrying in %.1f s", self.what, reason, self.delay)
+
+    @property
+    def waiting(self) -> bool:
+        return self.at is not None
+
+    def due(self) -> bool:
+        return self.at is not None and time.monotonic() >= self.at
+
+
+def port_in_use(host: str, port: int) -> str | None:
+    """Why a TCP server could not listen on host:port now (another process has it), or None."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as waitress: TIME_WAIT is no obstacle
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} in use by another process: stop it or pass --web-port"
+            return f"cannot listen on {host}:{port}: {exc.strerror}"
+    return None
 
 
 class CdrWriter:
@@ -107,6 +162,9 @@ class Pbx:
         self.edge: Edge | None = None
         self.calls: CallService | None = None
         self.web: subprocess.Popen | None = None
+        self.web_restarts = Restarts("web UI")
+        self.edge_restarts = Restarts("Kamailio edge")
+        self.lines_restarts = Restarts("line service")
         self.lines = None                # hw.lines.gw_process.LinesComponent
         self.control: ControlServer | None = None
         self.cdr = CdrWriter(opts.data) if "calls" in opts.components else None
@@ -152,8 +210,49 @@ class Pbx:
 
     def _start_web(self) -> None:
         o = self.opts
+        busy = port_in_use(o.sip_addr, o.web_port)
+        if busy:  # starting it would only print a traceback and exit
+            self.web_restarts.failed(f"not started: {busy}")
+            return
         self.web = subprocess.Popen([sys.executable, "-m", "webui", "--data", str(o.data),
-                                     "--host", o.sip_addr, "--port", str(o.web_port)])
+                                     "--host", o.sip_addr, "--port", str(o.web_port)],
+                                    preexec_fn=die_with_parent())
+        self.web_restarts.up()
+
+    def _check_web(self) -> None:
+        if self.web is not None and self.web.poll() is not None:
+            reason = f"exited with code {self.web.returncode}"
+            busy = port_in_use(self.opts.sip_addr, self.opts.web_port)
+            self.web = None
+            self.web_restarts.failed(f"{reason}: {busy}" if busy else reason)
+        if self.web is None and self.web_restarts.due():
+            self._start_web()
+
+    async def _check_edge(self, loop) -> bool:
+        """Restart a dead edge (with back-off); False while it is down."""
+        if self.edge.running:
+            return True
+        if not self.edge_restarts.waiting:
+            self.edge_restarts.failed("exited")
+        if self.edge_restarts.due():
+            try:
+                await loop.run_in_executor(None, self.edge.start)
+            except Exception as exc:
+                self.edge_restarts.failed(f"restart failed: {str(exc).splitlines()[0]}")
+                return False
+            self.edge_restarts.up()
+            return True
+        return False
+
+    def _check_lines(self) -> None:
+        service = self.lines.service
+        if service is None or service.poll() is None:
+            return
+        if not self.lines_restarts.waiting:
+            self.lines_restarts.failed(f"exited with code {service.returncode}")
+        if self.lines_restarts.due():
+            self.lines.check()
+            self.lines_restarts.up()
 
     async def _start_lines(self, loop) -> None:
         from hw.lines.gw_process import LinesComponent
@@ -201,18 +300,12 @@ class Pbx:
                 if self.calls is not None:
                     self.calls.refresh_config()
             healthy = True
-            if self.edge is not None and not self.edge.running:
-                log.error("Kamailio edge exited; restarting it")
-                try:
-                    await loop.run_in_executor(None, self.edge.start)
-                except Exception as exc:
-                    healthy = False
-                    log.error("edge restart failed: %s", exc)
-            if self.web is not None and self.web.poll() is not None:
-                log.error("web UI exited with %s; restarting it", self.web.returncode)
-                self._start_web()
+            if self.edge is not None:
+                healthy = await self._check_edge(loop)
+            if "web" in self.opts.components and self.opts.web:
+                self._check_web()
             if self.lines is not None:
-                self.lines.check()
+                self._check_lines()
             if healthy:
                 calls = len(self.calls.calls) if self.calls is not None else 0
                 self.notifier.watchdog(f"{calls} active calls" if self.calls is not None else "edge up")

@@ -6,6 +6,7 @@ the UI succeeded: a hung web server stops the pings and systemd restarts it.
 
 from __future__ import annotations
 
+import errno
 import http.client
 import logging
 import sys
@@ -37,8 +38,15 @@ def serve(data_dir, host: str, port: int) -> int:
     code = setup_code.read(str(data_dir))
     if code:  # first boot: the console (journal) shows the one-time code the wizard asks for
         print(f"setup code: {code} (open http://{host}:{port}/)", file=sys.stderr, flush=True)
-    server = waitress.create_server(app, host=host, port=port, threads=8, send_bytes=1,
-                                    channel_timeout=60, ident="pbx", clear_untrusted_proxy_headers=True)
+    try:
+        server = waitress.create_server(app, host=host, port=port, threads=8, send_bytes=1, channel_timeout=60,
+                                        ident="pbx", clear_untrusted_proxy_headers=True)
+    except OSError as exc:  # one line naming the port and the fix, not a traceback per restart
+        if exc.errno == errno.EADDRINUSE:
+            log.error("web UI not started: port %d in use by another process: stop it or pass --web-port", port)
+        else:
+            log.error("web UI not started: cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
+        return 1
     probe_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
     stop = threading.Event()
 

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from services.childproc import die_with_parent  # they die with `pbx run`, even on SIGKILL
+
 logger = logging.getLogger(__name__)
 
 SIMULATOR_START_S = 10.0
@@ -56,7 +58,8 @@ class LinesComponent:
         directory = self.data / "linesim"
         cmd = [sys.executable, "-m", "hw.lines.simulator", "--ports", simulator_ports(self.kinds),
                "--dir", str(directory), "--country", self.country]
-        self.simulator = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        self.simulator = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                          preexec_fn=die_with_parent())
         # Raw reads: a buffered readline() could swallow both lines while select() waits for more.
         out = b""
         fd = self.simulator.stdout.fileno()
@@ -77,7 +80,7 @@ class LinesComponent:
         cmd = [sys.executable, "-m", "hw.lines.service", "--data", str(self.data), "--port", self.tty,
                "--sip-addr", self.edge[0], "--sip-port", str(self.edge[1])]
         env = {k: v for k, v in self.env.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
-        self.service = subprocess.Popen(cmd, env=env)
+        self.service = subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent())
 
     def check(self) -> None:
         """Restart the line service if it exited (the simulator, if ours, keeps its state)."""

@@ -14,6 +14,7 @@ import time
 import uuid
 from typing import Mapping
 
+from ..childproc import die_with_parent
 from .config import EdgeConfig, EdgeError
 from .rpc import KamailioRpc, RpcError
 from .subscribers import ensure_db, write_subscribers
@@ -91,7 +92,9 @@ class Edge:
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                 # Its own process group: Kamailio signals its whole group on shutdown (that
                 # must not reach us), and orphaned workers can be stopped by group.
-                start_new_session=True)
+                start_new_session=True,
+                # SIGTERM when we die (even by SIGKILL): Kamailio then stops its workers itself.
+                preexec_fn=die_with_parent(signal.SIGTERM))
             self._reader = threading.Thread(target=self._forward_stderr, args=(self._proc,),
                                             name="edge-stderr", daemon=True)
             self._reader.start()
