@@ -22,11 +22,26 @@ logger = logging.getLogger(__name__)
 
 ROLES = ("admin", "user")
 MIN_PASSWORD = 10
-# Lockout policy: this many failures for one account (or from one address) inside the window
-# locks that account (or address) for LOCK_SECONDS. Online guessing then costs days per password.
+# Lockout policy. Locks are per client address, never per account alone: an account-wide lock
+# would let anyone on the LAN lock the admin out with five wrong passwords.
+# - this many failures for one account from one address inside the window lock that
+#   (account, address) pair for LOCK_SECONDS; the same many from one address for any accounts
+#   lock that address. Online guessing then costs days per password and address.
+# - global safety net, which slows but never locks: once an account has GLOBAL_SLOWDOWN_AFTER
+#   failures from all addresses inside the window, an address that failed for it must wait
+#   SLOWDOWN_SECONDS before its next try. An address without a recent failure (the real admin)
+#   is never held back; the event is audited once as login_attack.
 MAX_FAILURES = 5
 WINDOW_SECONDS = 15 * 60
 LOCK_SECONDS = 15 * 60
+GLOBAL_SLOWDOWN_AFTER = 20
+SLOWDOWN_SECONDS = 60
+
+
+def login_keys(username: str, address: str) -> tuple[str, str, str]:
+    """Failure counter keys: (account at this address, this address, the account anywhere)."""
+    user = (username or "").lower()
+    return f"user:{user}|ip:{address}", f"ip:{address}", f"user:{user}"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS account (
@@ -197,6 +212,20 @@ class AccountStore:
                            (key, now - WINDOW_SECONDS)).fetchone()[0]
             locked |= n == MAX_FAILURES
         return locked
+
+    def failures(self, key: str) -> int:
+        """Failures counted for key inside the window."""
+        return self._db().execute("SELECT COUNT(*) FROM login_failure WHERE key=? AND ts>?",
+                                  (key, self._clock() - WINDOW_SECONDS)).fetchone()[0]
+
+    def slowed_for(self, account_key: str, pair_key: str) -> float:
+        """Seconds this address must still wait before its next try for an account under attack."""
+        if self.failures(account_key) < GLOBAL_SLOWDOWN_AFTER:
+            return 0.0
+        row = self._db().execute("SELECT MAX(ts) FROM login_failure WHERE key=?", (pair_key,)).fetchone()
+        if not row or row[0] is None:
+            return 0.0
+        return max(row[0] + SLOWDOWN_SECONDS - self._clock(), 0.0)
 
     def clear_failures(self, key: str) -> None:
         self._db().execute("DELETE FROM login_failure WHERE key=?", (key,))

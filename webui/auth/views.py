@@ -1,4 +1,4 @@
-"""Login and logout pages with lockout after repeated failures."""
+"""Login and logout pages; repeated failures lock the address they come from (see accounts.py)."""
 from __future__ import annotations
 
 import math
@@ -7,6 +7,7 @@ from urllib.parse import urlparse
 from flask import Blueprint, current_app, g, jsonify, redirect, render_template, request, url_for
 
 from webui.auth import guard
+from webui.auth.accounts import GLOBAL_SLOWDOWN_AFTER, SLOWDOWN_SECONDS, login_keys
 
 bp = Blueprint("auth", __name__, template_folder="templates")
 
@@ -42,24 +43,35 @@ def login_post():
     username = request.form.get("username", "").strip()[:64]
     password = request.form.get("password", "")
     address = guard.client_address()
-    keys = (f"user:{username.lower()}", f"ip:{address}")
-    wait = accounts.locked_for(*keys)
+    pair_key, address_key, account_key = login_keys(username, address)
+
+    def refused(message: str, status: int):
+        return render_template("auth/login.html", username=username, next=request.form.get("next", ""),
+                               errors={"form": message}), status
+
+    wait = accounts.locked_for(pair_key, address_key)
     if wait > 0:
-        accounts.audit("login_blocked", username, address, "locked out")
-        minutes = math.ceil(wait / 60)
-        return render_template(
-            "auth/login.html", username=username, next=request.form.get("next", ""),
-            errors={"form": f"too many failed logins: try again in {minutes} minute(s)"}), 429
+        accounts.audit("login_blocked", username, address, "locked out (this address)")
+        return refused(f"too many failed logins from this address: try again in "
+                       f"{math.ceil(wait / 60)} minute(s), or log in from another computer", 429)
+    wait = accounts.slowed_for(account_key, pair_key)
+    if wait > 0:
+        accounts.audit("login_blocked", username, address, "slowed down: account under attack")
+        return refused(f"many failed logins for this account from several addresses: wait "
+                       f"{math.ceil(wait)} seconds before trying again", 429)
     account = accounts.verify(username, password)
     if account is None:
-        if accounts.record_failure(*keys):
+        if accounts.record_failure(pair_key, address_key):
             accounts.audit("lockout", username, address,
-                           f"locked for {accounts_lock_minutes()} minutes after repeated failures")
+                           f"this address locked for {accounts_lock_minutes()} minutes after repeated failures")
+        accounts.record_failure(account_key)   # counted for the safety net; never locks
+        if accounts.failures(account_key) == GLOBAL_SLOWDOWN_AFTER:
+            accounts.audit("login_attack", username, address,
+                           f"{GLOBAL_SLOWDOWN_AFTER} failed logins from several addresses: "
+                           f"each address now waits {SLOWDOWN_SECONDS} s between tries")
         accounts.audit("login_failed", username, address, "wrong user name or password")
-        return render_template(
-            "auth/login.html", username=username, next=request.form.get("next", ""),
-            errors={"form": "wrong user name or password"}), 401
-    accounts.clear_failures(keys[0])
+        return refused("wrong user name or password", 401)
+    accounts.clear_failures(pair_key)
     guard.login(account)
     accounts.audit("login", account.username, address, f"role {account.role}")
     nxt = request.form.get("next")
