@@ -136,20 +136,12 @@ class PbxProcess:
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
+                # its children (Kamailio and its workers, web UI, lines) die with it: PDEATHSIG
                 self.proc.kill()
                 self.proc.wait(5)
-                self._kill_orphaned_edge()
         if self.proc is not None:
             self._log.close()
         self.proc = None
-
-    def _kill_orphaned_edge(self) -> None:
-        """A SIGKILLed `pbx run` cannot stop its Kamailio: end that process group here."""
-        try:
-            pid = int((self.data / "edge" / "kamailio.pid").read_text().strip())
-            os.killpg(os.getpgid(pid), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
 
     def __enter__(self):
         return self.start()
