@@ -70,6 +70,20 @@ class CallRecord:
             raise ValidationErrors(errors)
 
 
+MAX_TEXT = 255
+
+
+def cdr_text(value: str | None, fallback: str = "unknown") -> str:
+    """A value from the wire made fit for a CDR text field (1-255 printable characters).
+
+    Call-IDs and dialled numbers come from phones and carriers: an over-long Call-ID or an empty
+    Request-URI user must still give a call record, never an error in the middle of a hang-up.
+    Control characters become '?', the text is cut at 255 characters, empty becomes fallback.
+    """
+    text = "".join(ch if ch.isprintable() else "?" for ch in (value or "")[:MAX_TEXT])
+    return text or fallback
+
+
 def _is_time(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
@@ -78,7 +92,7 @@ def _record_errors(rec: CallRecord) -> list[ValidationError]:
     errors = []
     for name in ("call_id", "src", "dst"):
         value = getattr(rec, name)
-        if not isinstance(value, str) or not value or len(value) > 255 or not value.isprintable():
+        if not isinstance(value, str) or not value or len(value) > MAX_TEXT or not value.isprintable():
             errors.append(ValidationError(name, f"must be 1-255 printable characters, got {value!r}"))
     for name in ("start", "end"):
         if not _is_time(getattr(rec, name)):

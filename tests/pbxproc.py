@@ -51,10 +51,10 @@ class PbxProcess:
     """`pbx run` in a child process with its own data directory and ports."""
 
     def __init__(self, data_dir: Path, extensions=(), settings=None, web=False, trusted=(),
-                 rtp_size=200, env=None):
+                 rtp_size=200, env=None, addr="127.0.0.1"):
         self.data = Path(data_dir)
         self.data.mkdir(parents=True, exist_ok=True)
-        self.addr = "127.0.0.1"
+        self.addr = addr  # a LanHost's box_addr for attack tests from a LAN host
         self.sip_port = free_port()
         self.web_port = free_port(socket.SOCK_STREAM, both=False)
         self.rtp = free_rtp_range(rtp_size)

@@ -35,3 +35,60 @@ def test_response_copies_the_dialog_headers_and_adds_our_tag():
     assert tag_of(resp.headers.get_first("to")) == "mytag"
     assert resp.headers.get_first("cseq") == "7 BYE"
     assert bytes(resp).startswith(b"SIP/2.0 200 OK\r\n")
+
+
+def _endpoint_fed_by(datagrams, peer_bound_to="127.0.0.1"):
+    """A real SipEndpoint on loopback; datagrams sent to it from a peer socket: what it passes up."""
+    import asyncio
+    import socket
+
+    from services.callsvc.sip import SipEndpoint
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        peer.bind((peer_bound_to, 0))
+        seen = []
+        transport, endpoint = await loop.create_datagram_endpoint(
+            lambda: SipEndpoint(peer.getsockname(), lambda req, tx: seen.append(req)),
+            local_addr=("127.0.0.1", 0))
+        for data in datagrams:
+            peer.sendto(data, endpoint.local)
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+        endpoint.close()
+        peer.close()
+        return seen, endpoint.stats
+
+    return asyncio.run(run())
+
+
+def _rfc2543_options(call_id: str, via_branch: str = "") -> bytes:
+    branch = f";branch={via_branch}" if via_branch else ""
+    return (f"OPTIONS sip:pbx@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999{branch}\r\n"
+            f"From: <sip:x@127.0.0.1>;tag=1\r\nTo: <sip:pbx@127.0.0.1>\r\nCall-ID: {call_id}\r\n"
+            "CSeq: 7 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+def test_rfc2543_requests_without_a_unique_branch_are_separate_transactions():
+    first, second = _rfc2543_options("old-style-1"), _rfc2543_options("old-style-2")
+    legacy_a, legacy_b = _rfc2543_options("old-style-3", "1"), _rfc2543_options("old-style-4", "1")
+    seen, _ = _endpoint_fed_by([first, second, first, legacy_a, legacy_b])
+    # two different requests each reach the call layer once; the retransmission of the first does not
+    assert [m.headers.get_first("call-id") for m in seen] == [
+        "old-style-1", "old-style-2", "old-style-3", "old-style-4"]
+
+
+def test_sip_from_anyone_but_the_edge_is_ignored():
+    import asyncio
+
+    from services.callsvc.sip import SipEndpoint
+
+    async def feed():
+        endpoint = SipEndpoint(("127.0.0.1", 5060), lambda req, tx: None)
+        endpoint.datagram_received(_rfc2543_options("stranger", "z9hG4bKs"), ("127.0.0.1", 5061))
+        endpoint.datagram_received(_rfc2543_options("stranger", "z9hG4bKs"), ("127.0.0.2", 5060))
+        return endpoint
+
+    endpoint = asyncio.run(feed())
+    assert endpoint.stats["foreign"] == 2 and endpoint.server_tx == {}

@@ -323,9 +323,9 @@ def assert_stops_cleanly(service: Service, says_stopping: bool = True) -> None:
         assert code in (0, -signal.SIGTERM), tail(service.log)
 
 
-def sip_options(port: int) -> bytes:
+def sip_options(port: int, from_port: int = 0) -> bytes:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("127.0.0.1", from_port))
         s.settimeout(1.0)
         local = s.getsockname()[1]
         call_id = uuid.uuid4().hex
@@ -367,8 +367,10 @@ def test_call_service_is_ready_when_it_answers_sip_and_its_watchdog_stops_when_h
     values = sip_values()
     calls = start_service("calls", values)
     ready = calls.wait_ready()
-    reply = sip_options(int(values["PBX_CS_PORT"]))
+    # the call service answers only its edge (PBX_SIP_ADDR:PBX_SIP_PORT): the probe plays the edge
+    reply = sip_options(int(values["PBX_CS_PORT"]), from_port=int(values["PBX_SIP_PORT"]))
     assert reply.startswith(b"SIP/2.0 200"), reply[:200]
+    assert sip_options(int(values["PBX_CS_PORT"])) == b""
     assert ready["STATUS"] == "serving calls"
     pings = assert_watchdog_pings_then_stop_while_hung(calls)
     assert pings[-1]["STATUS"] == "0 active calls"

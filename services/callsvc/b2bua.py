@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from aiosipua import SipRequest, SipResponse
 from aiosipua.headers import CaseInsensitiveDict
 
-from firmware.cdr import CallRecord, Disposition
+from firmware.cdr import CallRecord, Disposition, cdr_text
 from firmware.dialplan import Action, route_call
 from firmware.dsp.tones import ToneGenerator, tone
 
@@ -38,6 +38,39 @@ ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
 RTP_TIMEOUT = float(os.environ.get("PBX_RTP_TIMEOUT") or 60)
 SWEEP_EVERY = min(10.0, RTP_TIMEOUT / 3)
 USER_AGENT = "OfficePBX"
+
+
+def phone_addresses(msg, *, vias: bool) -> frozenset[str]:
+    """IPv4 addresses the signalling says the phone on a leg sends from (strict RTP sources).
+
+    The phone's own Via (below the edge's) with its `received` parameter, and its Contact with the
+    `;alias=ip~port~proto` the edge stamps on phones behind NAT or on TCP.
+    """
+    hosts = []
+    if vias:
+        for via in msg.headers.get("via")[1:]:
+            sent_by, _, params = via.partition(";")
+            hosts.append(sent_by.split()[-1].rsplit(":", 1)[0] if sent_by.split() else "")
+            for param in params.split(";"):
+                name, _, value = param.strip().partition("=")
+                if name.lower() == "received":
+                    hosts.append(value)
+    contact = msg.headers.get_first("contact")
+    if contact:
+        uri = uri_of(contact)
+        hostport = uri.split("@", 1)[-1].split(";", 1)[0]
+        hosts.append(hostport.rsplit(":", 1)[0])
+        for param in uri.split(";")[1:]:
+            name, _, value = param.partition("=")
+            if name.lower() == "alias":
+                hosts.append(value.split("~", 1)[0])
+    found = set()
+    for host in hosts:
+        try:
+            found.add(sdp.unicast_ipv4(host.strip()))
+        except sdp.SdpError:
+            pass
+    return frozenset(found)
 
 
 @dataclass
@@ -59,6 +92,7 @@ class Leg:
     reinvite_pending: bool = False
     local_tag: str = ""
     reinvite_tx: ServerTransaction | None = None
+    sources: frozenset[str] = frozenset()  # where the phone's RTP may come from, besides its SDP
 
     def our_sdp(self, address: str, direction: str | None = None) -> bytes:
         self.sdp_version += 1
@@ -189,6 +223,10 @@ class CallService:
         return {"calls": [c.describe() for c in self.calls.values()], "completed": self.completed,
                 "sip": dict(self.endpoint.stats) if self.endpoint else {}, "rtp_legs": self.media.legs}
 
+    def _is_us(self, addr: tuple[str, int] | None) -> bool:
+        """An SDP address pointing back at this box: our RTP ports, the edge's or our SIP port."""
+        return self.media.owns_address(addr, (self.edge[1], self.endpoint.local[1]))
+
     # --- SIP message building -----------------------------------------------------------------
     def _via(self) -> str:
         return f"SIP/2.0/UDP {self.listen[0]}:{self.endpoint.local[1]};branch={new_branch()};rport"
@@ -310,11 +348,17 @@ class CallService:
                              extra=[("Warning", '305 pbx "only PCMU and PCMA are supported"')])
             await self._hangup_all(call, "")
             return
+        if self._is_us(offer.address):
+            self._final_to_a(call, 488, Disposition.FAILED, "488 media address is the PBX itself",
+                             reason="Not Acceptable Here (media address is the PBX itself)")
+            await self._hangup_all(call, "")
+            return
         a.rtp = await self.media.open_leg()
         if call.end is not None:  # the caller cancelled while the socket opened: already torn down
             self.media.close_leg(a.rtp)
             return
-        a.rtp.set_remote(offer.address)
+        a.sources = phone_addresses(call.invite, vias=True)
+        a.rtp.set_remote(offer.address, a.sources)
         a.codec = offer.codecs[0][0]
         a.rtp.codec = a.codec
         a.dtmf_pt = offer.dtmf_pt
@@ -431,7 +475,14 @@ class CallService:
             self._final_to_a(call, 488, Disposition.FAILED, f"callee SDP: {exc}")
             await self._hangup_all(call, "")
             return
-        b.rtp.set_remote(answer.address)
+        if self._is_us(answer.address):
+            log.warning("call %d: callee %s answered with the PBX's own media port", call.n, call.dst)
+            await self._bye(b)
+            self._final_to_a(call, 488, Disposition.FAILED, "callee SDP: media address is the PBX itself")
+            await self._hangup_all(call, "")
+            return
+        b.sources = phone_addresses(resp, vias=False)
+        b.rtp.set_remote(answer.address, b.sources)
         b.codec = answer.codecs[0][0] if answer.codecs else a.codec
         b.rtp.codec = b.codec
         b.dtmf_pt = answer.dtmf_pt if a.dtmf_pt is not None else None
@@ -586,11 +637,14 @@ class CallService:
         if req.body:
             try:
                 offer = sdp.parse(req.body)
+                if self._is_us(offer.address):
+                    raise sdp.SdpError("media address is the PBX itself")
             except sdp.SdpError as exc:
+                log.info("call %d: %s re-INVITE refused: %s", call.n, leg.side, exc)
                 self._respond(tx, 488, reason=f"Not Acceptable Here ({exc})")
                 return
             if offer.address is not None:
-                leg.rtp.set_remote(offer.address)
+                leg.rtp.set_remote(offer.address, leg.sources)
             direction = offer.direction
         leg.reinvite_pending = True
         try:
@@ -602,8 +656,8 @@ class CallService:
                 if resp.body:
                     try:
                         ans = sdp.parse(resp.body)
-                        if ans.address is not None:
-                            other.rtp.set_remote(ans.address)
+                        if ans.address is not None and not self._is_us(ans.address):
+                            other.rtp.set_remote(ans.address, other.sources)
                         answer_dir = ans.direction
                     except sdp.SdpError:
                         pass
@@ -652,7 +706,11 @@ class CallService:
                 self.media.close_leg(leg.rtp)
         self.calls.pop(call.a.call_id, None)
         self.completed += 1
-        self._write_cdr(call)
+        try:
+            self._write_cdr(call)
+        except Exception:
+            # a record that cannot be written must not keep the BYEs from going out (issue 7)
+            log.exception("call %d %s -> %s: no CDR written", call.n, call.src, call.dst)
         if byes:
             await asyncio.gather(*byes, return_exceptions=True)
         # keep the leg map a little so late retransmissions find their dialog
@@ -673,7 +731,8 @@ class CallService:
             legs[0]["dtmf"] = call.dtmf
         for leg, path in zip(legs, call.recordings):
             leg["recording"] = path
-        rec = CallRecord(call_id=call.a.call_id, src=call.src, dst=call.dst, start=call.start,
+        rec = CallRecord(call_id=cdr_text(call.a.call_id), src=cdr_text(call.src, "anonymous"),
+                         dst=cdr_text(call.dst, "(none)"), start=call.start,
                          answer=call.answer, end=call.end, disposition=call.disposition, legs=legs,
                          cause=call.cause or (f"hangup by {call.hangup_by}" if call.hangup_by else ""))
         self.cdr_sink(rec)

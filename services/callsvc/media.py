@@ -5,6 +5,13 @@ arriving on one leg's socket goes straight out of the other leg's socket: one Py
 packet and no copy (a uvloop relay measured 0.028 % of a core per bridged call, see the notes).
 Anything else per packet (DTMF, recording) runs only when switched on for that leg.
 Playback of prompts and tones runs on one shared 20 ms tick for all legs, not a timer per call.
+
+Strict sources (issue 7, "RTP bleed"): a leg accepts packets only from its phone. Until the first
+packet it may latch to a source whose IP the signalling named (the SDP address, the phone's Via
+`received` or Contact, which covers a phone behind NAT whose port differs from its SDP); once
+latched, only that exact address:port is heard. Everything else is dropped and counted, never
+forwarded, and a leg never hears another leg of this box (a re-INVITE aimed at our own port would
+otherwise loop packets at full CPU).
 """
 
 from __future__ import annotations
@@ -101,6 +108,8 @@ class RtpLeg(asyncio.DatagramProtocol):
         self.seq = secrets.randbits(16)
         self.ts = secrets.randbits(32)
         self.rx = 0  # packets received: the inactivity check reads it
+        self.sources: frozenset[str] = frozenset()  # IPs the signalling named for this phone
+        self.dropped = 0  # packets from sources that are not this leg's phone
         self.out_send = None  # fast path: the peer's transport.sendto, or None
         self.out_addr: tuple[str, int] | None = None
 
@@ -110,10 +119,12 @@ class RtpLeg(asyncio.DatagramProtocol):
     def error_received(self, exc):
         pass  # ICMP unreachable while a phone restarts its socket; RTP is best effort
 
-    def set_remote(self, addr: tuple[str, int] | None) -> None:
-        if addr is not None and addr[1] == 0:
-            addr = None  # port 0: stream disabled (RFC 3264)
+    def set_remote(self, addr: tuple[str, int] | None, sources=()) -> None:
+        """Send to addr (from SDP); hear only the phone: addr's IP or the signalled IPs in sources."""
+        if addr is not None and (addr[1] == 0 or self.engine.owns(addr)):
+            addr = None  # port 0: stream disabled (RFC 3264); our own port: a loop, never
         self.remote = addr
+        self.sources = frozenset(sources) | ({addr[0]} if addr is not None else frozenset())
         self.latched = False
         self._refresh_both()
 
@@ -138,9 +149,9 @@ class RtpLeg(asyncio.DatagramProtocol):
             self.peer._refresh()
 
     def datagram_received(self, data, addr):
-        self.rx += 1
         send = self.out_send
-        if send is not None:
+        if send is not None and addr == self.remote:
+            self.rx += 1
             send(data, self.out_addr)
             try:
                 if data[1] & 0x7F == self.dtmf_pt:
@@ -151,8 +162,18 @@ class RtpLeg(asyncio.DatagramProtocol):
         self._slow_path(data, addr)
 
     def _slow_path(self, data: bytes, addr) -> None:
+        if addr != self.remote and not self._may_latch(addr):
+            self.dropped += 1  # not this call's media: it keeps no call alive either
+            if self.dropped in (1, 1000) or self.dropped % 100000 == 0:
+                log.warning("rtp port %d: %d packets dropped from %s:%d, not this leg's phone",
+                            self.port, self.dropped, addr[0], addr[1])
+            return
+        self.rx += 1
         if not self.latched:
-            # symmetric RTP: send to where the phone really sends from (NAT), once
+            # symmetric RTP: send to where the phone really sends from (NAT), and hear only that
+            if addr != self.remote:
+                log.info("rtp port %d latched to %s:%d (signalled %s)", self.port, addr[0], addr[1],
+                         "%s:%d" % self.remote if self.remote else "no address")
             self.remote = addr
             self.latched = True
             self._refresh_both()
@@ -167,6 +188,10 @@ class RtpLeg(asyncio.DatagramProtocol):
         peer = self.peer
         if peer is not None and peer.remote is not None and peer.player is None:
             peer.transport.sendto(data, peer.remote)
+
+    def _may_latch(self, addr) -> bool:
+        """Before the first packet, a source on a signalled IP may become the phone's address."""
+        return not self.latched and addr[0] in self.sources and not self.engine.owns(addr)
 
     def _on_event(self, data: bytes) -> None:
         cc = data[0] & 0x0F
@@ -192,6 +217,7 @@ class MediaEngine:
         self.pool = PortPool(*ports)
         self.loop = asyncio.get_event_loop()
         self.playing: set[RtpLeg] = set()
+        self.open_ports: set[int] = set()
         self._tick: asyncio.TimerHandle | None = None
         self._next = 0.0
         self.legs = 0
@@ -203,6 +229,7 @@ class MediaEngine:
                 _, leg = await self.loop.create_datagram_endpoint(
                     lambda: RtpLeg(self, port), local_addr=(self.address, port))
                 self.legs += 1
+                self.open_ports.add(port)
                 return leg
             except OSError as exc:
                 log.warning("RTP port %s:%d unusable (%s); trying the next", self.address, port, exc)
@@ -217,6 +244,7 @@ class MediaEngine:
         if leg.transport is not None:
             leg.transport.close()
             leg.transport = None
+            self.open_ports.discard(leg.port)
             self.pool.give(leg.port)
             self.legs -= 1
         if leg.peer is not None:
@@ -224,6 +252,16 @@ class MediaEngine:
             leg.peer._refresh()
         leg.peer = None
         leg.out_send = None
+
+    def owns(self, addr: tuple[str, int]) -> bool:
+        """addr is one of this box's open RTP ports: media sent there would loop back into us."""
+        return addr[1] in self.open_ports and addr[0] in (self.address, "0.0.0.0")
+
+    def owns_address(self, addr: tuple[str, int] | None, service_ports=()) -> bool:
+        """An SDP address that must be refused: one of our open RTP ports, or a service port of
+        this box (SIP), on our own address. RTP aimed there would loop or flood the box itself."""
+        return addr is not None and (self.owns(addr) or (
+            addr[0] in (self.address, "0.0.0.0") and addr[1] in service_ports))
 
     @staticmethod
     def bridge(a: RtpLeg, b: RtpLeg) -> None:
@@ -258,11 +296,16 @@ class MediaEngine:
 
     def _on_tick(self) -> None:
         for leg in list(self.playing):
-            frame = leg.player.next_frame()
-            if frame is None:
+            try:
+                frame = leg.player.next_frame()
+                if frame is None:
+                    self.stop(leg)
+                else:
+                    leg.send_frame(frame)
+            except Exception as exc:
+                # One leg's failure must not stop every other call's prompts and tones (issue 7).
+                log.warning("rtp port %d: playback stopped: %s: %s", leg.port, type(exc).__name__, exc)
                 self.stop(leg)
-            else:
-                leg.send_frame(frame)
         if not self.playing:
             self._tick = None
             return

@@ -5,6 +5,7 @@ Parsing is aiosipua's; what we send is always our own small SDP with the PBX's a
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from dataclasses import dataclass
 
@@ -52,7 +53,28 @@ def parse(body: bytes) -> MediaOffer:
     if addr is not None and (audio.port == 0 or addr[0] in ("0.0.0.0", "")):
         # 0.0.0.0 is the RFC 2543 way to say hold; keep the port so we know where to resume
         addr = None if audio.port == 0 else addr
+    if addr is not None:
+        addr = (unicast_ipv4(addr[0]), addr[1])
+        if not 0 < addr[1] < 65536:
+            raise SdpError(f"media port {addr[1]} is out of range")
     return MediaOffer(address=addr, codecs=codecs, dtmf_pt=dtmf, direction=audio.direction)
+
+
+def unicast_ipv4(host: str) -> str:
+    """The SDP connection address as an IPv4 unicast literal, or SdpError.
+
+    Our RTP sockets are IPv4 and we never resolve names on the media path: a host name, an IPv6
+    address or a malformed literal would make every sendto to it fail (issue 7: one such SDP once
+    stopped the shared playback tick). Multicast, broadcast and reserved addresses carry no phone.
+    """
+    try:
+        ip = ipaddress.IPv4Address(host)
+    except ValueError:
+        kind = "an IPv6 address" if ":" in host else "not an IPv4 address"
+        raise SdpError(f"media address {host[:64]!r} is {kind}: only IPv4 unicast is supported") from None
+    if ip.is_multicast or ip.is_reserved or ip.is_unspecified or ip == ipaddress.IPv4Address("255.255.255.255"):
+        raise SdpError(f"media address {host} is not a unicast address")
+    return str(ip)
 
 
 def build(address: str, port: int, codecs: list[str], dtmf_pt: int | None,

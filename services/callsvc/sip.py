@@ -78,6 +78,25 @@ def top_branch(msg: SipMessage) -> str:
     return ""
 
 
+MAGIC_COOKIE = "z9hG4bK"
+
+
+def transaction_key(msg: SipMessage, method: str) -> tuple[str, str]:
+    """The key of the server transaction msg belongs to (RFC 3261 17.2.3).
+
+    An RFC 3261 peer's top Via branch starts with the magic cookie and is unique per transaction.
+    An RFC 2543 peer's branch (or none at all) is not: there the transaction is the top Via, the
+    Call-ID, the From tag and the CSeq number together (without the To tag, which the ACK of a
+    non-2xx answer carries and the INVITE did not), so two such requests are never merged.
+    """
+    branch = top_branch(msg)
+    if branch.startswith(MAGIC_COOKIE):
+        return branch, method
+    h = msg.headers
+    return ("rfc2543|" + "|".join((h.get_first("via") or "", h.get_first("call-id") or "",
+                                   tag_of(h.get_first("from")), str(cseq_of(msg)[0]))), method)
+
+
 def cseq_of(msg: SipMessage) -> tuple[int, str]:
     num, _, method = (msg.headers.get_first("cseq") or "").strip().partition(" ")
     return int(num), method.strip().upper()
@@ -181,7 +200,7 @@ class SipEndpoint(asyncio.DatagramProtocol):
         self.local: tuple[str, int] = ("0.0.0.0", 0)
         self.server_tx: dict[tuple[str, str], ServerTransaction] = {}
         self.client_tx: dict[tuple[str, str], ClientTransaction] = {}
-        self.stats = {"rx": 0, "tx": 0, "bad": 0}
+        self.stats = {"rx": 0, "tx": 0, "bad": 0, "foreign": 0}
         self.loop = asyncio.get_event_loop()
 
     # --- transport ---------------------------------------------------------------------------
@@ -198,6 +217,14 @@ class SipEndpoint(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr):
         self.stats["rx"] += 1
+        if addr[1] != self.peer[1] or (addr[0] != self.peer[0] and self.peer[0] != "0.0.0.0"):
+            # Only the edge talks to us: it authenticates phones, bans scanners and guards trunks.
+            # Anything else on this box (or a packet aimed at our port) is dropped unanswered (issue 7).
+            self.stats["foreign"] += 1
+            if self.stats["foreign"] in (1, 100) or self.stats["foreign"] % 10000 == 0:
+                log.warning("SIP from %s:%s ignored: only the edge %s:%s may send to this port "
+                            "(%d such datagrams)", addr[0], addr[1], *self.peer, self.stats["foreign"])
+            return
         if len(data) < 4 or data in (b"\r\n\r\n", b"\r\n"):
             return  # keepalive
         try:
@@ -239,16 +266,13 @@ class SipEndpoint(asyncio.DatagramProtocol):
     # --- requests ----------------------------------------------------------------------------
     def _on_request(self, req: SipRequest, addr) -> None:
         method = req.method.upper()
-        branch = top_branch(req)
         if method == "ACK":
-            tx = self.server_tx.get((branch, "INVITE"))
+            tx = self.server_tx.get(transaction_key(req, "INVITE"))
             if tx is not None and tx.last is not None and not tx.last.startswith(b"SIP/2.0 2"):
                 return  # ACK for our non-2xx final: absorbed by the transaction
             self.on_request(req, None)
             return
-        key = (branch, "INVITE" if method == "CANCEL" else method)
-        if method == "CANCEL":
-            key = (branch, "CANCEL")
+        key = transaction_key(req, method)
         tx = self.server_tx.get(key)
         if tx is not None:  # retransmission
             if tx.last is not None:
@@ -260,7 +284,7 @@ class SipEndpoint(asyncio.DatagramProtocol):
 
     def invite_for_cancel(self, cancel: SipRequest) -> ServerTransaction | None:
         """The INVITE server transaction a CANCEL targets: same top Via branch (section 9.2)."""
-        return self.server_tx.get((top_branch(cancel), "INVITE"))
+        return self.server_tx.get(transaction_key(cancel, "INVITE"))
 
     def respond(self, tx: ServerTransaction, resp: SipResponse) -> None:
         data = bytes(resp)
