@@ -298,6 +298,16 @@ def test_sessions_are_recorded_on_the_server_and_removed_at_logout(app, data):
     assert any(a.event == "logout" for a in accounts.audit_log())
 
 
+def test_a_session_ends_after_eight_idle_hours_on_the_server_too(app, data, clock):
+    admin = admin_client(app, data)
+    for _ in range(3):                      # in use: it goes on past eight hours from login
+        clock[0] += 7 * 3600
+        assert admin.get("/extensions").status_code == 200
+    clock[0] += 8 * 3600 + 1                # idle longer than the session lifetime
+    r = admin.get("/extensions")
+    assert r.status_code == 302 and "/login" in r.location
+
+
 # --- hostile input: never a 500, never HTML on the API ------------------------------------------
 DEEP = b"[" * 100_000 + b"]" * 100_000
 HUGE_NUMBER = b'{"format": "officepbx-config", "schema_version": ' + b"9" * 5000 + b"}"

@@ -56,6 +56,10 @@ CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY, ts REAL NOT NULL, event TEXT NOT NULL, username TEXT NOT NULL,
     address TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS web_session (
+    digest TEXT PRIMARY KEY, username TEXT NOT NULL, created REAL NOT NULL, expires REAL NOT NULL,
+    lifetime REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS web_session_user ON web_session(username);
 """
 
 
@@ -163,6 +167,7 @@ class AccountStore:
             "UPDATE account SET pw_hash=?, epoch=epoch+1 WHERE username=?", (digest, username))
         if cur.rowcount == 0:
             raise AccountError("username", f"no account {username}")
+        self.close_sessions(username)  # every browser logged in with the old password is out
         logger.info("web account %s: password changed", username)
         return self.get(username)
 
@@ -170,6 +175,7 @@ class AccountStore:
         db = self._db()
         db.execute("DELETE FROM account WHERE username=?", (username,))
         db.execute("DELETE FROM api_token WHERE username=?", (username,))
+        self.close_sessions(username)
 
     def verify(self, username: str, password: str) -> Account | None:
         row = self._db().execute(
@@ -229,6 +235,51 @@ class AccountStore:
 
     def clear_failures(self, key: str) -> None:
         self._db().execute("DELETE FROM login_failure WHERE key=?", (key,))
+
+    # --- browser sessions ---------------------------------------------------------------------
+    # The signed cookie only carries a random session id; whether it is still valid is decided
+    # here, so logging out (or a password change) ends the session even for a copied cookie.
+    def open_session(self, username: str, lifetime: float) -> str:
+        now = self._clock()
+        sid = secrets.token_urlsafe(32)
+        db = self._db()
+        db.execute("DELETE FROM web_session WHERE expires<?", (now,))
+        db.execute("INSERT INTO web_session (digest, username, created, expires, lifetime) "
+                   "VALUES (?,?,?,?,?)", (self._digest(sid), username, now, now + lifetime, lifetime))
+        return sid
+
+    def session_user(self, sid: str) -> str | None:
+        """The account name of a live session, or None (unknown, closed or expired).
+
+        Like the cookie, a session lasts its lifetime after the last request (not after login);
+        the expiry is written at most once a minute.
+        """
+        if not sid or not isinstance(sid, str):
+            return None
+        now, digest = self._clock(), self._digest(sid)
+        db = self._db()
+        row = db.execute("SELECT username, expires, lifetime FROM web_session WHERE digest=? AND expires>?",
+                         (digest, now)).fetchone()
+        if row is None:
+            return None
+        if now + row[2] - row[1] > 60:
+            db.execute("UPDATE web_session SET expires=? WHERE digest=?", (now + row[2], digest))
+        return row[0]
+
+    def close_session(self, sid: str) -> None:
+        if sid and isinstance(sid, str):
+            self._db().execute("DELETE FROM web_session WHERE digest=?", (self._digest(sid),))
+
+    def close_sessions(self, username: str) -> int:
+        return self._db().execute("DELETE FROM web_session WHERE username=?", (username,)).rowcount
+
+    def sessions(self, username: str | None = None) -> list[dict]:
+        sql, args = "SELECT username, created, expires FROM web_session WHERE expires>?", [self._clock()]
+        if username:
+            sql += " AND username=?"
+            args.append(username)
+        rows = self._db().execute(sql + " ORDER BY created", args)
+        return [dict(zip(("username", "created", "expires"), r)) for r in rows]
 
     # --- API tokens -------------------------------------------------------------------------
     @staticmethod

@@ -61,21 +61,30 @@ def csrf_token() -> str:
     return token
 
 
+def _accounts():
+    return current_app.extensions["pbx.accounts"]
+
+
 def login(account) -> None:
     # A fresh session on login: nothing an attacker planted before survives (session fixation).
+    # The cookie names a server-side session (accounts.web_session) that logout revokes.
+    _accounts().close_session(session.get("sid"))
     session.clear()
     session.permanent = True
+    session["sid"] = _accounts().open_session(
+        account.username, current_app.permanent_session_lifetime.total_seconds())
     session["user"] = account.username
     session["epoch"] = account.epoch
     csrf_token()
 
 
 def logout() -> None:
+    _accounts().close_session(session.get("sid"))
     session.clear()
 
 
 def _identify():
-    accounts = current_app.extensions["pbx.accounts"]
+    accounts = _accounts()
     g.user, g.via_token = None, False
     auth = request.headers.get("Authorization", "")
     if auth.startswith("Bearer "):
@@ -85,9 +94,10 @@ def _identify():
     name = session.get("user")
     if name:
         account = accounts.get(name)
-        if account and account.epoch == session.get("epoch"):
+        if (account and account.epoch == session.get("epoch")
+                and accounts.session_user(session.get("sid")) == account.username):
             g.user = account
-        else:
+        else:  # logged out, password changed, account deleted or expired: the cookie is void
             session.clear()
 
 
