@@ -378,6 +378,31 @@ def test_http_errors_on_the_api_are_json_never_html(app, data, token, monkeypatc
         assert "<html" not in r.text.lower() and "<!doctype" not in r.text.lower()
 
 
+
+FORM_FIELDS = ("number", "name", "secret", "web_password", "host", "username", "transport", "register", "did",
+               "destination", "pattern", "trunk", "fallback_trunk", "strip", "prepend", "label",
+               "current_password", "new_password", "new_password2", "site_name", "country", "timezone",
+               "sip_domain", "mode", "setup_code", "password", "password2", "no_answer_timeout",
+               "busy_tone_seconds", "since", "until", "extension", "disposition", "limit",
+               *(f"{k}_{i}" for k in ("number", "name") for i in range(4)))
+HOSTILE_VALUES = ("\x00", "x" * 10_000, "9" * 5000, "1e309", "../../etc/passwd", "' OR 1=1 --", "[]")
+
+
+def test_hostile_form_and_query_values_on_every_route_never_answer_500(app, data):
+    admin = admin_client(app, data)
+    ConfigStore(data).add_extension("201", "Ann")
+    token = csrf(admin)
+    for endpoint, method, url in every_route(app):
+        if endpoint == "auth.logout":
+            continue
+        for value in HOSTILE_VALUES:
+            values = dict.fromkeys(FORM_FIELDS, value)
+            if method == "GET":
+                r = admin.get(url, query_string=values)
+            else:
+                r = admin.open(url, method=method, data={**values, "csrf_token": token})
+            assert r.status_code < 500, (method, url, value[:20], r.status_code)
+
 # --- the real server, attacked from a LAN host --------------------------------------------------
 def _http(conn_factory, method, path, headers=None, body=None):
     conn = conn_factory()
