@@ -1,8 +1,10 @@
 """JSON REST API over the same store the pages use: /api/v1/...
 
 Authentication: `Authorization: Bearer TOKEN` (tokens from the System page), or the browser
-session plus an X-CSRF-Token header (the UI's own calls). Errors are
-{"error": "...", "errors": [{"field": ..., "message": ...}]} with 400/401/403/404/409/413.
+session plus an X-CSRF-Token header (the UI's own calls); who is asking is checked before the
+form token, so an anonymous change is a 401 with WWW-Authenticate. Errors are
+{"error": "...", "errors": [{"field": ..., "message": ...}]} with 400/401/403/404/409/413; every
+answer under /api is JSON, an unexpected failure included (500, details only in the log).
 Secrets: extension SIP passwords only in single-extension answers (the phone needs them);
 trunk passwords are write-only.
 """
