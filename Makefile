@@ -9,7 +9,7 @@ APT_PACKAGES := kamailio kamailio-sqlite-modules kamailio-presence-modules \
 	python3-venv python3-dev gcc libasound2-dev systemd chromium fonts-dejavu-core
 DATA ?= var
 
-.PHONY: all deps sysdeps pydeps run test bench clean prompts
+.PHONY: all deps sysdeps pydeps run test bench clean prompts security
 
 all: deps
 
@@ -44,6 +44,11 @@ run: deps
 
 test: deps
 	@$(PY) -m pytest -q -n 2 --dist loadfile tests; rc=$$?; [ $$rc = 5 ] && { echo "no tests collected"; exit 1; }; exit $$rc
+
+# The security suite alone, with a longer fuzz (PBX_FUZZ_COUNT messages; PBX_FUZZ_SEED=N repeats a run).
+PBX_FUZZ_COUNT ?= 50000
+security: deps
+	@PBX_FUZZ_COUNT=$(PBX_FUZZ_COUNT) $(PY) -m pytest -q -rA -s -p no:cacheprovider tests/security
 
 bench: deps
 	@$(PY) -m tests.bench.run
