@@ -156,17 +156,29 @@ def test_unregistered_extension_gets_announcement_then_480(pbx, tmp_path):
     assert cdr_for(pbx, "1011", "1012").disposition is Disposition.FAILED
 
 
-def test_hold_and_unhold_pass_through_to_the_other_phone(pbx, tmp_path):
+def test_held_party_hears_music_on_hold_and_the_caller_again_after_unhold(pbx, tmp_path):
+    from firmware.dsp.tones import _HOLD_CHORDS
+    notes = sorted({hz for chord in _HOLD_CHORDS for hz in chord})
     with answered_call(pbx, tmp_path, "1013", "1014") as (a, b):
-        mark = b.event_count
+        time.sleep(0.5)
+        mark = a.event_count
         a.hold()
-        b.wait_media("REMOTE_HOLD", timeout=5, after=mark)
-        mark = b.event_count
+        a.wait_media("LOCAL_HOLD", timeout=5, after=mark)
+        t_hold = time.monotonic()
+        time.sleep(2.5)
+        mark = a.event_count
         a.unhold()
-        b.wait_media("ACTIVE", timeout=5, after=mark)
+        a.wait_media("ACTIVE", timeout=5, after=mark)
+        t_unhold = time.monotonic()
         time.sleep(1.5)
         a.hangup()
+        t_end = time.monotonic()
         b.wait_state("DISCONNECTED", timeout=5)
+        # while held, the callee hears the PBX's music (its notes), not the caller and not silence
+        window = dict(start_s=-(t_end - t_hold - 0.4), end_s=-(t_end - t_unhold + 0.4))
+        music = max(tone_fraction(b.recording_path, hz, min_snr_db=6, **window) for hz in notes)
+        assert music > 0.15, music
+        assert tone_fraction(b.recording_path, CALLER_HZ, **window) < 0.1
         # after unhold the callee hears the caller again
         assert tone_present(b.recording_path, CALLER_HZ, start_s=-1.2, end_s=-0.2)
     assert cdr_for(pbx, "1013", "1014").disposition is Disposition.ANSWERED

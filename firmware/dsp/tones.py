@@ -136,3 +136,26 @@ class ToneGenerator:
         parts.append(cycle[:need])
         self._pos = need % len(cycle)
         return b"".join(parts)
+
+
+# Default music on hold until an office uploads its own: a slow arpeggio of soft notes (C major,
+# A minor, F major, G major), each with a smooth attack and decay so the G.711 stream carries no
+# clicks. 8 s, generated once; the held party hears it looped.
+_HOLD_CHORDS = ((261.63, 329.63, 392.00), (220.00, 261.63, 329.63), (174.61, 220.00, 261.63),
+                (196.00, 246.94, 293.66))
+_HOLD_NOTE_S = 0.5
+
+
+@functools.lru_cache(maxsize=2)
+def hold_music(rate: int = 8000) -> bytes:
+    """pcm16le music on hold, about -16 dBm0 (below speech level, as hold music should be)."""
+    n = int(_HOLD_NOTE_S * rate)
+    t = np.arange(n) / rate
+    envelope = np.sin(np.pi * np.arange(n) / n) ** 2
+    peak = dbm0_to_peak(-16.0)
+    notes = []
+    for chord in _HOLD_CHORDS:
+        for freq in (*chord, chord[1]):
+            wave = np.sin(2 * np.pi * freq * t) + 0.3 * np.sin(2 * np.pi * 2 * freq * t)
+            notes.append(wave / 1.3 * envelope * peak)
+    return np.clip(np.round(np.concatenate(notes)), -32768, 32767).astype("<i2").tobytes()

@@ -23,7 +23,7 @@ import struct
 from collections.abc import Callable
 
 from firmware.dsp import g711
-from firmware.dsp.rfc4733 import EventReceiver
+from firmware.dsp.rfc4733 import EventReceiver, pack_event
 from firmware.dsp.tones import ToneGenerator
 
 log = logging.getLogger(__name__)
@@ -137,11 +137,19 @@ class RtpLeg(asyncio.DatagramProtocol):
 
     def _refresh(self) -> None:
         p = self.peer
+        # The fast path forwards packets untouched: only when both phones speak the same codec
+        # and number their DTMF events alike; otherwise the slow path transcodes / renumbers.
         if (p is not None and p.remote is not None and p.player is None and p.transport is not None
-                and self.recorder is None and self.latched):
+                and self.recorder is None and self.latched and self.codec == p.codec
+                and self.dtmf_pt == p.dtmf_pt):
             self.out_send, self.out_addr = p.transport.sendto, p.remote
         else:
             self.out_send = None
+
+    def set_codec(self, codec: str, dtmf_pt: int | None) -> None:
+        """What the phone on this leg speaks: its audio codec and its telephone-event payload type."""
+        self.codec, self.dtmf_pt = codec, dtmf_pt
+        self._refresh_both()
 
     def _refresh_both(self) -> None:
         self._refresh()
@@ -180,12 +188,21 @@ class RtpLeg(asyncio.DatagramProtocol):
         if len(data) < 12:
             return
         pt = data[1] & 0x7F
+        head = 12 + 4 * (data[0] & 0x0F)
+        peer = self.peer
         if pt == self.dtmf_pt:
             self._on_event(data)
-        elif self.recorder is not None and pt == PT.get(self.codec):
-            cc = data[0] & 0x0F
-            self.recorder.write(g711.decoder(self.codec)(data[12 + 4 * cc:]))
-        peer = self.peer
+            if peer is not None and peer.dtmf_pt is not None and peer.dtmf_pt != pt:
+                data = bytes((data[0], (data[1] & 0x80) | peer.dtmf_pt)) + data[2:]
+            elif peer is not None and peer.dtmf_pt is None:
+                return  # the other phone takes no RFC 4733 events: the digit was detected here
+        elif pt == PT.get(self.codec):
+            if self.recorder is not None:
+                self.recorder.write(g711.decoder(self.codec)(data[head:]))
+            if peer is not None and peer.codec != self.codec:
+                pcm = g711.decoder(self.codec)(data[head:])
+                data = (bytes((data[0], (data[1] & 0x80) | PT[peer.codec])) + data[2:head]
+                        + g711.encoder(peer.codec)(pcm))
         if peer is not None and peer.remote is not None and peer.player is None:
             peer.transport.sendto(data, peer.remote)
 
@@ -198,6 +215,19 @@ class RtpLeg(asyncio.DatagramProtocol):
         digit = self._dtmf.feed(int.from_bytes(data[4:8], "big"), data[12 + 4 * cc:])
         if digit is not None and self.on_dtmf is not None:
             self.on_dtmf(digit)
+
+    def send_dtmf(self, digit: str, ms: int = 100) -> None:
+        """Send one DTMF digit to this leg's phone as RFC 4733 events (start, updates, 3 x end)."""
+        if self.remote is None or self.transport is None or self.dtmf_pt is None:
+            return
+        ts, units = self.ts, ms * 8
+        for i, duration in enumerate([*range(160, units, 160), units, units, units]):
+            end = duration == units
+            marker = 0x80 if i == 0 else 0
+            header = struct.pack("!BBHII", 0x80, marker | self.dtmf_pt, self.seq, ts, self.ssrc)
+            self.seq = (self.seq + 1) & 0xFFFF
+            self.transport.sendto(header + pack_event(digit, end, duration=duration), self.remote)
+        self.ts = (ts + units) & 0xFFFFFFFF
 
     def send_frame(self, pcm: bytes) -> None:
         if self.remote is None or self.transport is None:

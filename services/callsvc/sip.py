@@ -352,6 +352,10 @@ class SipEndpoint(asyncio.DatagramProtocol):
             return
         tx.got_response = True
         if resp.status_code < 200:
+            if tx.is_invite:
+                # Timer B guards an INVITE only until a provisional (RFC 3261 17.1.1.2): a phone that
+                # rings longer than 32 s is the caller's and the flows' business, not a time-out.
+                tx.deadline = float("inf")
             if tx.on_provisional is not None:
                 tx.on_provisional(resp)
             return

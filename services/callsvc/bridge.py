@@ -1,0 +1,105 @@
+"""Bridges: what joins channels' media (decision 009).
+
+Two members: the media engine's relay, untouched packets on its fast path when both phones speak
+the same codec and DTMF numbering, transcoded / renumbered on the slow path otherwise. A member
+that puts the call on hold makes the bridge play music to the other member until it resumes.
+DTMF hooks let a feature watch the digits a member presses while bridged (in-call transfer codes).
+A bridge of three or more members needs a mixer: `add` refuses a third member with an error
+naming that limit until the conference feature brings one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from firmware.dsp.tones import hold_music
+
+from .media import Player
+
+if TYPE_CHECKING:
+    from .channel import Channel
+
+log = logging.getLogger(__name__)
+
+
+class BridgeFullError(RuntimeError):
+    """A third member: two-party bridges only until the conference mixer exists."""
+
+
+class Bridge:
+    def __init__(self, svc, name: str = ""):
+        self.svc = svc
+        self.name = name
+        self.members: list["Channel"] = []
+        self.created = time.time()
+        # callables(channel, digit) -> None: features watching in-call digits
+        self.dtmf_hooks: list[Callable[["Channel", str], None]] = []
+
+    def add(self, ch: "Channel") -> None:
+        if ch in self.members:
+            return
+        if len(self.members) >= 2:
+            raise BridgeFullError(f"bridge {self.name or id(self)} already joins two channels; "
+                                  "a three-party bridge needs the conference mixer")
+        if ch.bridge is not None:
+            ch.bridge.remove(ch)
+        self.members.append(ch)
+        ch.bridge = self
+        ch.on_hold_change = self._on_hold_change
+        ch.session.event("bridge_enter", ch, bridge=self.name)
+        if len(self.members) == 2:
+            a, b = self.members
+            self.svc.media.stop(a.rtp)
+            self.svc.media.stop(b.rtp)
+            self.svc.media.bridge(a.rtp, b.rtp)
+            for member in self.members:
+                if member.held:
+                    self._on_hold_change(member)
+
+    def remove(self, ch: "Channel") -> None:
+        if ch not in self.members:
+            return
+        if len(self.members) == 2:
+            a, b = self.members
+            if a.rtp is not None and b.rtp is not None:
+                self.svc.media.unbridge(a.rtp, b.rtp)
+        self.members.remove(ch)
+        ch.bridge = None
+        ch.on_hold_change = None
+        ch.session.event("bridge_exit", ch, bridge=self.name)
+        for other in self.members:
+            if other.rtp is not None and other.rtp.player is not None and other.rtp.player.pcm is hold_music():
+                self.svc.media.stop(other.rtp)
+
+    def other(self, ch: "Channel") -> "Channel | None":
+        for member in self.members:
+            if member is not ch:
+                return member
+        return None
+
+    def _on_hold_change(self, ch: "Channel") -> None:
+        """The held party hears music, not silence; the relay comes back on resume."""
+        other = self.other(ch)
+        if other is None or other.rtp is None or other.is_gone:
+            return
+        if ch.held:
+            self.svc.media.play(other.rtp, Player(pcm=hold_music(), loop=True))
+        else:
+            self.svc.media.stop(other.rtp)
+
+    def on_dtmf(self, ch: "Channel", digit: str) -> None:
+        for hook in list(self.dtmf_hooks):
+            hook(ch, digit)
+
+    def relay_digit(self, ch: "Channel", digit: str) -> None:
+        """A digit that arrived out of band (SIP INFO): the other member gets it as RFC 4733."""
+        other = self.other(ch)
+        if other is not None and other.rtp is not None:
+            other.rtp.send_dtmf(digit)
+
+    def dissolve(self) -> None:
+        for ch in list(self.members):
+            self.remove(ch)
