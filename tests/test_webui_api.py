@@ -21,7 +21,7 @@ def app(data):
 @pytest.fixture
 def token(app, data):
     admin = admin_client(app, data)
-    page = post(admin, "/system/tokens", {"label": "tests"}).text
+    page = post(admin, "/system/tokens", {"label": "tests"}, follow_redirects=True).text
     return re.search(r'id="new-token">([^<]+)<', page).group(1)
 
 

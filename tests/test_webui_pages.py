@@ -101,12 +101,13 @@ def test_new_extension_form_reports_each_problem_next_to_its_field_and_writes_no
 
 
 def test_created_extension_shows_its_generated_password_once_and_a_web_login_for_its_user(app, admin, store):
-    r = post(admin, "/extensions/new", {"number": "201", "name": "Ann", "web_password": USER_PASSWORD})
+    r = post(admin, "/extensions/new", {"number": "201", "name": "Ann", "web_password": USER_PASSWORD},
+             follow_redirects=True)
     assert r.status_code == 200
     secret = store.get_extension("201").secret
     assert f'id="secret">{secret}<' in r.text
     assert secret not in admin.get("/extensions/201").text            # hidden until revealed
-    assert secret in post(admin, "/extensions/201/reveal").text
+    assert secret in post(admin, "/extensions/201/reveal", follow_redirects=True).text
     assert [a.event for a in app.extensions["pbx.accounts"].audit_log(5)][0] == "secret_revealed"
     user = app.test_client()
     assert login(user, "201", USER_PASSWORD).location.endswith("/me")
@@ -114,7 +115,7 @@ def test_created_extension_shows_its_generated_password_once_and_a_web_login_for
 
 def test_regenerate_and_edit_extension(admin, store):
     old = store.add_extension("201", "Ann").secret
-    r = post(admin, "/extensions/201/secret")
+    r = post(admin, "/extensions/201/secret", follow_redirects=True)
     new = store.get_extension("201").secret
     assert new != old and new in r.text
     r = post(admin, "/extensions/201", {"name": "Ann Smith", "secret": ""})
@@ -129,7 +130,7 @@ def test_extension_that_an_inbound_route_rings_cannot_be_deleted(admin, store, a
     store.add_extension("201", "Ann")
     store.add_inbound_route("+442071234567", "201")
     r = post(admin, "/extensions/201/delete", follow_redirects=True)
-    assert "still receives inbound route(s) +442071234567" in r.text
+    assert "extension 201 is the destination of inbound route +442071234567" in r.text
     assert store.get_extension("201") is not None
     store.remove_inbound_route("+442071234567")
     app.extensions["pbx.accounts"].create("201", USER_PASSWORD, "user", extension="201")
@@ -387,3 +388,162 @@ def test_a_corrupt_config_file_gets_a_clear_page_not_a_crash(admin, data):
     assert r.status_code == 503 and "not valid JSON" in r.text and "restore it from a backup" in r.text
     r = admin.get("/api/v1/extensions", headers={"X-CSRF-Token": "x"})
     assert r.status_code == 503 and "not valid JSON" in r.get_json()["error"]
+
+
+# Issue 9: durations, Post/Redirect/Get, confirmations, paging, error page, own page, logins in backups
+def test_dashboard_shows_the_uptime_in_hours_and_minutes_not_seconds(admin, data):
+    from webui.timefmt import duration
+    assert [duration(s) for s in (42, 725, 11520, 2 * 86400 + 5 * 3600)] == [
+        "42 s", "12 min 5 s", "3 h 12 min", "2 d 5 h"]
+    status = {"uptime": 11520.4, "version": "t", "registrations": [], "calls": [], "trunks": []}
+    with control_socket(data, status):
+        html = admin.get("/dashboard").text
+    assert '<span id="uptime">3 h 12 min</span>' in html
+
+
+def test_reloading_the_page_after_create_shows_the_result_and_posts_nothing_again(admin, store):
+    r = post(admin, "/extensions/new", {"number": "201", "name": "Ann"})
+    assert r.status_code == 302 and r.location.endswith("/extensions/201")
+    secret = store.get_extension("201").secret
+    first = admin.get(r.location).text
+    assert f'id="secret">{secret}<' in first and "Extension 201 created" in first
+    reload = admin.get(r.location).text                 # what the browser's reload does now
+    assert secret not in reload and "already exists" not in reload
+
+
+@pytest.mark.parametrize("url, form", [
+    ("/trunks/new", {"name": "carrier", "host": "sip.example.com", "transport": "udp"}),
+    ("/routes/inbound/new", {"did": "+442071234567", "destination": "201"}),
+    ("/routes/outbound/new", {"name": "national", "pattern": "_9X.", "trunk": "t1", "strip": "1"}),
+    ("/lines/new", {"number": "1", "kind": "fxs", "extension": "201"}),
+    ("/settings", {"site_name": "Acme", "timezone": "UTC", "country": "uk", "no_answer_timeout": "30",
+                   "recording_retention_days": "0", "smtp_port": "587", "smtp_tls": "starttls"}),
+    ("/system/tokens", {"label": "monitoring"}),
+])
+def test_every_successful_form_post_redirects(admin, store, url, form):
+    store.add_extension("201", "Ann")
+    store.add_trunk("t1", "sip.example.com", register=False)
+    assert post(admin, url, form).status_code == 302
+
+
+def test_deleting_an_extension_asks_first_and_names_what_depends_on_it(admin, store, app):
+    store.add_extension("201", "Ann")
+    store.add_extension("390", "Line")
+    store.add_inbound_route("+442071234567", "201")
+    store.add_line_port(2, "fxo", "390", "201")
+    page = admin.get("/extensions/201").text
+    assert 'href="/extensions/201/delete"' in page and 'action="/extensions/201/delete"' not in page
+    confirm = admin.get("/extensions/201/delete").text
+    assert "extension 201 is the destination of inbound route +442071234567" in confirm
+    assert "line port 2 (exchange line) rings extension 201" in confirm
+    assert 'action="/extensions/201/delete"' not in confirm          # nothing to confirm yet
+    store.remove_line_port(2)
+    store.remove_inbound_route("+442071234567")
+    app.extensions["pbx.accounts"].create("201", USER_PASSWORD, "user", extension="201")
+    confirm = admin.get("/extensions/201/delete").text
+    assert 'action="/extensions/201/delete"' in confirm and "web login 201" in confirm
+    assert store.get_extension("201") is not None
+    assert post(admin, "/extensions/201/delete").status_code == 302
+    assert store.get_extension("201") is None
+
+
+def test_deleting_a_trunk_or_route_asks_first_naming_the_routes_that_use_the_trunk(admin, store):
+    store.add_extension("201", "Ann")
+    store.add_trunk("carrier", "sip.example.com", register=False)
+    store.add_outbound_route("national", "_9NXXXXXX", "carrier")
+    store.add_inbound_route("+442071234567", "201")
+    assert "outbound route national (_9NXXXXXX) sends calls to trunk carrier" in admin.get(
+        "/trunks/carrier/delete").text
+    assert 'action="/routes/outbound/national/delete"' in admin.get("/routes/outbound/national/delete").text
+    assert "ringing 201" in admin.get("/routes/inbound/+442071234567/delete").text
+    assert store.get_outbound_route("national") is not None and store.get_trunk("carrier") is not None
+
+
+def _many_calls(data, n):
+    base = time.mktime((2026, 11, 20, 10, 0, 0, 0, 0, -1))
+    with CdrStore(data) as cdr:
+        cdr.write_many([CallRecord(f"m{i}", str(200 + i % 7), "300", base + 60 * i, None, base + 60 * i + i % 13,
+                                   Disposition.NO_ANSWER) for i in range(n)])
+
+
+def test_cdr_page_pages_through_every_call_with_the_total_at_the_top(admin, data):
+    _many_calls(data, 620)
+    rows = lambda html: re.findall(r"<tr><td>(\d{4}-\d\d-\d\d [^<]+)</td><td>(\d+)</td>", html)  # noqa: E731
+    first = admin.get("/cdr").text
+    assert "<strong>620</strong> calls" in first and "showing 1–50" in first
+    assert len(rows(first)) == 50 and "page 1 of 13" in first
+    last = admin.get("/cdr?page=13").text
+    assert len(rows(last)) == 20 and "showing 601–620" in last
+    seen = {r for p in range(1, 14) for r in rows(admin.get(f"/cdr?page={p}").text)}
+    assert len(seen) == 620                                 # no call hidden behind a cap
+    filtered = admin.get("/cdr?extension=203").text
+    assert "<strong>89</strong> calls match these filters" in filtered
+    assert 'href="/cdr?extension=203&amp;sort=start&amp;order=desc&amp;page=2"' in filtered
+
+
+def test_cdr_columns_sort_both_ways(admin, data):
+    _many_calls(data, 30)
+    srcs = lambda html: [s for _, s in re.findall(r"<tr><td>(\d{4}-[^<]+)</td><td>(\d+)</td>", html)]  # noqa: E731
+    up = srcs(admin.get("/cdr?sort=src&order=asc").text)
+    down = srcs(admin.get("/cdr?sort=src&order=desc").text)
+    assert up == sorted(up) and down == sorted(down, reverse=True) and up[0] == "200"
+    html = admin.get("/cdr?sort=duration&order=desc").text
+    assert 'aria-sort="descending"' in html and "12 s" in html.split("<tbody>")[1][:400]
+    assert admin.get("/cdr?sort=nonsense;DROP").status_code == 200        # unknown sort: by start
+
+
+def test_an_upload_over_the_size_limit_gets_the_same_error_page_as_other_errors(admin):
+    r = _upload(admin, b"{" + b" " * (1024 * 1024 + 10) + b"}")
+    assert r.status_code == 413 and "larger than 1024 kB" in r.text
+    assert '<header class="top">' in r.text and 'id="error-page"' in r.text and "File too large" in r.text
+    missing = admin.get("/extensions/999")
+    assert missing.status_code == 404 and 'id="error-page"' in missing.text
+
+
+def test_users_page_shows_their_own_calls_and_a_new_sip_password_once(app, admin, store, data):
+    from tests.browser.webui_env import user_client
+    store.add_extension("201", "Ann")
+    store.add_extension("202", "Bob")
+    _calls(data)
+    user = user_client(app, "201")
+    page = user.get("/me").text
+    assert "3 calls" in page and "486 Busy Here" not in page      # 202 -> 203 is not Ann's
+    assert "← +442071234567" in page and "→ 202" in page
+    for control in ("forward", "Do not disturb", "voicemail"):
+        assert control.lower() not in page.lower()                 # nothing that does not work yet
+    old = store.get_extension("201").secret
+    r = post(user, "/me/secret")
+    assert r.status_code == 302 and r.location.endswith("/me")
+    new = store.get_extension("201").secret
+    assert new != old and f'id="secret">{new}<' in user.get("/me").text
+    assert new not in user.get("/me").text                         # once only
+
+
+def test_backup_carries_user_logins_as_hashes_and_restore_brings_them_back(app, admin, store):
+    store.add_extension("201", "Ann")
+    accounts = app.extensions["pbx.accounts"]
+    accounts.create("201", USER_PASSWORD, "user", extension="201")
+    raw = admin.get("/system/backup").data
+    doc = json.loads(raw)
+    assert [(x["username"], x["extension"]) for x in doc["web_logins"]] == [("201", "201")]
+    assert doc["web_logins"][0]["pw_hash"].startswith("$argon2id$")
+    assert USER_PASSWORD.encode() not in raw and b"admin" not in json.dumps(doc["web_logins"]).encode()
+    accounts.delete("201")
+    store.remove_extension("201")
+    assert _upload(admin, raw).status_code == 302
+    assert login(app.test_client(), "201", USER_PASSWORD).location.endswith("/me")
+    bad = dict(doc, web_logins=[{"username": "201", "extension": "201", "pw_hash": "plain-password"}])
+    r = _upload(admin, json.dumps(bad).encode())
+    assert r.status_code == 400 and "web_logins[0].pw_hash: not an argon2 password hash" in r.text
+
+
+def test_the_audit_log_records_the_wizards_site_settings_and_extensions(app, data):
+    client = app.test_client()
+    complete_setup(client, data)
+    post(client, "/setup/site", {"site_name": "Acme Ltd", "timezone": "Europe/London", "country": "uk",
+                                 "sip_domain": "192.0.2.10"})
+    post(client, "/setup/extensions", {"number_0": "201", "name_0": "Reception", "number_1": "202", "name_1": "Sales"})
+    log = [(a.event, a.detail) for a in app.extensions["pbx.accounts"].audit_log(10)]
+    assert ("extension_added", "extension 201 (wizard)") in log and ("extension_added", "extension 202 (wizard)") in log
+    site = [d for e, d in log if e == "settings_changed"]
+    assert site and "site_name=Acme Ltd" in site[0] and "timezone=Europe/London" in site[0]

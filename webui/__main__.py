@@ -8,11 +8,31 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
+
+from pathlib import Path
 
 import waitress
 
 from webui import create_app
 from webui.wizard import setup_code
+
+
+RETENTION_EVERY_S = 3600.0   # recordings are kept for days: an hour late is of no consequence
+
+
+def retention_job(data_dir: str, stop: threading.Event, every: float = RETENTION_EVERY_S) -> None:
+    """Delete recordings past Settings.recording_retention_days, now and then every hour, so that
+    they go even when nobody opens the Recordings page (which runs the same check)."""
+    from firmware.config import ConfigStore
+    from webui.recordings.library import delete_expired
+    while True:
+        try:
+            delete_expired(Path(data_dir), ConfigStore(data_dir).settings().recording_retention_days)
+        except Exception:   # a bad config file or disk: try again next time, never end the web UI
+            logging.getLogger(__name__).exception("recording retention failed")
+        if stop.wait(every):
+            return
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(args.data)
+    threading.Thread(target=retention_job, args=(args.data, threading.Event()), daemon=True,
+                     name="recording-retention").start()
     code = setup_code.read(args.data)
     shown = "localhost" if args.host in ("0.0.0.0", "::", "") else args.host
     if ":" in shown:

@@ -9,7 +9,6 @@ from datetime import timedelta
 from pathlib import Path
 
 from flask import Flask, g, jsonify, request
-from markupsafe import escape
 from werkzeug.exceptions import HTTPException
 
 from webui.auth import guard
@@ -55,9 +54,10 @@ def create_app(data_dir: str | Path, config: dict | None = None) -> Flask:
     app.session_interface = guard.PbxSessionInterface()
     app.extensions["pbx.accounts"] = AccountStore(data_dir)
 
-    from webui import (api, auth, cdr, dashboard, extensions, me, routing, system, trunks,
-                       wizard)
-    for module in (auth, wizard, dashboard, extensions, trunks, routing, cdr, system, me, api):
+    from webui import (api, auth, cdr, dashboard, extensions, lines, me, recordings, routing, settings,
+                       system, trunks, wizard)
+    for module in (auth, wizard, dashboard, extensions, trunks, routing, lines, cdr, recordings,
+                   settings, system, me, api):
         app.register_blueprint(module.bp)
 
     # A global, not a context variable: imported form macros see globals only.
@@ -74,6 +74,11 @@ def create_app(data_dir: str | Path, config: dict | None = None) -> Flask:
             site = "Office PBX"
         return {"site_name": site}
 
+    @app.template_filter("duration")
+    def _duration(seconds):
+        from webui.timefmt import duration
+        return duration(seconds)
+
     @app.template_filter("utc")
     def _utc(ts):
         return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
@@ -84,7 +89,10 @@ def create_app(data_dir: str | Path, config: dict | None = None) -> Flask:
         if cdr_store is not None:
             cdr_store.close()
 
-    for status, text in ((404, "not found"), (405, "method not allowed"),
+    from webui.errors import error_page
+
+    for status, text in ((404, "not found: the address is wrong or the thing was deleted"),
+                         (405, "method not allowed"),
                          (413, f"upload larger than {MAX_UPLOAD // 1024} kB: use a backup file "
                                "downloaded from the System page")):
         app.register_error_handler(status, _error_handler(status, text))
@@ -97,16 +105,17 @@ def create_app(data_dir: str | Path, config: dict | None = None) -> Flask:
         logger.error("configuration unusable: %s", exc)
         if guard.wants_json():
             return jsonify(error=str(exc)), 503
-        return (f"<!doctype html><title>Configuration problem</title><h1>Configuration problem</h1>"
-                f"<p>{escape(str(exc))}</p><p>Restore a backup on the System page after fixing the file, "
-                f"or ask for help.</p>"), 503
+        return error_page(503, str(exc), "Restore a backup on the System page after fixing the file, "
+                                         "or ask for help.")
 
     @app.errorhandler(HTTPException)
     def _http_error(exc):
         # Any other HTTP error (400 from a malformed form, 415, ...): the API answers JSON, never
         # werkzeug's HTML page. Routing redirects never reach here (Flask returns them as is).
-        if exc.code is None or not guard.wants_json():
+        if exc.code is None or exc.code < 400:
             return exc
+        if not guard.wants_json():
+            return error_page(exc.code, f"{exc.name.lower()}: {exc.description}")
         return jsonify(error=f"{exc.name.lower()}: {exc.description}"), exc.code
 
     @app.errorhandler(Exception)
@@ -117,8 +126,7 @@ def create_app(data_dir: str | Path, config: dict | None = None) -> Flask:
                 "(journalctl -u pbx-web): please report them")
         if guard.wants_json():
             return jsonify(error=text), 500
-        return (f"<!doctype html><title>Internal error</title><h1>Internal error</h1><p>{text}</p>"
-                f"<p><a href='/'>Back</a></p>"), 500
+        return error_page(500, text)
 
     wizard.setup_code.ensure(data_dir, app.extensions["pbx.accounts"])
     return app
@@ -126,9 +134,9 @@ def create_app(data_dir: str | Path, config: dict | None = None) -> Flask:
 
 def _error_handler(status: int, text: str):
     def handle(_exc):
+        from webui.errors import error_page
         if guard.wants_json():
             return jsonify(error=text), status
-        return (f"<!doctype html><title>{status}</title><p>{status}: {text}</p>"
-                f"<p><a href='/'>Back</a></p>"), status
+        return error_page(status, text)
     return handle
 

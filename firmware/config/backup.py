@@ -24,6 +24,10 @@ logger = logging.getLogger(__name__)
 FORMAT = "officepbx-config"
 MAX_RECORDS = 10_000   # per collection: far above an office, far below what would exhaust memory
 
+# Sections the file carries for another store, which checks and restores them itself: the web
+# UI's account store puts the extension users' logins (argon2 hashes only) in "web_logins".
+CARRIED_SECTIONS = ("web_logins",)
+
 # section name in the document -> (record type, key field)
 SECTIONS = {
     "extensions": (Extension, "number"),
@@ -85,7 +89,8 @@ def parse_backup(doc: object) -> tuple[Settings, dict[str, list]]:
             "schema_version", f"backup has schema version {version!r}, this firmware uses {SCHEMA_VERSION}; "
                               "restore it on the firmware that made it")])
     errors: list[ValidationError] = []
-    unknown = sorted(set(doc) - set(SECTIONS) - {"format", "schema_version", "exported", "settings"})
+    unknown = sorted(set(doc) - set(SECTIONS) - set(CARRIED_SECTIONS)
+                     - {"format", "schema_version", "exported", "settings"})
     if unknown:
         errors.append(ValidationError("file", f"unknown section(s) {', '.join(unknown)}"))
     raw_settings = doc.get("settings", {})

@@ -5,7 +5,7 @@ import ipaddress
 import re
 import secrets
 import zoneinfo
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from .errors import ValidationError, ValidationErrors
 
@@ -126,6 +126,14 @@ class Settings:
     sip_domain: str = ""           # what phones put after @; empty = the box's SIP address
     mode: str = "day"              # "day"|"night": toggled by *33 and the panel button
     record_calls: bool = False     # record both sides of every answered call to DATA/recordings
+    recording_retention_days: int = 0   # recordings older than this many days are deleted; 0 keeps them
+    # Outgoing mail (voicemail to e-mail, alerts); an empty smtp_host means the box sends no mail.
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_user: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_from: str = ""
+    smtp_tls: str = "starttls"          # "starttls" (port 587), "tls" (port 465) or "none"
 
     def validate(self) -> None:
         """Raise ValidationErrors listing every setting that breaks the rules."""
@@ -140,8 +148,40 @@ class Settings:
             errors.append(ValidationError("mode", f"{self.mode!r} is not one of {', '.join(MODES)}"))
         if not isinstance(self.record_calls, bool):
             errors.append(ValidationError("record_calls", f"must be true or false, got {self.record_calls!r}"))
+        errors += _int_errors("recording_retention_days", self.recording_retention_days, 0, 3650, "days")
+        errors += smtp_errors(self)
         if errors:
             raise ValidationErrors(errors)
+
+
+SMTP_TLS = ("starttls", "tls", "none")
+_EMAIL_RE = re.compile(r"[^@\s<>\"]{1,64}@[A-Za-z0-9.-]{1,253}")
+
+
+class SecretText(str):
+    """A password kept as plain text but printed as '***' (settings changes are logged with repr)."""
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+
+def smtp_errors(s: "Settings") -> list[ValidationError]:
+    errors = _host_errors("smtp_host", s.smtp_host)
+    errors += _int_errors("smtp_port", s.smtp_port, 1, 65535, "(a TCP port)")
+    if s.smtp_tls not in SMTP_TLS:
+        errors.append(ValidationError("smtp_tls", f"{s.smtp_tls!r} is not one of {', '.join(SMTP_TLS)}"))
+    for name in ("smtp_user", "smtp_password"):
+        value = getattr(s, name)
+        if not isinstance(value, str) or len(value) > 128 or not value.isprintable():
+            errors.append(ValidationError(name, "must be plain text of at most 128 characters"))
+    if not isinstance(s.smtp_from, str) or (s.smtp_from and not _EMAIL_RE.fullmatch(s.smtp_from)):
+        errors.append(ValidationError("smtp_from", f"{s.smtp_from!r} is not an e-mail address such as "
+                                                   "pbx@example.com"))
+    elif s.smtp_host and not s.smtp_from:
+        errors.append(ValidationError("smtp_from", "mail needs a sender address, e.g. pbx@example.com"))
+    if s.smtp_password and not s.smtp_user:
+        errors.append(ValidationError("smtp_user", "a password needs the user name it belongs to"))
+    return errors
 
 
 def _timezone_errors(value: object) -> list[ValidationError]:

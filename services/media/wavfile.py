@@ -211,7 +211,7 @@ class WavWriter:
         self.frames = 0
         fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part",
                                          dir=self.path.parent)
-        os.fchmod(fd, _FILE_MODE)
+        os.fchmod(fd, 0o600)  # recordings and voicemail are conversations: the PBX user only, like config.json
         self._file = os.fdopen(fd, "wb")
         self._file.write(_header(0, rate))
 

@@ -76,7 +76,17 @@ def _schemas() -> dict:
                 "busy_tone_seconds": {"type": "integer", "minimum": 0, "maximum": 30},
                 "timezone": {"type": "string", "examples": ["Europe/London"]},
                 "sip_domain": {"type": "string", "description": "address phones use; empty = this box"},
-                "mode": {"type": "string", "enum": ["day", "night"]}}
+                "mode": {"type": "string", "enum": ["day", "night"]},
+                "record_calls": {"type": "boolean"},
+                "recording_retention_days": {"type": "integer", "minimum": 0, "maximum": 3650,
+                                             "description": "recordings older than this are deleted; 0 keeps them"},
+                "smtp_host": {"type": "string", "description": "mail server; empty = no mail"},
+                "smtp_port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                "smtp_user": {"type": "string", "maxLength": 128},
+                "smtp_password": {"type": "string", "maxLength": 128, "writeOnly": True},
+                "smtp_password_set": {"type": "boolean", "readOnly": True},
+                "smtp_from": {"type": "string", "examples": ["pbx@example.com"]},
+                "smtp_tls": {"type": "string", "enum": ["starttls", "tls", "none"]}}
     return {
         "Error": {"type": "object", "required": ["error"], "properties": {
             "error": {"type": "string"},

@@ -19,7 +19,8 @@ from firmware.config import ValidationError
 from webui.auth import guard
 from webui.cdr import filters
 from webui.pbx import cdr_store, config_store, pbx_status, registered_extensions
-from webui.system.backup import UploadError, decode_json, parse_bytes, read_upload
+from webui.system.backup import UploadError, decode_json, full_backup, parse_bytes, read_upload
+from webui.system.backup import restore as restore_backup
 
 bp = Blueprint("api", __name__, template_folder="templates", url_prefix="/api")
 
@@ -207,18 +208,28 @@ for _url, _spec in COLLECTIONS.items():
 
 
 # Settings, status, CDR, backup -----------------------------------------------------------------
+def settings_json(settings) -> dict:
+    """Settings as the API shows them: the SMTP password is write-only (smtp_password_set says
+    whether one is stored), like a trunk's secret."""
+    doc = dataclasses.asdict(settings)
+    doc["smtp_password_set"] = bool(doc.pop("smtp_password", ""))
+    return doc
+
+
 @bp.get("/v1/settings")
 def settings_get():
-    return jsonify(dataclasses.asdict(config_store().settings()))
+    return jsonify(settings_json(config_store().settings()))
 
 
 @bp.patch("/v1/settings")
 def settings_update():
-    from firmware.config.model import SETTING_NAMES
+    from firmware.config.model import SETTING_NAMES, SecretText
     data = body(set(SETTING_NAMES))
+    if isinstance(data.get("smtp_password"), str):
+        data["smtp_password"] = SecretText(data["smtp_password"])   # never in the log line
     settings = config_store().update_settings(**data)
     _audit("settings_changed", ", ".join(sorted(data)))
-    return jsonify(dataclasses.asdict(settings))
+    return jsonify(settings_json(settings))
 
 
 @bp.get("/v1/status")
@@ -247,7 +258,7 @@ def cdr_csv():
 @bp.get("/v1/backup")
 def backup():
     _audit("backup_downloaded")
-    return jsonify(config_store().export_config())
+    return jsonify(full_backup(config_store(), current_app.extensions["pbx.accounts"]))
 
 
 @bp.post("/v1/restore")
@@ -262,7 +273,7 @@ def restore():
     except UploadError as e:
         raise BadRequest(str(e), [{"field": "backup_file", "message": str(e)}]) from None
     try:
-        counts = config_store().import_config(doc)
+        counts = restore_backup(config_store(), current_app.extensions["pbx.accounts"], doc)
     except ValidationError as e:
         raise BadRequest("backup refused, nothing changed",
                          [{"field": err.field, "message": err.message} for err in e.errors]) from None

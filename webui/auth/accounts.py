@@ -1,8 +1,8 @@
 """Web accounts, API tokens, login throttling and the audit log, in one SQLite file.
 
-SQLite rather than the TinyDB config store: the audit log and failure counters are append-heavy,
-and accounts must never travel in a configuration backup (a restored backup must not reset who
-may log in).
+SQLite rather than the TinyDB config store: the audit log and failure counters are append-heavy.
+A configuration backup carries the extension users' logins (argon2 hashes, see export_logins), so
+that a restored box lets its phone users log in again; admin accounts and API tokens stay out.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, extract_parameters as argon2_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
 
 logger = logging.getLogger(__name__)
@@ -102,6 +102,13 @@ def check_password_strength(password: str, username: str = "") -> None:
         raise AccountError("password", "use letters too, not only digits")
     if username and username.lower() in password.lower():
         raise AccountError("password", "must not contain the user name")
+
+
+def _next_epoch(before: tuple[str, int] | None, digest: str) -> int:
+    """A restored login keeps its sessions if its password is the same, else they are void."""
+    if before is None:
+        return 1
+    return before[1] if before[0] == digest else before[1] + 1
 
 
 class AccountStore:
@@ -324,6 +331,76 @@ class AccountStore:
             return None
         db.execute("UPDATE api_token SET last_used=? WHERE id=?", (self._clock(), row[0]))
         return self.get(row[1])
+
+    # --- backup of the extension users' logins ----------------------------------------------
+    def export_logins(self) -> list[dict]:
+        """The extension users' web logins for a configuration backup: argon2 hashes, never a
+        password. Admin accounts stay out: a restore must not bring back an old admin password
+        that whoever restores may no longer know."""
+        rows = self._db().execute(
+            "SELECT username, extension, pw_hash FROM account WHERE role='user' ORDER BY username")
+        return [{"username": u, "extension": e, "pw_hash": h} for u, e, h in rows]
+
+    @staticmethod
+    def login_errors(logins: object, extensions: set[str]) -> list[tuple[str, str]]:
+        """(where, what is wrong) for a backup's web_logins section; empty when it can be restored."""
+        if not isinstance(logins, list):
+            return [("web_logins", "must be a list of objects")]
+        errors, seen = [], set()
+        for i, item in enumerate(logins):
+            where = f"web_logins[{i}]"
+            if not isinstance(item, dict) or set(item) != {"username", "extension", "pw_hash"}:
+                errors.append((where, "must be an object with exactly username, extension, pw_hash"))
+                continue
+            name, ext, digest = item["username"], item["extension"], item["pw_hash"]
+            if not isinstance(name, str) or not name or len(name) > 40 or \
+                    not name.replace("-", "").replace("_", "").isalnum():
+                errors.append((f"{where}.username", "use 1-40 letters, digits, '-' or '_'"))
+            elif name in seen:
+                errors.append((f"{where}.username", f"{name} appears twice"))
+            seen.add(name)
+            if ext not in extensions:
+                errors.append((f"{where}.extension", f"no extension {ext!r} in this backup"))
+            if not isinstance(digest, str) or not digest.startswith("$argon2") or len(digest) > 512:
+                errors.append((f"{where}.pw_hash", "not an argon2 password hash (a backup never holds "
+                                                  "plain passwords)"))
+            else:
+                try:
+                    argon2_parameters(digest)
+                except InvalidHashError:
+                    errors.append((f"{where}.pw_hash", "damaged argon2 hash"))
+        return errors
+
+    def restore_logins(self, logins: list[dict]) -> int:
+        """Replace the extension users' logins with a backup's (checked by login_errors first).
+
+        An account whose hash changed or that is gone has its sessions closed; the admin
+        accounts are left as they are."""
+        db = self._db()
+        before = {u: (h, e) for u, h, e in
+                  db.execute("SELECT username, pw_hash, epoch FROM account WHERE role='user'")}
+        wanted = {item["username"]: item for item in logins}
+        admins = {a.username for a in self.accounts() if a.is_admin}
+        for name, (digest, _epoch) in before.items():
+            if name not in wanted or wanted[name]["pw_hash"] != digest:
+                self.close_sessions(name)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DELETE FROM account WHERE role='user'")
+            for name, item in wanted.items():
+                if name in admins:
+                    continue   # never turn an admin login into a user one
+                db.execute("INSERT INTO account (username, role, pw_hash, extension, epoch, created) "
+                           "VALUES (?, 'user', ?, ?, ?, ?)",
+                           (name, item["pw_hash"], item["extension"],
+                            _next_epoch(before.get(name), item["pw_hash"]), self._clock()))
+            db.execute("DELETE FROM api_token WHERE username NOT IN (SELECT username FROM account)")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        logger.info("web logins restored from backup: %d extension user(s)", len(wanted))
+        return len(wanted)
 
     # --- audit log --------------------------------------------------------------------------
     def audit(self, event: str, username: str = "", address: str = "", detail: str = "") -> None:

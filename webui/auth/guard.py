@@ -110,9 +110,8 @@ def refuse(status: int, message: str):
         return resp
     if status == 401:
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
-    return current_app.response_class(
-        f"<!doctype html><title>{status}</title><p>{message}</p><p><a href='/'>Back</a></p>",
-        status=status, mimetype="text/html")
+    from webui.errors import error_page
+    return error_page(status, message)
 
 
 def before_request():

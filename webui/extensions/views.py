@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 
 from firmware.config import ValidationError
+from webui import show_once
 from webui.auth import guard
 from webui.auth.accounts import AccountError
 from webui.pbx import config_store, pbx_status, registered_extensions, validation_errors
@@ -62,10 +63,11 @@ def new():
             else:
                 set_web_password(ext.number, web_password)
                 _audit("extension_added", f"extension {ext.number}")
-                # Shown once in this response, never flashed: the flash lives in the (signed,
-                # not encrypted) session cookie.
-                return _edit_page(ext, revealed=ext.secret,
-                                  notice=f"Extension {ext.number} created: enter this password in the phone.")
+                # The password is shown once on the next page (webui/show_once.py), never flashed: the
+                # flash lives in the (signed, not encrypted) session cookie.
+                show_once.allow(f"extension:{ext.number}")
+                flash(f"Extension {ext.number} created: enter this password in the phone.", "ok")
+                return redirect(url_for("extensions.edit", number=ext.number))
     return render_template("extensions/form.html", values=values, errors=errors, ext=None,
                            regs=[], revealed=None, notice=None, has_login=False), 400 if errors else 200
 
@@ -99,7 +101,8 @@ def edit(number: str):
                        + (" (new SIP password)" if values["secret"] else ""))
                 flash(f"Extension {number} saved.", "ok")
                 return redirect(url_for("extensions.index"))
-    return _edit_page(ext, values, errors)
+    return _edit_page(ext, values, errors,
+                      revealed=ext.secret if request.method == "GET" and show_once.take(f"extension:{number}") else None)
 
 
 def _edit_page(ext, values=None, errors=None, revealed=None, notice=None):
@@ -118,7 +121,8 @@ def reveal(number: str):
     if ext is None:
         return guard.refuse(404, f"no extension {number}")
     _audit("secret_revealed", f"extension {number}")
-    return _edit_page(ext, revealed=ext.secret)
+    show_once.allow(f"extension:{number}")
+    return redirect(url_for("extensions.edit", number=number))
 
 
 @bp.post("/<number>/secret")
@@ -128,8 +132,37 @@ def regenerate(number: str):
     except ValidationError as e:
         return guard.refuse(404, e.message)
     _audit("secret_regenerated", f"extension {number}")
-    return _edit_page(ext, revealed=ext.secret,
-                      notice=f"New SIP password for {number}: the phone must be updated with it.")
+    show_once.allow(f"extension:{ext.number}")
+    flash(f"New SIP password for {number}: the phone must be updated with it.", "ok")
+    return redirect(url_for("extensions.edit", number=number))
+
+
+def dependents(store, number: str) -> tuple[list[str], list[str]]:
+    """(what stops the delete, what the delete also does), in words for the confirmation page."""
+    blockers = [f"extension {number} is the destination of inbound route {did}"
+                for did in routes_to(store, number)]
+    for port in store.line_ports():
+        if port.extension == number:
+            blockers.append(f"line port {port.number} registers as extension {number}")
+        elif port.destination == number:
+            blockers.append(f"line port {port.number} (exchange line) rings extension {number}")
+    consequences = ["the phone registered as this extension can no longer make or take calls"]
+    if current_app.extensions["pbx.accounts"].get(number) is not None:
+        consequences.append(f"the web login {number} of the extension's user is removed")
+    return blockers, consequences
+
+
+@bp.get("/<number>/delete")
+def delete_confirm(number: str):
+    store = config_store()
+    ext = store.get_extension(number)
+    if ext is None:
+        return guard.refuse(404, f"no extension {number}")
+    blockers, consequences = dependents(store, number)
+    return render_template("confirm.html", title=f"Delete extension {number}",
+                           what=f"extension {number} ({ext.name})", blockers=blockers,
+                           consequences=consequences, action=url_for("extensions.delete", number=number),
+                           back=url_for("extensions.edit", number=number))
 
 
 @bp.post("/<number>/delete")
@@ -137,12 +170,16 @@ def delete(number: str):
     store = config_store()
     if store.get_extension(number) is None:
         return guard.refuse(404, f"no extension {number}")
-    dids = routes_to(store, number)
-    if dids:
-        flash(f"Extension {number} still receives inbound route(s) {', '.join(dids)}: "
-              "point them elsewhere first (Routes page).", "bad")
-        return redirect(url_for("extensions.edit", number=number))
-    store.remove_extension(number)
+    blockers, _ = dependents(store, number)
+    if blockers:
+        flash(f"Extension {number} cannot be deleted: {'; '.join(blockers)}. Change or delete those first.",
+              "bad")
+        return redirect(url_for("extensions.delete_confirm", number=number))
+    try:
+        store.remove_extension(number)
+    except ValidationError as e:    # a route or port added since the check (CLI, API)
+        flash(e.message, "bad")
+        return redirect(url_for("extensions.delete_confirm", number=number))
     current_app.extensions["pbx.accounts"].delete(number)
     _audit("extension_removed", f"extension {number}")
     flash(f"Extension {number} deleted.", "ok")

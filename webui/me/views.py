@@ -1,34 +1,56 @@
-"""A user's own extension: name, SIP password (reveal/regenerate), web password.
+"""A user's own extension: name, SIP password (reveal/regenerate), web password, call history.
 
 Which extension is taken from the logged-in account, never from the URL, so there is no
-number to change in a request to reach someone else's extension.
+number to change in a request to reach someone else's extension. Every change is a POST that
+redirects back here (a reload never sends it again); a new SIP password is shown once after the
+redirect (webui/show_once.py), never put in the cookie.
 """
 from __future__ import annotations
 
-from flask import Blueprint, current_app, g, render_template, request
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 
 from firmware.config import ValidationError
+from webui import show_once
 from webui.auth import guard
 from webui.auth.accounts import AccountError
-from webui.pbx import config_store, pbx_status, registered_extensions, validation_errors
+from webui.cdr import query
+from webui.cdr.filters import record_dict
+from webui.cdr.views import site_zone
+from webui.paging import make_page, page_number
+from webui.pbx import config_store, data_dir, pbx_status, registered_extensions, validation_errors
 
 bp = Blueprint("me", __name__, template_folder="templates", url_prefix="/me")
+HISTORY_PAGE = 20
 
 
-def _page(errors=None, revealed=None, notice=None, name=None):
+def _history(number: str):
+    filters = {"extension": number}
+    p = make_page(page_number(request.args.get("page")), query.count(data_dir(), filters), HISTORY_PAGE)
+    tz = site_zone()
+    calls = [record_dict(r, tz) for r in query.page(data_dir(), filters, limit=p.size, offset=p.offset)]
+    return calls, p
+
+
+def _page(errors=None, name=None):
     number = g.user.extension
     ext = config_store().get_extension(number) if number else None
     if ext is None:
-        return render_template("me/index.html", ext=None, errors={}, revealed=None, notice=None,
-                               regs=[], name=""), 200
+        return render_template("me/index.html", ext=None, errors={}, revealed=None, regs=[], name="",
+                               calls=[], page=None), 200
     regs = registered_extensions(pbx_status()).get(number, [])
-    return render_template("me/index.html", ext=ext, errors=errors or {}, revealed=revealed,
-                           notice=notice, regs=regs, name=ext.name if name is None else name), \
+    revealed = ext.secret if request.method == "GET" and show_once.take(f"me:{number}") else None
+    calls, page = _history(number)
+    return render_template("me/index.html", ext=ext, errors=errors or {}, revealed=revealed, regs=regs,
+                           name=ext.name if name is None else name, calls=calls, page=page), \
         400 if errors else 200
 
 
 def _audit(event: str, detail: str = "") -> None:
     current_app.extensions["pbx.accounts"].audit(event, g.user.username, guard.client_address(), detail)
+
+
+def _back():
+    return redirect(url_for("me.index"))
 
 
 @bp.get("")
@@ -48,17 +70,19 @@ def save():
     except ValidationError as e:
         return _page(errors=validation_errors(e), name=name)
     _audit("extension_changed", f"extension {g.user.extension} (by its user)")
-    return _page(notice="Saved.")
+    flash("Saved.", "ok")
+    return _back()
 
 
-@bp.post("/reveal")
+@bp.post("/reveal", endpoint="reveal")
 @guard.user_allowed
-def reveal():
+def reveal_secret():
     ext = config_store().get_extension(g.user.extension or "")
     if ext is None:
         return guard.refuse(404, "this account has no extension")
     _audit("secret_revealed", f"extension {ext.number} (by its user)")
-    return _page(revealed=ext.secret)
+    show_once.allow(f"me:{ext.number}")
+    return _back()
 
 
 @bp.post("/secret")
@@ -68,7 +92,10 @@ def regenerate():
         return guard.refuse(404, "this account has no extension")
     ext = config_store().regenerate_secret(g.user.extension)
     _audit("secret_regenerated", f"extension {ext.number} (by its user)")
-    return _page(revealed=ext.secret, notice="New SIP password: update your phone with it.")
+    show_once.allow(f"me:{ext.number}")
+    flash("New SIP password (shown once, below): enter it in your phone now; the old one no longer works.",
+          "ok")
+    return _back()
 
 
 @bp.post("/password")
@@ -85,4 +112,5 @@ def password():
         return _page(errors={"new_password": e.message})
     guard.login(account)  # the epoch moved on: keep this session, void all others
     _audit("password_changed")
-    return _page(notice="Password changed; other sessions are logged out.")
+    flash("Password changed; other sessions are logged out.", "ok")
+    return _back()

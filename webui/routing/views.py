@@ -67,6 +67,18 @@ def inbound_edit(did: str):
     return _inbound_form(values, errors, route)
 
 
+@bp.get("/inbound/<did>/delete")
+def inbound_delete_confirm(did: str):
+    route = config_store().get_inbound_route(did)
+    if route is None:
+        return guard.refuse(404, f"no inbound route for {did}")
+    return render_template("confirm.html", title=f"Delete inbound route {did}",
+                           what=f"inbound route {did} (rings {route.destination})", blockers=[],
+                           consequences=[f"calls to {did} are refused instead of ringing {route.destination}"],
+                           action=url_for("routing.inbound_delete", did=did),
+                           back=url_for("routing.inbound_edit", did=did))
+
+
 @bp.post("/inbound/<did>/delete")
 def inbound_delete(did: str):
     try:
@@ -138,6 +150,19 @@ def outbound_edit(name: str):
                 flash(f"Outbound route {name} saved.", "ok")
                 return redirect(url_for("routing.index"))
     return _outbound_form(values, errors, route)
+
+
+@bp.get("/outbound/<name>/delete")
+def outbound_delete_confirm(name: str):
+    route = config_store().get_outbound_route(name)
+    if route is None:
+        return guard.refuse(404, f"no outbound route {name}")
+    return render_template("confirm.html", title=f"Delete outbound route {name}",
+                           what=f"outbound route {name} ({route.pattern} via {route.trunk})", blockers=[],
+                           consequences=[f"numbers matching {route.pattern} can no longer be dialled out "
+                                         "(unless another route matches them)"],
+                           action=url_for("routing.outbound_delete", name=name),
+                           back=url_for("routing.outbound_edit", name=name))
 
 
 @bp.post("/outbound/<name>/delete")

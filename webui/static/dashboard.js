@@ -34,7 +34,16 @@
     rows.forEach(function (make) { var tr = document.createElement("tr"); make(tr); body.appendChild(tr); });
   }
 
-  function since(t) { return t ? Math.max(0, Math.round(Date.now() / 1000 - t)) + " s" : ""; }
+  // The same words as webui/timefmt.py: "42 s", "12 min 5 s", "3 h 12 min", "2 d 5 h".
+  function duration(seconds) {
+    var s = Math.max(0, Math.floor(seconds));
+    if (s < 60) { return s + " s"; }
+    if (s < 3600) { return Math.floor(s / 60) + " min " + (s % 60) + " s"; }
+    if (s < 86400) { return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min"; }
+    return Math.floor(s / 86400) + " d " + Math.floor((s % 86400) / 3600) + " h";
+  }
+
+  function since(t) { return t ? duration(Date.now() / 1000 - t) : ""; }
 
   function render(s) {
     if (s.running) {
@@ -68,7 +77,7 @@
 
   function tick() {
     var up = document.getElementById("uptime");
-    if (up && uptimeBase !== null) { up.textContent = Math.round(uptimeBase + (Date.now() - uptimeAt) / 1000) + " s"; }
+    if (up && uptimeBase !== null) { up.textContent = duration(uptimeBase + (Date.now() - uptimeAt) / 1000); }
     document.querySelectorAll("#calls td[data-since]").forEach(function (td) {
       td.textContent = since(parseFloat(td.dataset.since));
     });

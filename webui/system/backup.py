@@ -1,4 +1,6 @@
-"""Checking an uploaded restore file before it reaches the store: type, size, encoding, JSON."""
+"""Backup and restore for the page and the API: the configuration plus the extension users' web
+logins (argon2 hashes, never passwords), and the checks an uploaded file passes first (type,
+size, encoding, JSON)."""
 from __future__ import annotations
 
 import json
@@ -54,3 +56,28 @@ def decode_json(raw: bytes, what: str, fix: str) -> object:
 
 def _short(e: ValueError) -> str:
     return str(e).split(";", 1)[0].replace("Exceeds the limit", "limit")
+
+
+def full_backup(store, accounts) -> dict:
+    """The configuration document with the users' web logins in its "web_logins" section."""
+    return {**store.export_config(), "web_logins": accounts.export_logins()}
+
+
+def restore(store, accounts, doc) -> dict[str, int]:
+    """Restore configuration and web logins, all or nothing; ValidationErrors lists every problem.
+
+    The logins are checked against the backup's own extensions before anything is written; a
+    backup made before logins were carried leaves the current logins as they are.
+    """
+    from firmware.config import ValidationError, ValidationErrors
+    logins = doc.get("web_logins") if isinstance(doc, dict) else None
+    if logins is not None:
+        numbers = {e.get("number") for e in doc.get("extensions", []) if isinstance(e, dict)} \
+            if isinstance(doc.get("extensions"), list) else set()
+        problems = accounts.login_errors(logins, numbers)
+        if problems:
+            raise ValidationErrors([ValidationError(where, what) for where, what in problems])
+    counts = store.import_config(doc)
+    if logins is not None:
+        counts["web_logins"] = accounts.restore_logins(logins)
+    return counts

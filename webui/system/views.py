@@ -9,10 +9,12 @@ from importlib import metadata
 from flask import Blueprint, Response, current_app, flash, g, redirect, render_template, request, url_for
 
 from firmware.config import ValidationError
+from webui import show_once
 from webui.auth import guard
 from webui.auth.accounts import AccountError
 from webui.pbx import config_store, data_dir, pbx_status
-from webui.system.backup import UploadError, read_upload
+from webui.system.backup import UploadError, full_backup, read_upload
+from webui.system.backup import restore as restore_backup
 
 bp = Blueprint("system", __name__, template_folder="templates", url_prefix="/system")
 
@@ -64,12 +66,12 @@ def _page(errors=None, new_token=None, restore_errors=None, status=200):
 
 @bp.get("")
 def index():
-    return _page()
+    return _page(new_token=show_once.unstash())
 
 
 @bp.get("/backup")
 def backup():
-    doc = config_store().export_config()
+    doc = full_backup(config_store(), _accounts())
     _audit("backup_downloaded")
     name = time.strftime("pbx-backup-%Y%m%d-%H%M%S.json")
     return Response(json.dumps(doc, indent=1, ensure_ascii=False), mimetype="application/json",
@@ -80,7 +82,7 @@ def backup():
 def restore():
     try:
         doc = read_upload(request.files.get("backup_file"))
-        counts = config_store().import_config(doc)
+        counts = restore_backup(config_store(), _accounts(), doc)
     except UploadError as e:
         _audit("restore_refused", str(e))
         return _page(errors={"backup_file": str(e)}, status=400)
@@ -119,7 +121,8 @@ def token_create():
     except AccountError as e:
         return _page(errors={e.field: e.message}, status=400)
     _audit("token_created", request.form.get("label", ""))
-    return _page(new_token=token)  # shown once, in this response only
+    show_once.stash(token)   # shown once, on the page after the redirect (never in the cookie)
+    return redirect(url_for("system.index") + "#tokens")
 
 
 @bp.post("/tokens/<int:token_id>/revoke")

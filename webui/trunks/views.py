@@ -81,6 +81,20 @@ def edit(name: str):
     return _render(values, errors, trunk)
 
 
+@bp.get("/<name>/delete")
+def delete_confirm(name: str):
+    store = config_store()
+    trunk = store.get_trunk(name)
+    if trunk is None:
+        return guard.refuse(404, f"no trunk {name}")
+    blockers = [f"outbound route {r.name} ({r.pattern}) sends calls to trunk {name}"
+                + (" as its fallback" if r.fallback_trunk == name else "")
+                for r in store.outbound_routes() if name in (r.trunk, r.fallback_trunk)]
+    return render_template("confirm.html", title=f"Delete trunk {name}", what=f"trunk {name} ({trunk.host})",
+                           blockers=blockers, consequences=["calls can no longer go out or come in through it"],
+                           action=url_for("trunks.delete", name=name), back=url_for("trunks.edit", name=name))
+
+
 @bp.post("/<name>/delete")
 def delete(name: str):
     try:

@@ -42,6 +42,10 @@ def guess_sip_address() -> str:
         return ""
 
 
+def _audit(event: str, detail: str) -> None:
+    current_app.extensions["pbx.accounts"].audit(event, g.user.username, guard.client_address(), detail)
+
+
 @bp.route("", methods=["GET", "POST"])
 @guard.public
 def admin():
@@ -94,6 +98,8 @@ def site():
         except ValidationError as e:
             errors = validation_errors(e)
         else:
+            _audit("settings_changed", "wizard: " + ", ".join(
+                f"{k}={v}" for k, v in values.items() if getattr(settings, k) != v))
             return redirect(url_for("wizard.extensions"))
     return render_template("wizard/site.html", values=values, errors=errors, countries=COUNTRIES,
                            timezones=timezones()), 400 if errors else 200
@@ -112,6 +118,9 @@ def extensions():
                  "name": request.form.get(f"name_{i}", "").strip()} for i in range(EXTENSION_ROWS)]
         errors = add_extensions(store, rows)
         if not errors:
+            for row in rows:
+                if row["number"]:
+                    _audit("extension_added", f"extension {row['number']} (wizard)")
             current_app.extensions["pbx.accounts"].set_meta("wizard_done", "1")
             return redirect(url_for("wizard.done"))
     return render_template("wizard/extensions.html", rows=rows, errors=errors,
