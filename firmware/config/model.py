@@ -8,6 +8,7 @@ import zoneinfo
 from dataclasses import dataclass, field, fields
 
 from .errors import ValidationError, ValidationErrors
+from .destination import destination_errors
 
 # 2-6 digits, no leading 0 (reserved for the operator/outside line) and no '*' (feature codes).
 _NUMBER_RE = re.compile(r"[1-9][0-9]{1,5}")
@@ -20,10 +21,15 @@ MODES = ("day", "night")
 
 
 def generate_secret() -> str:
-    """A SIP digest password nobody has to type: 18 random bytes -> 24 URL-safe characters."""
+    """A SIP digest password nobody has to type: 18 random bytes -> 24 URL-safe characters.
+
+    Never one starting with '-': pasted into `pbx ext add --secret ...` (or any command line) it
+    would be taken for an option.
+    """
     while True:
         secret = secrets.token_urlsafe(18)
-        if not secret.isdigit():  # all-digit is astronomically unlikely, but the rule is the rule
+        # all-digit is astronomically unlikely, but the rule is the rule
+        if not secret.isdigit() and not secret.startswith("-"):
             return secret
 
 
@@ -69,11 +75,22 @@ def secret_errors(secret: object, number: object) -> list[ValidationError]:
 
 @dataclass(frozen=True)
 class Extension:
-    """A SIP endpoint users dial by number; `secret` is its digest-auth password."""
+    """A SIP endpoint users dial by number; `secret` is its digest-auth password.
+
+    dnd and the forwards are the user's own call handling (feature codes *78/*79, *72/*73,
+    *90/*91, *52/*53): a forward is a destination string ("extension:1001",
+    "external:07700900123") or "" for none. `external_caller_id` is the number shown to outside
+    callees when this extension dials out (it wins over the outbound route's caller ID).
+    """
     number: str
     name: str
     secret: str
     enabled: bool = True
+    dnd: bool = False
+    forward_always: str = ""
+    forward_busy: str = ""
+    forward_no_answer: str = ""
+    external_caller_id: str = ""
 
     def __repr__(self) -> str:
         # Secrets end up in logs through repr() (f"{ext!r}", tracebacks, debuggers): never show them.
@@ -85,10 +102,38 @@ class Extension:
         """Raise ValidationErrors listing every field that breaks the rules."""
         errors = number_errors(self.number) + _name_errors("name", self.name)
         errors += secret_errors(self.secret, self.number)
-        if not isinstance(self.enabled, bool):
-            errors.append(ValidationError("enabled", f"must be true or false, got {self.enabled!r}"))
+        for flag in ("enabled", "dnd"):
+            if not isinstance(getattr(self, flag), bool):
+                errors.append(ValidationError(flag, f"must be true or false, got {getattr(self, flag)!r}"))
+        errors += forward_errors(self)
+        errors += caller_id_errors("external_caller_id", self.external_caller_id)
         if errors:
             raise ValidationErrors(errors)
+
+
+FORWARDS = ("forward_always", "forward_busy", "forward_no_answer")
+_CALLER_ID_RE = re.compile(r"\+?[0-9]{1,20}")
+
+
+def forward_errors(ext: "Extension") -> list[ValidationError]:
+    """Each forward is empty or a destination an extension may forward to, never itself."""
+    errors = []
+    for name in FORWARDS:
+        value = getattr(ext, name)
+        problems = destination_errors(name, value, forward=True, optional=True)
+        if not problems and value == f"extension:{ext.number}":
+            problems = [ValidationError(name, f"forwards extension {ext.number} to itself: pick another "
+                                               "destination or clear it")]
+        errors += problems
+    return errors
+
+
+def caller_id_errors(field: str, value: object) -> list[ValidationError]:
+    """An outgoing caller ID number: empty (the default applies) or digits with an optional '+'."""
+    if not isinstance(value, str) or (value and not _CALLER_ID_RE.fullmatch(value)):
+        return [ValidationError(field, f"{value!r} is not a phone number: digits with an optional leading "
+                                       "'+', at most 20 (e.g. +442071234567), or empty for the default")]
+    return []
 
 
 def _int_errors(field: str, value: object, low: int, high: int, unit: str) -> list[ValidationError]:
@@ -134,6 +179,9 @@ class Settings:
     smtp_password: str = field(default="", repr=False)
     smtp_from: str = ""
     smtp_tls: str = "starttls"          # "starttls" (port 587), "tls" (port 465) or "none"
+    # LAN networks/addresses ("192.0.2.0/24") whose phones share one address (NAT) or that carry a
+    # SIP peer: the edge exempts them from the per-address flood limit (per-account limits still apply)
+    trusted_networks: tuple = ()
 
     def validate(self) -> None:
         """Raise ValidationErrors listing every setting that breaks the rules."""
@@ -150,8 +198,20 @@ class Settings:
             errors.append(ValidationError("record_calls", f"must be true or false, got {self.record_calls!r}"))
         errors += _int_errors("recording_retention_days", self.recording_retention_days, 0, 3650, "days")
         errors += smtp_errors(self)
+        errors += _network_list_errors("trusted_networks", self.trusted_networks)
         if errors:
             raise ValidationErrors(errors)
+
+
+def _network_list_errors(field: str, value: object) -> list[ValidationError]:
+    if not isinstance(value, (list, tuple)):
+        return [ValidationError(field, f"must be a list of IPv4 addresses or networks, got {value!r}")]
+    for item in value:
+        try:
+            ipaddress.IPv4Network(item, strict=False)
+        except (ValueError, TypeError):
+            return [ValidationError(field, f"{item!r} is not an IPv4 address or network (e.g. '192.0.2.0/24')")]
+    return []
 
 
 SMTP_TLS = ("starttls", "tls", "none")
