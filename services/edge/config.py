@@ -11,6 +11,7 @@ TEMPLATE = Path(__file__).with_name("kamailio.cfg.tmpl")
 # AF_UNIX socket paths are limited to 108 bytes (sun_path) on Linux.
 _SUN_PATH_MAX = 104  # Kamailio ctl refuses longer unix socket paths (sun_path is 108, it keeps a margin)
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+MAX_EXPIRES = 3600  # registrar max_expires in the template
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
 
@@ -27,7 +28,9 @@ class EdgeConfig:
     cs_port: int = 5080
     domain: str = ""
     trusted: tuple[str, ...] = ()
-    flood_limit: tuple[int, int] = (100, 2)  # requests, seconds (pike)
+    flood_limit: tuple[int, int] = (100, 2)  # requests, seconds (pike); trusted networks and trunks are exempt
+    # REGISTER + INVITE per authenticated account (requests, seconds), from any address
+    account_limit: tuple[int, int] = (20, 10)
     auth_fail_limit: int = 10  # wrong credentials per IP in 60 s before a ban
     ban_seconds: int = 300
     children: int = 4
@@ -35,11 +38,16 @@ class EdgeConfig:
     # Kamailio's shared memory pool (MB), where tm keeps every transaction until its wait timer ends:
     # the bench exhausted the default 64 MB at 200 call setups/s. Pages are touched only when used.
     shm_mb: int = 256
+    # TCP: a connection that has not authenticated is closed after this many idle seconds; a successful
+    # REGISTER or INVITE over it keeps it for a registration's lifetime (max_expires + 60 s).
+    tcp_idle_seconds: int = 30
+    tcp_max_connections: int = 4096
+    # registrations are written back to location.sqlite this often (and at shutdown)
+    ul_sync_seconds: int = 10
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         object.__setattr__(self, "trusted", tuple(self.trusted))
-        object.__setattr__(self, "flood_limit", tuple(self.flood_limit))
         _check_ipv4("sip_addr", self.sip_addr)
         _check_ipv4("cs_addr", self.cs_addr)
         _check_port("sip_port", self.sip_port)
@@ -57,10 +65,14 @@ class EdgeConfig:
             except ValueError:
                 raise EdgeError(f"trusted entry {net!r} is not an IPv4 address or network: "
                                 "use e.g. '192.0.2.10' or '192.0.2.0/24'") from None
-        if (len(self.flood_limit) != 2 or not all(_is_int(v) and v > 0 for v in self.flood_limit)):
-            raise EdgeError(f"flood_limit {self.flood_limit!r} must be (requests, seconds), "
-                            "two positive integers, e.g. (100, 2)")
-        for name in ("auth_fail_limit", "ban_seconds", "children", "tcp_children", "shm_mb"):
+        for name, example in (("flood_limit", "(100, 2)"), ("account_limit", "(20, 10)")):
+            value = tuple(getattr(self, name))
+            object.__setattr__(self, name, value)
+            if len(value) != 2 or not all(_is_int(v) and v > 0 for v in value):
+                raise EdgeError(f"{name} {value!r} must be (requests, seconds), "
+                                f"two positive integers, e.g. {example}")
+        for name in ("auth_fail_limit", "ban_seconds", "children", "tcp_children", "shm_mb",
+                     "tcp_idle_seconds", "tcp_max_connections", "ul_sync_seconds"):
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise EdgeError(f"{name}={value!r} must be a positive integer")
@@ -81,6 +93,10 @@ class EdgeConfig:
     @property
     def db_path(self) -> Path:
         return self.run_dir / "subscribers.sqlite"
+
+    @property
+    def location_db_path(self) -> Path:
+        return self.run_dir / "location.sqlite"
 
     @property
     def pid_path(self) -> Path:
@@ -114,8 +130,6 @@ class EdgeConfig:
             # the port so that the CS on the same IP stays "not myself".
             domain_alias = (f"{self.domain}:{self.sip_port}" if _is_ipv4(self.domain)
                             else self.domain)
-        if self.trusted:
-            defines.append("#!define WITH_TRUSTED")
         values = {
             "defines": "\n".join(defines),
             "sip_addr": self.sip_addr,
@@ -125,10 +139,17 @@ class EdgeConfig:
             "domain_alias": domain_alias,
             "domain_match": domain_match,
             "realm": self.realm,
-            "trusted": ",".join(self.trusted),
             "flood_requests": self.flood_limit[0],
             "flood_seconds": self.flood_limit[1],
             "auth_fail_limit": self.auth_fail_limit,
+            "account_requests": self.account_limit[0],
+            "account_seconds": self.account_limit[1],
+            "tcp_idle_seconds": self.tcp_idle_seconds,
+            "tcp_max_connections": self.tcp_max_connections,
+            "max_expires": MAX_EXPIRES,
+            "tcp_auth_lifetime": MAX_EXPIRES + 60,
+            "ul_sync_seconds": self.ul_sync_seconds,
+            "location_db": self.location_db_path,
             "ban_seconds": self.ban_seconds,
             "children": self.children,
             "tcp_children": self.tcp_children,

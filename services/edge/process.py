@@ -17,7 +17,7 @@ from typing import Mapping
 from ..childproc import die_with_parent
 from .config import EdgeConfig, EdgeError
 from .rpc import KamailioRpc, RpcError
-from .subscribers import ensure_db, write_subscribers
+from .subscribers import ensure_db, ensure_location_db, write_peers, write_subscribers
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +54,44 @@ class Edge:
 
     # ----- subscribers -------------------------------------------------------
     def sync_subscribers(self, subscribers: Mapping[str, str]) -> None:
-        """Make {extension: password} the complete set of accounts that may register."""
+        """Make {extension: password} the complete set of accounts that may register.
+
+        Called on every configuration change, it also refreshes the trusted peers (sync_peers):
+        trunks and trusted networks live in the same configuration.
+        """
         self.cfg.run_dir.mkdir(parents=True, exist_ok=True)
         write_subscribers(self.cfg.db_path, subscribers)
+        self.sync_peers()
+
+    def peer_networks(self) -> list[ipaddress.IPv4Network]:
+        """Sources exempt from the per-address flood limit: EdgeConfig.trusted, the config store's
+        trusted_networks setting and the address of every trunk (its host, resolved now)."""
+        found = [ipaddress.IPv4Network(net, strict=False) for net in self.cfg.trusted]
+        config_file = self.cfg.data_dir / "config.json"
+        if not config_file.exists():  # an edge without the PBX's configuration (tests, tools)
+            return found
+        from firmware.config import ConfigStore
+        from firmware.config.routing import split_host_port
+        store = ConfigStore(self.cfg.data_dir)
+        for net in store.settings().trusted_networks:
+            found.append(ipaddress.IPv4Network(net, strict=False))
+        for trunk in store.trunks():
+            host = split_host_port(trunk.host)[0]
+            try:
+                found.append(ipaddress.IPv4Network(socket.gethostbyname(host)))
+            except (OSError, ValueError) as exc:
+                logger.warning("edge: trunk %s host %s not resolved (%s): flood limit applies to it",
+                               trunk.name, host, exc)
+        return found
+
+    def sync_peers(self) -> None:
+        """Write peer_networks() to the address table; a running edge reloads it."""
+        self.cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        if write_peers(self.cfg.db_path, self.peer_networks()) and self.running:
+            try:
+                self._rpc.call("permissions.addressReload")
+            except EdgeError as exc:
+                logger.error("edge: trusted peers not reloaded: %s", exc)
 
     # ----- process -----------------------------------------------------------
     @property
@@ -81,6 +116,8 @@ class Edge:
             cfg.run_dir.mkdir(parents=True, exist_ok=True)
             self._stop_leftover()
             ensure_db(cfg.db_path)
+            ensure_location_db(cfg.location_db_path)
+            write_peers(cfg.db_path, self.peer_networks())
             cfg.cfg_path.write_text(cfg.render())
             for stale in (cfg.rpc_fifo, cfg.ctl_socket):
                 stale.unlink(missing_ok=True)

@@ -1,6 +1,7 @@
 """The sqlite subscriber table that Kamailio's auth_db reads on every challenge."""
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import sqlite3
@@ -32,7 +33,69 @@ CREATE TABLE IF NOT EXISTS subscriber (
     CONSTRAINT subscriber_account_idx UNIQUE (username, domain)
 );
 CREATE INDEX IF NOT EXISTS subscriber_username_idx ON subscriber (username);
+INSERT OR IGNORE INTO version (table_name, table_version) VALUES ('address', 6);
+CREATE TABLE IF NOT EXISTS address (
+    id INTEGER PRIMARY KEY NOT NULL,
+    grp INTEGER DEFAULT 1 NOT NULL,
+    ip_addr VARCHAR(50) NOT NULL,
+    mask INTEGER DEFAULT 32 NOT NULL,
+    port SMALLINT DEFAULT 0 NOT NULL,
+    tag VARCHAR(64)
+);
 """
+
+# usrloc's table (Kamailio 5.6 usrloc-create.sql, version 9), in its own file: the timer process
+# writes it while Edge.sync_subscribers writes the subscriber DB.
+_LOCATION_SCHEMA = """
+CREATE TABLE IF NOT EXISTS version (
+    id INTEGER PRIMARY KEY NOT NULL,
+    table_name VARCHAR(32) NOT NULL,
+    table_version INTEGER DEFAULT 0 NOT NULL,
+    CONSTRAINT version_table_name_idx UNIQUE (table_name)
+);
+INSERT OR IGNORE INTO version (table_name, table_version) VALUES ('location', 9);
+INSERT OR IGNORE INTO version (table_name, table_version) VALUES ('location_attrs', 1);
+CREATE TABLE IF NOT EXISTS location (
+    id INTEGER PRIMARY KEY NOT NULL,
+    ruid VARCHAR(64) DEFAULT '' NOT NULL,
+    username VARCHAR(64) DEFAULT '' NOT NULL,
+    domain VARCHAR(64) DEFAULT NULL,
+    contact VARCHAR(512) DEFAULT '' NOT NULL,
+    received VARCHAR(128) DEFAULT NULL,
+    path VARCHAR(512) DEFAULT NULL,
+    expires TIMESTAMP WITHOUT TIME ZONE DEFAULT '2030-05-28 21:32:15' NOT NULL,
+    q REAL DEFAULT 1.0 NOT NULL,
+    callid VARCHAR(255) DEFAULT 'Default-Call-ID' NOT NULL,
+    cseq INTEGER DEFAULT 1 NOT NULL,
+    last_modified TIMESTAMP WITHOUT TIME ZONE DEFAULT '2000-01-01 00:00:01' NOT NULL,
+    flags INTEGER DEFAULT 0 NOT NULL,
+    cflags INTEGER DEFAULT 0 NOT NULL,
+    user_agent VARCHAR(255) DEFAULT '' NOT NULL,
+    socket VARCHAR(64) DEFAULT NULL,
+    methods INTEGER DEFAULT NULL,
+    instance VARCHAR(255) DEFAULT NULL,
+    reg_id INTEGER DEFAULT 0 NOT NULL,
+    server_id INTEGER DEFAULT 0 NOT NULL,
+    connection_id INTEGER DEFAULT 0 NOT NULL,
+    keepalive INTEGER DEFAULT 0 NOT NULL,
+    partition INTEGER DEFAULT 0 NOT NULL,
+    CONSTRAINT location_ruid_idx UNIQUE (ruid)
+);
+CREATE INDEX IF NOT EXISTS location_account_contact_idx ON location (username, domain, contact);
+CREATE INDEX IF NOT EXISTS location_expires_idx ON location (expires);
+CREATE TABLE IF NOT EXISTS location_attrs (
+    id INTEGER PRIMARY KEY NOT NULL,
+    ruid VARCHAR(64) DEFAULT '' NOT NULL,
+    username VARCHAR(64) DEFAULT '' NOT NULL,
+    domain VARCHAR(64) DEFAULT NULL,
+    aname VARCHAR(64) DEFAULT '' NOT NULL,
+    atype INTEGER DEFAULT 0 NOT NULL,
+    avalue VARCHAR(512) DEFAULT '' NOT NULL,
+    last_modified TIMESTAMP WITHOUT TIME ZONE DEFAULT '2000-01-01 00:00:01' NOT NULL
+);
+"""
+
+PEER_GROUP = 1  # the address-table group the edge template checks (trusted networks and trunks)
 
 # RFC 3261 "user" unreserved characters, minus the escapes and the
 # separators that would need quoting in a digest username.
@@ -52,6 +115,42 @@ def ensure_db(path: Path) -> None:
         raise EdgeError(f"cannot create the subscriber database {path}: {exc}") from exc
     finally:
         db.close()
+
+
+def ensure_location_db(path: Path) -> None:
+    """The registrations table usrloc loads at start and writes back to."""
+    db = _connect(path)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(_LOCATION_SCHEMA)
+    except sqlite3.Error as exc:
+        raise EdgeError(f"cannot create the registrations database {path}: {exc}") from exc
+    finally:
+        db.close()
+
+
+def write_peers(path: Path, networks: list[ipaddress.IPv4Network]) -> bool:
+    """Make `networks` the complete trusted set (address table); True when it changed."""
+    rows = sorted({(str(n.network_address), n.prefixlen) for n in networks})
+    ensure_db(path)
+    db = _connect(path)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        old = sorted(db.execute("SELECT ip_addr, mask FROM address WHERE grp = ?", (PEER_GROUP,)))
+        if old == rows:
+            db.execute("COMMIT")
+            return False
+        db.execute("DELETE FROM address WHERE grp = ?", (PEER_GROUP,))
+        db.executemany("INSERT INTO address (grp, ip_addr, mask, port, tag) VALUES (?, ?, ?, 0, 'peer')",
+                       [(PEER_GROUP, ip, mask) for ip, mask in rows])
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        db.rollback()
+        raise EdgeError(f"cannot write trusted peers to {path}: {exc}") from exc
+    finally:
+        db.close()
+    logger.info("edge trusted peers synced: %s", ", ".join(f"{ip}/{m}" for ip, m in rows) or "none")
+    return True
 
 
 def write_subscribers(path: Path, subscribers: Mapping[str, str]) -> None:
