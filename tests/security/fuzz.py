@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 CRLF = "\r\n"
 
@@ -501,6 +501,8 @@ class Dialog:
     remote_target: str = ""
     routes: list[str] = field(default_factory=list)
     msg: Msg | None = None          # the INVITE as sent (to answer a challenge with)
+    user: str = ""
+    secret: str = ""
     challenged: bool = False
     established: bool = False
 
@@ -622,14 +624,17 @@ class Agent:
 
     # -- caller side ----------------------------------------------------------------------------
     def invite(self, to_user: str, body: bytes, mut: Mutator | None = None, sip_level: str = "mild",
-               authenticate: bool = True) -> None:
-        """A new call with this SDP; with credentials if a challenge is known (else on the 407)."""
-        ctx = self.ctx
+               authenticate: bool = True, account: tuple[str, str] | None = None) -> None:
+        """A new call with this SDP; with credentials if a challenge is known (else on the 407).
+        `account` (user, secret) calls as another extension than the agent's own: the edge limits
+        INVITEs per account, so a fast fuzz spreads its calls over many."""
+        user, secret = account or (self.ctx.user, self.secret)
+        ctx = replace(self.ctx, user=user)
         ruri = f"sip:{to_user}@{ctx.hostport}"
         msg = request(ctx, "INVITE", to_user=to_user, body=body)
-        d = Dialog(ruri=ruri, ctx=ctx, from_hdr=msg.get("From"), to_hdr=msg.get("To"))
+        d = Dialog(ruri=ruri, ctx=ctx, from_hdr=msg.get("From"), to_hdr=msg.get("To"), user=user, secret=secret)
         if authenticate and self.challenge:
-            msg.headers.append(["Proxy-Authorization", self._credentials("INVITE", ruri)])
+            msg.headers.append(["Proxy-Authorization", self._credentials("INVITE", ruri, user, secret)])
         if sip_level != "none" and mut is not None:
             msg = mut.sip(msg, sip_level)
         d.msg = msg
@@ -655,11 +660,11 @@ class Agent:
                                              ["To", d.msg.get("To")], ["Call-ID", call_id], ["CSeq", f"{num} CANCEL"]])
         self.send_fuzz(c.serialize(), call_id)
 
-    def _credentials(self, method: str, uri: str) -> str:
+    def _credentials(self, method: str, uri: str, user: str = "", secret: str = "") -> str:
         with self.lock:
             self.nc += 1
             nc = self.nc
-        return digest(self.challenge, method, uri, self.ctx.user, self.secret, nc)
+        return digest(self.challenge, method, uri, user or self.ctx.user, secret or self.secret, nc)
 
     def _on_response(self, msg: Msg) -> None:
         code = status_of(msg)
@@ -678,11 +683,11 @@ class Agent:
                 self.challenge = challenge
         if method != "INVITE" or d is None or self.role != "caller":
             return
-        if code in (401, 407) and not d.challenged and d.msg is not None and self.secret:
+        if code in (401, 407) and not d.challenged and d.msg is not None and d.secret:
             d.challenged = True   # answer the challenge once, with the same (mutated) request
             retry = d.msg.copy()
             retry.remove("Proxy-Authorization")
-            retry.headers.append(["Proxy-Authorization", self._credentials("INVITE", d.ruri)])
+            retry.headers.append(["Proxy-Authorization", self._credentials("INVITE", d.ruri, d.user, d.secret)])
             n, m = cseq(retry)
             if retry.get("CSeq"):
                 retry.set("CSeq", f"{n + 1} {m or 'INVITE'}")
@@ -717,7 +722,7 @@ class Agent:
                    ["Max-Forwards", "70"]]
         headers += [["Route", r] for r in d.routes]
         headers += [["From", d.from_hdr], ["To", d.to_hdr], ["Call-ID", d.call_id], ["CSeq", f"{num} {method}"],
-                    ["Contact", f"<sip:{self.ctx.user}@{self.ctx.local[0]}:{self.ctx.local[1]}>"]]
+                    ["Contact", f"<sip:{d.user or self.ctx.user}@{self.ctx.local[0]}:{self.ctx.local[1]}>"]]
         if body:
             headers.append(["Content-Type", "application/sdp"])
         return Msg(f"{method} {d.remote_target} SIP/2.0", headers, body)
@@ -865,18 +870,22 @@ def run_edge_unauthenticated(agent: Agent, mut: Mutator, count: int, rate: float
 
 
 def run_authenticated(caller: Agent, mut: Mutator, count: int, rate: float, callee: str,
-                      unregistered: str, users: list[str]) -> None:
-    """(b) As a registered extension with digest credentials: mutated INVITE SDP reaches the call
-    service, which rings the fuzz callee (it answers busy, or 200 with a mutated SDP answer)."""
+                      unregistered: str, users: list[str], accounts: list[tuple[str, str]] = ()) -> None:
+    """(b) As extensions with digest credentials: mutated INVITE SDP reaches the call service, which
+    rings the fuzz callee (it answers busy, or 200 with a mutated SDP answer). INVITEs rotate over
+    `accounts` (user, secret) to stay under the edge's per-account call rate."""
     pacer = Pacer(rate)
     r = mut.rng
     ctx = caller.ctx
+    n = 0
     while caller.fuzz_sent < count:
         x = r.random()
         if x < 0.55:
             to = r.choices([callee, "1999", unregistered], weights=[7, 1.5, 1.5])[0]
             body = mut.sdp(ctx.media_host, 4000 + 2 * r.randrange(1000))
-            caller.invite(to, body, mut, sip_level="mild" if r.random() < 0.3 else "none")
+            account = accounts[n % len(accounts)] if accounts else None
+            n += 1
+            caller.invite(to, body, mut, sip_level="mild" if r.random() < 0.3 else "none", account=account)
         elif x < 0.63:
             caller.cancel_last()
         elif x < 0.83:

@@ -105,13 +105,13 @@ def alive(pbx, edge_processes: int) -> list[str]:
 
 
 def wait_idle(pbx, timeout: float = 35.0) -> tuple[dict, float]:
-    """Wait until no call and no RTP leg is left (and the edge holds no transaction); return the
-    last status and the time it took."""
+    """Wait until no call and no RTP leg is left; return the last status and the time it took.
+    (Kamailio's own transactions may linger up to its timer H, 32 s: reported, not waited for.)"""
     t0 = time.monotonic()
     st = pbx.status()
     while time.monotonic() - t0 < timeout:
         st = pbx.status()
-        if not st["calls"] and st["rtp_legs"] == 0 and memory(pbx)["edge_transactions"] <= 0:
+        if not st["calls"] and st["rtp_legs"] == 0:
             break
         time.sleep(0.5)
     return st, time.monotonic() - t0

@@ -32,6 +32,8 @@ TOTAL = int(os.environ.get("PBX_FUZZ_COUNT") or 10_000)
 RATE = float(os.environ.get("PBX_FUZZ_RATE") or 150)
 SHARE = {"edge": 0.4, "auth": 0.3, "direct": 0.3}
 EXTENSIONS = [str(n) for n in range(1000, 1010)]
+# the edge allows an account 20 INVITE + REGISTER per 10 s: phase b calls from these in turn
+CALLERS = [str(n) for n in range(1100, 1160)]
 CALLER, CALLEE, UNREGISTERED = "1000", "1001", "1002"
 REAL_A, REAL_B = "1008", "1009"
 
@@ -45,7 +47,7 @@ def box(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuzz")
     print(f"\nfuzz seed {SEED} (PBX_FUZZ_SEED={SEED} reproduces the messages), total {TOTAL}, rate {RATE}/s")
     with LanHost() as lan:
-        pbx = PbxProcess(tmp / "pbx", extensions=EXTENSIONS, trusted=(lan.host_addr,), rtp_size=1000,
+        pbx = PbxProcess(tmp / "pbx", extensions=EXTENSIONS + CALLERS, trusted=(lan.host_addr,), rtp_size=1000,
                          addr=lan.box_addr, settings={"busy_tone_seconds": 1, "no_answer_timeout": 20})
         pbx.start()
         try:
@@ -123,7 +125,8 @@ def test_b_fuzz_authenticated_mutated_sdp_reaches_the_call_service(box):
     rx0 = pbx.status()["sip"]["rx"]
     mut = fuzz.Mutator(SEED + 1)
     began = time.monotonic()
-    fuzz.run_authenticated(caller, mut, count("auth"), RATE, CALLEE, UNREGISTERED, EXTENSIONS + ["1999"])
+    fuzz.run_authenticated(caller, mut, count("auth"), RATE, CALLEE, UNREGISTERED, EXTENSIONS + ["1999"],
+                           accounts=[(u, pbx.secrets[u]) for u in CALLERS])
     result = finish(box, "b_authenticated", [caller, callee], began,
                     {"cs_received": pbx.status()["sip"]["rx"] - rx0})
     assert result["cs_received"] > count("auth") // 4, "few fuzz requests got through the edge to the call service"
