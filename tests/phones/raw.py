@@ -13,16 +13,42 @@ import hashlib
 import re
 import secrets
 import socket
+import struct
 import time
 
 
-def sdp_body(ip: str, port: int, pts=(0, 101), direction: str = "sendrecv", ip_kind: str = "IP4") -> str:
+def sdp_body(ip: str, port: int, pts=(0, 101), direction: str = "sendrecv", ip_kind: str = "IP4",
+             dtmf_pt: int = 101) -> str:
+    """An SDP offer/answer; pts lists payload types, dtmf_pt is the one that means telephone-event."""
     lines = ["v=0", f"o=raw 1 1 IN {ip_kind} {ip}", "s=raw", f"c=IN {ip_kind} {ip}", "t=0 0",
              f"m=audio {port} RTP/AVP {' '.join(str(p) for p in pts)}"]
-    names = {0: "PCMU/8000", 8: "PCMA/8000", 101: "telephone-event/8000"}
+    names = {0: "PCMU/8000", 8: "PCMA/8000", dtmf_pt: "telephone-event/8000"}
     lines += [f"a=rtpmap:{p} {names[p]}" for p in pts if p in names]
     lines.append(f"a={direction}")
     return "\r\n".join(lines) + "\r\n"
+
+
+def rtp_packet(payload: bytes, seq: int, pt: int = 0, ts: int | None = None, marker: bool = False) -> bytes:
+    return struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF,
+                       (seq * 160 if ts is None else ts) & 0xFFFFFFFF, 0x1234) + payload
+
+
+def udp_socket(ip: str = "127.0.0.1") -> socket.socket:
+    """A non-blocking UDP socket on ip: a raw phone's RTP port."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((ip, 0))
+    s.setblocking(False)
+    return s
+
+
+def drain(sock: socket.socket) -> list[bytes]:
+    """Every datagram waiting on a non-blocking socket."""
+    got = []
+    while True:
+        try:
+            got.append(sock.recvfrom(2048)[0])
+        except (BlockingIOError, socket.timeout):
+            return got
 
 
 def sdp_address(body: str) -> tuple[str, int]:
@@ -242,3 +268,47 @@ class RawPhone:
         target = re.search(r"<([^>]+)>", req.header("contact")).group(1)
         cseq = int(req.header("cseq").split()[0])
         return Dialog(req.header("call-id"), to, req.header("from"), target, req.all("record-route"), cseq)
+
+
+# --- calls between raw phones through a running PBX (tests/pbxproc.py) -------------------------------
+def registered(pbx, number: str, **kw) -> RawPhone:
+    """A raw phone for extension number, registered at the PBX's edge."""
+    phone = RawPhone(number, pbx.secrets[number], pbx.registrar, **kw)
+    assert phone.register() == 200
+    return phone
+
+
+def raw_call(pbx, a: RawPhone, b: RawPhone, a_rtp: socket.socket, b_rtp: socket.socket, *,
+             offer: str | None = None, answer: str | None = None, **invite_kw):
+    """a calls b, b answers: (a's dialog, PBX RTP address facing a, facing b, b's dialog).
+
+    offer / answer are the two phones' SDP (default: PCMU + telephone-event 101 on their RTP sockets).
+    """
+    import threading
+    seen = {}
+
+    def callee():
+        req = b.wait_request("INVITE", 8)
+        if req is not None:
+            seen["pbx_b"] = sdp_address(req.body)
+            seen["offer_to_b"] = req.body
+            seen["dialog"] = b.answer(req, answer or sdp_body("127.0.0.1", b_rtp.getsockname()[1]))
+
+    t = threading.Thread(target=callee)
+    t.start()
+    status, dialog, resp = a.invite(b.user, offer or sdp_body("127.0.0.1", a_rtp.getsockname()[1]),
+                                    **invite_kw)
+    t.join(10)
+    assert status == 200, f"call {a.user} -> {b.user}: {status}\n{pbx.log_tail()}"
+    return dialog, sdp_address(resp.body), seen["pbx_b"], seen["dialog"]
+
+
+def wait_idle(pbx, timeout: float = 10.0) -> dict:
+    """Wait until the PBX has no call and no RTP leg left; its status."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = pbx.status()
+        if not st["calls"] and st["rtp_legs"] == 0:
+            return st
+        time.sleep(0.1)
+    raise AssertionError(f"calls left over: {pbx.status()}")
