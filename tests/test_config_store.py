@@ -57,7 +57,8 @@ def test_config_file_is_readable_by_owner_only_because_it_holds_secrets(tmp_path
 
 def test_file_from_newer_firmware_refuses_to_open_with_clear_error(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"meta": {"1": {"schema_version": SCHEMA_VERSION + 1}}}))
-    with pytest.raises(SchemaVersionError, match=r"schema version 2 .*knows up to 1.*update the firmware"):
+    with pytest.raises(SchemaVersionError, match=rf"schema version {SCHEMA_VERSION + 1} .*knows up to "
+                                                 rf"{SCHEMA_VERSION}.*update the firmware"):
         ConfigStore(tmp_path)
 
 

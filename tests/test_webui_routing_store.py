@@ -74,7 +74,7 @@ def test_routes_must_name_existing_trunks_and_extensions(store):
     store.add_inbound_route("+442071234567", "201")
     with pytest.raises(ValidationError, match="no extension 299"):
         store.update_inbound_route("+442071234567", destination="299")
-    assert store.get_inbound_route("+442071234567").destination == "201"
+    assert store.get_inbound_route("+442071234567").destination == "extension:201"   # stored typed
     with pytest.raises(ValidationError, match="cannot be changed"):
         store.update_inbound_route("+442071234567", did="+1")
     with pytest.raises(ValidationError, match="unknown field"):

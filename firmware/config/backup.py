@@ -13,7 +13,7 @@ import time
 from tinydb.table import Document
 
 from .errors import ValidationError, ValidationErrors
-from .migrations import SCHEMA_VERSION
+from .migrations import SCHEMA_VERSION, migrate_backup
 from .model import Extension, Settings
 from .routing import INBOUND_ROUTES, OUTBOUND_ROUTES, TRUNKS, InboundRoute, OutboundRoute, Trunk
 from .routing_store import reference_errors
@@ -78,7 +78,9 @@ def _records(doc: dict, section: str, record_type, key: str, errors: list) -> li
 
 
 def parse_backup(doc: object) -> tuple[Settings, dict[str, list]]:
-    """Check a backup document completely; raise ValidationErrors listing every problem."""
+    """Check a backup document completely; raise ValidationErrors listing every problem.
+    A backup made by older firmware is migrated first, as config.json would be."""
+    doc = migrate_backup(doc)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValidationErrors([ValidationError(
             "file", f"not a configuration backup of this PBX (expected \"format\": \"{FORMAT}\"); "

@@ -1,4 +1,4 @@
-"""SIP trunks, inbound routes (DID -> extension) and outbound routes (dial pattern -> trunk).
+"""SIP trunks, inbound routes (DID -> destination) and outbound routes (dial pattern -> trunk).
 
 Dial patterns follow Asterisk's syntax so that admins can paste what they know: a pattern starts
 with '_' and uses X (0-9), Z (1-9), N (2-9), [1-5] / [135] character classes, '.' (one or more
@@ -13,7 +13,8 @@ from functools import lru_cache
 
 from .collection import Collection
 from .errors import ValidationError, ValidationErrors
-from .model import NAME_MAX, SECRET_MAX
+from .destination import Destination, destination_errors
+from .model import NAME_MAX, SECRET_MAX, caller_id_errors, number_errors
 
 TRANSPORTS = ("udp", "tcp", "tls")
 _SLUG_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
@@ -164,10 +165,21 @@ class Trunk:
 
 @dataclass(frozen=True)
 class InboundRoute:
-    """Calls arriving for this DID (the number the provider sends) ring this extension."""
+    """Calls arriving for this DID (the number the provider sends) go to `destination`, a typed
+    destination string ("extension:1000", "external:07700900123", "hangup"; see destination.py).
+
+    The DID matches with or without a leading '+'. With `match_national` it also matches the
+    other written forms of the same number in the office's country (02071234567, 442071234567,
+    +442071234567, 00442071234567), for providers that send a different form than the one entered.
+    """
     did: str
     destination: str
     name: str = ""
+    match_national: bool = False
+
+    @property
+    def target(self) -> Destination:
+        return Destination.parse(self.destination)
 
     def validate(self) -> None:
         errors = []
@@ -175,22 +187,42 @@ class InboundRoute:
             errors.append(ValidationError("did", f"{self.did!r} is not a phone number: digits with an optional "
                                                  "leading '+', at most 20 (e.g. +442071234567)"))
         if not isinstance(self.destination, str) or not self.destination:
-            errors.append(ValidationError("destination", "choose the extension that should ring"))
+            errors.append(ValidationError("destination", "choose where these calls go, e.g. extension:1000"))
+        else:
+            errors += destination_errors("destination", self.destination)
         if not isinstance(self.name, str) or len(self.name) > NAME_MAX or not self.name.isprintable():
             errors.append(ValidationError("name", f"use at most {NAME_MAX} printable characters"))
+        if not isinstance(self.match_national, bool):
+            errors.append(ValidationError("match_national", f"must be true or false, got {self.match_national!r}"))
         if errors:
             raise ValidationErrors(errors)
 
 
 @dataclass(frozen=True)
 class OutboundRoute:
-    """Dialled numbers matching `pattern` leave through `trunk`, or `fallback_trunk` if it fails."""
+    """Dialled numbers matching `pattern` leave through `trunk`, or `fallback_trunk` if it fails.
+
+    `extensions` lists the extensions allowed to use the route (empty: every extension);
+    `caller_id` is the number shown to the callee unless the calling extension has its own
+    external_caller_id. Routes are tried in name order (name them 10-local, 20-national... to
+    order them); emergency numbers ignore `extensions` (firmware/dialplan/outbound.py).
+    """
     name: str
     pattern: str
     trunk: str
     fallback_trunk: str = ""
     strip: int = 0                  # leading digits removed first (e.g. the 9 for an outside line)
     prepend: str = ""               # then this is put in front (e.g. a country code)
+    caller_id: str = ""
+    extensions: tuple = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.extensions, list):      # JSON gives lists; keep the record hashable
+            object.__setattr__(self, "extensions", tuple(self.extensions))
+
+    def allows(self, extension: str) -> bool:
+        """May this extension dial out through the route?"""
+        return not self.extensions or extension in self.extensions
 
     def validate(self) -> None:
         errors = _slug_errors("name", self.name, "route") + pattern_errors("pattern", self.pattern)
@@ -204,6 +236,15 @@ class OutboundRoute:
             errors.append(ValidationError("strip", f"must be a whole number of digits 0-20, got {self.strip!r}"))
         if not isinstance(self.prepend, str) or not _DIGITS_RE.fullmatch(self.prepend):
             errors.append(ValidationError("prepend", "use at most 20 digits, * # or +"))
+        errors += caller_id_errors("caller_id", self.caller_id)
+        if not isinstance(self.extensions, tuple) or not all(isinstance(n, str) for n in self.extensions):
+            errors.append(ValidationError("extensions", "must be a list of extension numbers (empty: every "
+                                                        "extension may use the route)"))
+        else:
+            bad = [n for n in self.extensions if number_errors(n)]
+            if bad:
+                errors.append(ValidationError("extensions", f"{', '.join(map(repr, bad))} is not an extension "
+                                                            "number (2-6 digits starting with 1-9)"))
         if errors:
             raise ValidationErrors(errors)
 

@@ -1,14 +1,17 @@
 """ConfigStore methods for trunks and routes (mixed into ConfigStore; uses its _write/_refresh).
 
 References are checked inside the write lock, against the state being written: a route never
-points at a trunk or extension that another process removed a moment earlier.
+points at a trunk or extension that another process removed a moment earlier, and an extension
+that a route, a route's permission list or another extension's forward names cannot be removed.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 
+from .destination import coerce_destination, destination_reference_errors
 from .errors import ValidationError, ValidationErrors
+from .model import FORWARDS, Extension
 from .routing import INBOUND_ROUTES, OUTBOUND_ROUTES, TRUNKS, InboundRoute, OutboundRoute, Trunk
 
 logger = logging.getLogger(__name__)
@@ -23,17 +26,44 @@ def _known_fields(record_type, changes: dict) -> None:
 
 
 def reference_errors(record, trunks: set[str], numbers: set[str]) -> list[ValidationError]:
-    """The trunks/extension a route names must exist (checked on every write and on restore)."""
+    """What a record names must exist: a route's trunks and extensions, an extension's forward
+    targets (checked on every write and on restore)."""
+    known = {"extensions": numbers}
     errors = []
-    if isinstance(record, InboundRoute) and record.destination not in numbers:
-        errors.append(ValidationError("destination", f"no extension {record.destination}: "
-                                                     "create it first or pick an existing one"))
+    if isinstance(record, InboundRoute):
+        errors += destination_reference_errors("destination", record.destination, known)
     if isinstance(record, OutboundRoute):
         for field in ("trunk", "fallback_trunk"):
             name = getattr(record, field)
             if name and name not in trunks:
                 errors.append(ValidationError(field, f"no trunk {name}: create it first or pick an existing one"))
+        missing = [n for n in record.extensions if n not in numbers]
+        if missing:
+            errors.append(ValidationError("extensions", f"no extension {', '.join(missing)}: create it first or "
+                                                        "take it off the list"))
+    if isinstance(record, Extension):
+        for field in FORWARDS:
+            if getattr(record, field):
+                errors += destination_reference_errors(field, getattr(record, field), known)
     return errors
+
+
+def extension_users(db, number: str) -> list[str]:
+    """What still names extension `number` (so it cannot be removed), as phrases for the message."""
+    from .store import EXTENSIONS
+    dest = f"extension:{number}"
+    users = []
+    dids = [r.did for r in INBOUND_ROUTES.all(db) if r.destination == dest]
+    if dids:
+        users.append(f"the destination of inbound route(s) {', '.join(dids)}")
+    routes = [r.name for r in OUTBOUND_ROUTES.all(db) if number in r.extensions]
+    if routes:
+        users.append(f"allowed on outbound route(s) {', '.join(routes)}")
+    forwarders = [e.number for e in EXTENSIONS.all(db)
+                  if e.number != number and dest in (getattr(e, f) for f in FORWARDS)]
+    if forwarders:
+        users.append(f"the forward target of extension(s) {', '.join(forwarders)}")
+    return users
 
 
 class RoutingStoreMixin:
@@ -70,10 +100,16 @@ class RoutingStoreMixin:
     def get_inbound_route(self, did: str) -> InboundRoute | None:
         return self._read_one(INBOUND_ROUTES, did)
 
-    def add_inbound_route(self, did: str, destination: str, name: str = "") -> InboundRoute:
-        return self._add(INBOUND_ROUTES, InboundRoute(did, destination, name.strip()))
+    def add_inbound_route(self, did: str, destination: str, name: str = "",
+                          match_national: bool = False) -> InboundRoute:
+        """`destination` is a destination string ("extension:1000"); a bare extension number is
+        taken as that extension."""
+        return self._add(INBOUND_ROUTES, InboundRoute(did, coerce_destination(destination), name.strip(),
+                                                      match_national))
 
     def update_inbound_route(self, did: str, /, **changes) -> InboundRoute:
+        if "destination" in changes:
+            changes["destination"] = coerce_destination(changes["destination"])
         return self._update(INBOUND_ROUTES, InboundRoute, did, changes)
 
     def remove_inbound_route(self, did: str) -> None:
@@ -89,8 +125,10 @@ class RoutingStoreMixin:
         return self._read_one(OUTBOUND_ROUTES, name)
 
     def add_outbound_route(self, name: str, pattern: str, trunk: str, fallback_trunk: str = "",
-                           strip: int = 0, prepend: str = "") -> OutboundRoute:
-        return self._add(OUTBOUND_ROUTES, OutboundRoute(name, pattern, trunk, fallback_trunk, strip, prepend))
+                           strip: int = 0, prepend: str = "", caller_id: str = "",
+                           extensions: tuple | list = ()) -> OutboundRoute:
+        return self._add(OUTBOUND_ROUTES, OutboundRoute(name, pattern, trunk, fallback_trunk, strip, prepend,
+                                                        caller_id, extensions))
 
     def update_outbound_route(self, name: str, /, **changes) -> OutboundRoute:
         return self._update(OUTBOUND_ROUTES, OutboundRoute, name, changes)

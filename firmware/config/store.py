@@ -26,8 +26,8 @@ from .migrations import SCHEMA_VERSION, migrate, schema_version
 from .model import SETTING_NAMES, Extension, Settings, generate_secret, normalize_name
 from .storage import AtomicJSONStorage
 from .backup import BackupMixin
-from .routing_store import RoutingStoreMixin
-from .routing import INBOUND_ROUTES
+from .routing_store import RoutingStoreMixin, extension_users
+from .destination import coerce_destination
 from .lines import LinesStoreMixin
 
 logger = logging.getLogger(__name__)
@@ -90,14 +90,23 @@ class ConfigStore(RoutingStoreMixin, LinesStoreMixin, BackupMixin):
         return ext
 
     def update_extension(self, number: str, *, name: str | None = None, secret: str | None = None,
-                         enabled: bool | None = None) -> Extension:
-        """Change the given fields; None leaves a field as it is."""
-        changes = {k: v for k, v in (("name", normalize_name(name)), ("secret", secret), ("enabled", enabled))
+                         enabled: bool | None = None, dnd: bool | None = None,
+                         forward_always: str | None = None, forward_busy: str | None = None,
+                         forward_no_answer: str | None = None,
+                         external_caller_id: str | None = None) -> Extension:
+        """Change the given fields; None leaves a field as it is. A forward is a destination
+        string ("extension:1001", "external:07700900123", a bare extension number) or "" for none."""
+        forwards = {"forward_always": forward_always, "forward_busy": forward_busy,
+                    "forward_no_answer": forward_no_answer}
+        changes = {k: v for k, v in (("name", normalize_name(name)), ("secret", secret), ("enabled", enabled),
+                                     ("dnd", dnd), ("external_caller_id", external_caller_id),
+                                     *((k, coerce_destination(v)) for k, v in forwards.items()))
                    if v is not None}
         with self._write() as db:
             ext = dataclasses.replace(EXTENSIONS.require(db, number), **changes)
             ext.validate()
             EXTENSIONS.replace(db, ext)
+            self._check_references(db, ext)
         logger.info("extension %s updated (%s)", number, ", ".join(sorted(changes)) or "no change")
         return ext
 
@@ -115,10 +124,10 @@ class ConfigStore(RoutingStoreMixin, LinesStoreMixin, BackupMixin):
             if ports:
                 raise ValidationError("number", f"extension {number} is used by line port(s) "
                                                 f"{', '.join(map(str, ports))}: change or delete those first")
-            dids = [r.did for r in INBOUND_ROUTES.all(db) if r.destination == number]
-            if dids:
-                raise ValidationError("number", f"extension {number} is the destination of inbound "
-                                                f"route(s) {', '.join(dids)}: change or delete those first")
+            users = extension_users(db, number)
+            if users:
+                raise ValidationError("number", f"extension {number} is {'; '.join(users)}: "
+                                                "change or delete those first")
         logger.info("extension %s removed", number)
 
     # Settings
