@@ -72,6 +72,13 @@ class Destination:
     def __str__(self) -> str:
         return f"{self.kind}:{self.target}" if self.target else self.kind
 
+    @property
+    def label(self) -> str:
+        """For people: 'extension 1000', 'external number 07700900123', 'hang up'."""
+        kind = DESTINATION_KINDS.get(self.kind)
+        name = kind.label.lower() if kind else self.kind
+        return f"{name} {self.target}" if self.target else name
+
     @classmethod
     def parse(cls, text: object) -> "Destination":
         """'extension:1000' -> Destination('extension', '1000'); ValueError says how to write it."""

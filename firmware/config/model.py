@@ -8,7 +8,7 @@ import zoneinfo
 from dataclasses import dataclass, field, fields
 
 from .errors import ValidationError, ValidationErrors
-from .destination import destination_errors
+from .destination import coerce_destination, destination_errors
 
 # 2-6 digits, no leading 0 (reserved for the operator/outside line) and no '*' (feature codes).
 _NUMBER_RE = re.compile(r"[1-9][0-9]{1,5}")
@@ -91,6 +91,10 @@ class Extension:
     forward_busy: str = ""
     forward_no_answer: str = ""
     external_caller_id: str = ""
+
+    def __post_init__(self) -> None:
+        for name in FORWARDS:    # a bare extension number is the shorthand for "extension:NUMBER"
+            object.__setattr__(self, name, coerce_destination(getattr(self, name)))
 
     def __repr__(self) -> str:
         # Secrets end up in logs through repr() (f"{ext!r}", tracebacks, debuggers): never show them.

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 from .collection import Collection
 from .errors import ValidationError, ValidationErrors
-from .destination import Destination, destination_errors
+from .destination import Destination, coerce_destination, destination_errors
 from .model import NAME_MAX, SECRET_MAX, caller_id_errors, number_errors
 
 TRANSPORTS = ("udp", "tcp", "tls")
@@ -176,6 +176,9 @@ class InboundRoute:
     destination: str
     name: str = ""
     match_national: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "destination", coerce_destination(self.destination))
 
     @property
     def target(self) -> Destination:

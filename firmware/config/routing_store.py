@@ -104,13 +104,15 @@ class RoutingStoreMixin:
                           match_national: bool = False) -> InboundRoute:
         """`destination` is a destination string ("extension:1000"); a bare extension number is
         taken as that extension."""
-        return self._add(INBOUND_ROUTES, InboundRoute(did, coerce_destination(destination), name.strip(),
-                                                      match_national))
+        return self._add(INBOUND_ROUTES, InboundRoute(did, destination, name.strip(), match_national))
 
     def update_inbound_route(self, did: str, /, **changes) -> InboundRoute:
-        if "destination" in changes:
-            changes["destination"] = coerce_destination(changes["destination"])
         return self._update(INBOUND_ROUTES, InboundRoute, did, changes)
+
+    def inbound_routes_to(self, destination: str) -> list[InboundRoute]:
+        """The inbound routes sending calls to `destination` ("extension:1000", or a bare number)."""
+        wanted = coerce_destination(destination)
+        return [r for r in self.inbound_routes() if r.destination == wanted]
 
     def remove_inbound_route(self, did: str) -> None:
         with self._write() as db:

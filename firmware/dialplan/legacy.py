@@ -1,7 +1,7 @@
-"""Dialplan: what a dialled number means, as a pure function of the configuration.
+"""The first dialplan's answer shape (Action/Decision), kept while services/callsvc/b2bua.py
+still calls `route_call(dialled, caller_number, extensions)`: ring an extension or 'not found'.
 
-The call service asks `route_call` for every new call and carries out the decision; nothing here
-touches SIP or sockets, so each rule is testable without a phone.
+Remove this module once the call service runs plans (firmware/dialplan/plan.py).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ class Decision:
     reason: str = ""
 
 
-def route_call(dialled: str, caller: str, extensions: dict) -> Decision:
+def legacy_route_call(dialled: str, caller: str, extensions: dict) -> Decision:
     """Decide where a call from `caller` to `dialled` goes.
 
     `extensions` maps extension numbers to Extension objects (anything with an `enabled` flag).
