@@ -27,7 +27,6 @@ from .model import SETTING_NAMES, Extension, Settings, generate_secret, normaliz
 from .storage import AtomicJSONStorage
 from .backup import BackupMixin
 from .routing_store import RoutingStoreMixin, extension_users
-from .destination import coerce_destination
 from .lines import LinesStoreMixin
 
 logger = logging.getLogger(__name__)
@@ -99,8 +98,7 @@ class ConfigStore(RoutingStoreMixin, LinesStoreMixin, BackupMixin):
         forwards = {"forward_always": forward_always, "forward_busy": forward_busy,
                     "forward_no_answer": forward_no_answer}
         changes = {k: v for k, v in (("name", normalize_name(name)), ("secret", secret), ("enabled", enabled),
-                                     ("dnd", dnd), ("external_caller_id", external_caller_id),
-                                     *((k, coerce_destination(v)) for k, v in forwards.items()))
+                                     ("dnd", dnd), ("external_caller_id", external_caller_id), *forwards.items())
                    if v is not None}
         with self._write() as db:
             ext = dataclasses.replace(EXTENSIONS.require(db, number), **changes)
