@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import os
@@ -17,11 +18,34 @@ def _data_default() -> str:
     return os.environ.get("PBX_DATA", "var")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one `error:` line (what is wrong, and where the help is)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def _port(text: str) -> int:
-    n = int(text)
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
     if not 0 <= n <= 65535:
-        raise argparse.ArgumentTypeError(f"{text} is not a port number (0-65535)")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
     return n
+
+
+def _whole(low: int, high: int):
+    def whole(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = low - 1
+        if not low <= n <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from {low} to {high}")
+        return n
+    whole.__name__ = "number"
+    return whole
 
 
 def _rtp(text: str):
@@ -32,23 +56,88 @@ def _rtp(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _ipv4(text: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text[:60]!r} is not an IPv4 address of this machine (e.g. 192.168.1.10, or 0.0.0.0 for all)") from None
+
+
+def _ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text[:60]!r} is not an IP address of this machine (e.g. 192.168.1.10, or 0.0.0.0 for all)") from None
+
+
+def _ipv4_net(text: str) -> str:
+    try:
+        return str(ipaddress.IPv4Network(text, strict=False))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text[:60]!r} is not an IPv4 address or network (e.g. 192.168.1.20 or 192.168.1.0/24)") from None
+
+
+def _tty(text: str) -> str:
+    if not text or not os.path.exists(text):
+        raise argparse.ArgumentTypeError(
+            f"serial port {text[:60]!r} does not exist: plug in the line board, or check the name (ls /dev/tty*)")
+    return text
+
+
+def _join_dash_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """`--secret -abc` as `--secret=-abc`: argparse would take a value starting with '-' for an
+    option and stop with "expected one argument". Any option that takes one value gets the next
+    word as it is, unless that word is itself one of the options."""
+    takes_value, options = set(), set()
+
+    def walk(p):
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    walk(sub)
+                continue
+            options.update(action.option_strings)
+            if action.option_strings and action.nargs is None:
+                takes_value.update(action.option_strings)
+    walk(parser)
+    out, i = [], 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--":
+            out += argv[i:]
+            break
+        following = argv[i + 1] if i + 1 < len(argv) else None
+        if (word in takes_value and following is not None and following.startswith("-")
+                and following != "--" and following.split("=", 1)[0] not in options):
+            out.append(f"{word}={following}")
+            i += 2
+            continue
+        out.append(word)
+        i += 1
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pbx", description="Office PBX appliance")
-    common = argparse.ArgumentParser(add_help=False)
+    p = Parser(prog="pbx", description="Office PBX appliance")
+    common = Parser(add_help=False)
     common.add_argument("--data", default=_data_default(),
                         help="data directory (default ./var or $PBX_DATA)")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     r = sub.add_parser("run", parents=[common], help="start the whole PBX in the foreground")
-    r.add_argument("--sip-addr", default="127.0.0.1", help="address for SIP and RTP (phones use it)")
+    r.add_argument("--sip-addr", type=_ipv4, default="127.0.0.1",
+                   help="address for SIP and RTP (phones use it)")
     r.add_argument("--sip-port", type=_port, default=5060)
     r.add_argument("--web-port", type=_port, default=8080)
     r.add_argument("--rtp-ports", type=_rtp, default=(10000, 20000), metavar="A-B")
     r.add_argument("--cs-port", type=_port, default=0, help="call service UDP port on 127.0.0.1 (0: any)")
     r.add_argument("--no-web", action="store_true", help="do not start the web UI")
-    r.add_argument("--trusted", action="append", default=[],
+    r.add_argument("--trusted", type=_ipv4_net, action="append", default=[],
                    help="source IP exempt from flood limits (load tests); repeatable")
-    r.add_argument("--lines-tty", help="serial port of the analog line board (default: the board simulator "
+    r.add_argument("--lines-tty", type=_tty, help="serial port of the analog line board (default: the board simulator "
                    "when line ports are configured)")
     r.add_argument("--no-lines", action="store_true", help="do not run the analog line gateway")
     r.add_argument("--demo", action="store_true",
@@ -57,20 +146,21 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("service", parents=[common],
                         help="run one part of the PBX as a systemd service (Type=notify, watchdog)")
     sv.add_argument("name", choices=["edge", "calls", "web"])
-    sv.add_argument("--sip-addr", default="127.0.0.1")
+    sv.add_argument("--sip-addr", type=_ipv4, default="127.0.0.1")
     sv.add_argument("--sip-port", type=_port, default=5060)
     sv.add_argument("--cs-port", type=_port, default=5080, help="call service UDP port on 127.0.0.1")
     sv.add_argument("--rtp-ports", type=_rtp, default=(10000, 20000), metavar="A-B")
-    sv.add_argument("--web-addr", default="127.0.0.1")
+    sv.add_argument("--web-addr", type=_ip, default="127.0.0.1")
     sv.add_argument("--web-port", type=_port, default=8080)
-    sv.add_argument("--trusted", action="append", default=[])
+    sv.add_argument("--trusted", type=_ipv4_net, action="append", default=[])
 
     e = sub.add_parser("ext", help="extensions")
     esub = e.add_subparsers(dest="ext_cmd", required=True)
     a = esub.add_parser("add", parents=[common], help="add an extension")
     a.add_argument("number")
     a.add_argument("--name", required=True)
-    a.add_argument("--secret", help="SIP password (default: a strong generated one, printed)")
+    a.add_argument("--secret", help="SIP password (default: a strong generated one, printed); "
+                   "may start with '-'")
     esub.add_parser("list", parents=[common], help="list extensions").add_argument(
         "--secrets", action="store_true", help="also show the SIP secrets")
     esub.add_parser("rm", parents=[common], help="remove an extension").add_argument("number")
@@ -78,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     ln = sub.add_parser("line", help="analog line ports (FXS phones, FXO exchange lines)")
     lsub = ln.add_subparsers(dest="line_cmd", required=True)
     la = lsub.add_parser("add", parents=[common], help="configure a port of the line board")
-    la.add_argument("number", type=int, help="port number on the board, from 1")
+    la.add_argument("number", type=_whole(1, 999), help="port number on the board, from 1")
     la.add_argument("--kind", required=True, choices=["fxs", "fxo"],
                     help="fxs: an analog phone plugged in; fxo: an exchange line plugged in")
     la.add_argument("--extension", required=True,
@@ -86,19 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("--destination", default="", help="fxo only: the extension an incoming call rings")
     la.add_argument("--name", default="")
     lsub.add_parser("list", parents=[common], help="list configured ports")
-    lsub.add_parser("rm", parents=[common], help="remove a port").add_argument("number", type=int)
+    lsub.add_parser("rm", parents=[common], help="remove a port").add_argument("number", type=_whole(1, 999))
 
     s = sub.add_parser("status", parents=[common], help="registrations and active calls")
     s.add_argument("--json", action="store_true")
 
     c = sub.add_parser("cdr", parents=[common], help="call detail records")
     c.add_argument("--json", action="store_true")
-    c.add_argument("--last", type=int, default=20)
+    c.add_argument("--last", type=_whole(1, 100000), default=20, metavar="N",
+                   help="the N most recent calls (default 20)")
     return p
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(_join_dash_values(parser, sys.argv[1:] if argv is None else list(argv)))
     logging.basicConfig(level=os.environ.get("PBX_LOG_LEVEL", "INFO"), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -106,16 +198,42 @@ def main(argv=None) -> int:
                 "status": cmd_status, "cdr": cmd_cdr}[args.cmd](args)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        return _error(exc)
 
 
-def _store(args):
+def _error(exc: Exception) -> int:
+    """One `error:` line on stderr for any failure, never a traceback: 2 for a bad value,
+    1 for everything else (an unusable data directory, a PBX that cannot start...)."""
+    from firmware.config import ConfigFileError, ConfigLockTimeout, ValidationError
+    from .control import ControlError
+    expected = [ConfigFileError, ConfigLockTimeout, ControlError]
+    for module, name in (("services.runner", "RunError"), ("services.edge.config", "EdgeError")):
+        if module in sys.modules:
+            expected.append(getattr(sys.modules[module], name))
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    if isinstance(exc, ValidationError):
+        print(f"error: {text}", file=sys.stderr)
+        return 2
+    if isinstance(exc, tuple(expected)):
+        print(f"error: {text}", file=sys.stderr)
+        return 1
+    logging.getLogger(__name__).debug("unexpected failure", exc_info=True)
+    print(f"error: unexpected {type(exc).__name__}: {text} (PBX_LOG_LEVEL=DEBUG shows where; "
+          "please report it)", file=sys.stderr)
+    return 1
+
+
+def _store(args, create: bool = False):
+    """The configuration in --data; only commands that add something may make a new directory."""
     from firmware.config import ConfigStore
-    return ConfigStore(Path(args.data))
+    return ConfigStore(Path(args.data), create=create)
 
 
 def cmd_run(args) -> int:
     from .runner import RunOptions, run
     data = Path(args.data).resolve()
+    _store(args, create=True)          # an unusable --data is one error line, before anything starts
     if args.demo:
         _ensure_demo(data, args.sip_addr, args.sip_port)
     opts = RunOptions(data=data, sip_addr=args.sip_addr, sip_port=args.sip_port, web_port=args.web_port,
@@ -128,8 +246,13 @@ def cmd_run(args) -> int:
 
 def cmd_service(args) -> int:
     data = Path(args.data).resolve()
+    _store(args, create=True)
     if args.name == "web":
+        from .runner import RunError, port_in_use
         from .webservice import serve
+        busy = port_in_use(args.web_addr, args.web_port)
+        if busy:
+            raise RunError(f"web UI cannot start: {busy}")
         return serve(data, args.web_addr, args.web_port)
     from .runner import RunOptions, run
     opts = RunOptions(data=data, sip_addr=args.sip_addr, sip_port=args.sip_port, web_port=args.web_port,
@@ -152,7 +275,7 @@ def _ensure_demo(data: Path, addr: str, port: int) -> None:
 
 def cmd_ext(args) -> int:
     from firmware.config import ValidationError, ValidationErrors
-    store = _store(args)
+    store = _store(args, create=args.ext_cmd == "add")
     try:
         if args.ext_cmd == "add":
             ext = store.add_extension(args.number, args.name, args.secret)
@@ -194,14 +317,16 @@ def cmd_line(args) -> int:
 
 
 def cmd_status(args) -> int:
+    from firmware.config import ConfigFileError
+    from firmware.config.store import open_data_dir
     from .control import ControlError, query
     try:
+        open_data_dir(args.data, create=False)
         st = query(args.data, "status")
-    except ControlError as exc:
+    except (ControlError, ConfigFileError) as exc:
         if args.json:
             print(json.dumps({"running": False, "error": str(exc)}))
-        else:
-            print(str(exc), file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     st["running"] = True
     if args.json:
@@ -219,7 +344,8 @@ def cmd_status(args) -> int:
 
 def cmd_cdr(args) -> int:
     from firmware.cdr import CdrStore
-    store = CdrStore(Path(args.data))
+    from firmware.config.store import open_data_dir
+    store = CdrStore(open_data_dir(args.data, create=False))
     try:
         records = store.last(args.last)
     finally:
@@ -227,12 +353,20 @@ def cmd_cdr(args) -> int:
     if args.json:
         print(json.dumps([_cdr_dict(r) for r in records], indent=2))
         return 0
-    print(f"{'start':<20}{'src':<8}{'dst':<8}{'disposition':<12}{'dur':>5}{'bill':>6}  cause")
-    for r in records:
-        start = datetime.fromtimestamp(r.start).strftime("%Y-%m-%d %H:%M:%S")
-        print(f"{start:<20}{r.src:<8}{r.dst:<8}{r.disposition.value:<12}{r.duration:>5.0f}"
-              f"{r.billsec:>6}  {r.cause}")
+    rows = [(datetime.fromtimestamp(r.start).strftime("%Y-%m-%d %H:%M:%S"), r.src, r.dst,
+             r.disposition.value, f"{r.duration:.0f}", str(r.billsec), r.cause) for r in records]
+    print(_table(("start", "src", "dst", "disposition", "dur", "bill", "cause"), rows, right={"dur", "bill"}))
     return 0
+
+
+def _table(headers, rows, right=frozenset()) -> str:
+    """Columns as wide as their widest cell, two spaces apart; numbers right-aligned."""
+    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
+
+    def line(cells):
+        out = [c.rjust(w) if h in right else c.ljust(w) for h, c, w in zip(headers, cells, widths)]
+        return "  ".join(out).rstrip()
+    return "\n".join([line(headers)] + [line(row) for row in rows])
 
 
 def _cdr_dict(r) -> dict:

@@ -51,6 +51,16 @@ def query(data_dir, cmd: str, timeout: float = 5.0, **args) -> dict:
     return reply
 
 
+def _answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        try:
+            s.connect(str(path))
+            return True
+        except OSError:
+            return False
+
+
 class ControlServer:
     """Serves commands: each handler is an async callable(args) -> dict."""
 
@@ -60,9 +70,14 @@ class ControlServer:
         self.server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
+        """Listen on DATA/run/control.sock; ControlError if a running PBX still answers there
+        (taking its socket over would cut `pbx status` and the web UI off from it)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
-            self.path.unlink()
+            if _answers(self.path):
+                raise ControlError(f"control socket {self.path} is answered by another running PBX: "
+                                   "stop it first, or pass --data another directory")
+            self.path.unlink()   # left by a PBX that was killed
         old = os.umask(0o077)
         try:
             self.server = await asyncio.start_unix_server(self._serve, path=str(self.path))

@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
+import fcntl
 import logging
+import os
 import queue
 import signal
 import socket
@@ -36,6 +38,7 @@ from .childproc import die_with_parent
 from .callsvc.media import MediaEngine
 from .control import ControlServer
 from .edge import Edge, EdgeConfig
+from .edge.config import EdgeError
 from .notify import Notifier
 
 log = logging.getLogger(__name__)
@@ -58,19 +61,31 @@ class RunOptions:
     lines_tty: str | None = None     # the line board's serial port; None: the simulator
 
 
+class RunError(RuntimeError):
+    """`pbx run` / `pbx service` cannot go on: one line naming the part, the cause and the fix."""
+
+
+PART_NAMES = {"edge": "Kamailio edge", "calls": "call service", "web": "web UI", "lines": "line service"}
+
+
 class Restarts:
     """When to restart a supervised child: 0.5 s after a failure, doubling up to 30 s while it
     keeps failing; a child that had stayed up STABLE_S before it failed starts over at 0.5 s.
+    After MAX_FAILURES failures in a row without such a stable run it has `gave_up`: the
+    supervisor then stops the PBX with an error instead of retrying for ever.
 
     Each failure is one log line: what failed, why, and when the next attempt is.
     """
     FIRST_S = 0.5
     MAX_S = 30.0
     STABLE_S = 60.0
+    MAX_FAILURES = 5
 
     def __init__(self, what: str):
         self.what = what
         self.delay = 0.0
+        self.failures = 0                # in a row, since the last stable run
+        self.reason = ""                 # of the last failure
         self.up_since: float | None = time.monotonic()
         self.at: float | None = None     # the next attempt; None: not waiting to restart
 
@@ -82,10 +97,20 @@ class Restarts:
         now = time.monotonic()
         if self.up_since is not None and now - self.up_since >= self.STABLE_S:
             self.delay = 0.0
+            self.failures = 0
         self.delay = self.FIRST_S if not self.delay else min(self.delay * 2, self.MAX_S)
+        self.failures += 1
+        self.reason = reason
         self.up_since = None
         self.at = now + self.delay
-        log.error("%s %s; retrying in %.1f s", self.what, reason, self.delay)
+        if self.gave_up:
+            log.error("%s %s; giving up after %d failures in a row", self.what, reason, self.failures)
+        else:
+            log.error("%s %s; retrying in %.1f s", self.what, reason, self.delay)
+
+    @property
+    def gave_up(self) -> bool:
+        return self.failures >= self.MAX_FAILURES
 
     @property
     def waiting(self) -> bool:
@@ -93,6 +118,72 @@ class Restarts:
 
     def due(self) -> bool:
         return self.at is not None and time.monotonic() >= self.at
+
+
+def lock_data_dir(data: Path, parts) -> list[int]:
+    """Hold DATA/run/PART.lock for every part this process runs, for as long as it runs.
+
+    A second `pbx run` (or `pbx service edge` next to a `pbx run`) on the same data directory
+    would take over the first one's control socket and stop its Kamailio as a "leftover":
+    it fails here instead, before it touches anything. flock: released when the process dies.
+    """
+    run_dir = data / "run"
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"cannot create {run_dir}: {exc.strerror}; pass --data a directory this user "
+                       "can write to") from None
+    held: list[int] = []
+    try:
+        for part in sorted(parts):
+            path = run_dir / f"{part}.lock"
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise RunError(f"cannot create {path}: {exc.strerror}; pass --data a directory this "
+                               "user can write to") from None
+            held.append(fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                raise RunError(f"another PBX{f' (pid {pid})' if pid.isdigit() else ''} is already running "
+                               f"the {PART_NAMES.get(part, part)} on data directory {data}: stop it first "
+                               "(`pbx status --data DIR` shows it), or pass --data another directory") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except BaseException:
+        for fd in held:
+            os.close(fd)
+        raise
+    return held
+
+
+def sip_port_in_use(host: str, port: int) -> str | None:
+    """Why Kamailio could not listen for SIP on host:port (udp and tcp) now, or None."""
+    for kind, proto in ((socket.SOCK_DGRAM, "udp"), (socket.SOCK_STREAM, "tcp")):
+        with socket.socket(socket.AF_INET, kind) as s:
+            if kind == socket.SOCK_STREAM:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no obstacle
+            try:
+                s.bind((host, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return (f"SIP port {port} ({proto}) on {host} in use by another process (another PBX "
+                            "or SIP server?): stop it or pass --sip-port")
+                return (f"cannot listen for SIP on {host}:{port} ({proto}): {exc.strerror}: pass --sip-addr "
+                        "an address of this machine")
+    return None
+
+
+def _leftover_edge(cfg: EdgeConfig) -> bool:
+    """A Kamailio of this data directory is still running (its parent died): Edge.start stops it."""
+    try:
+        pid = int(cfg.pid_path.read_text().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return str(cfg.cfg_path).encode() in f.read().split(b"\0")
+    except (OSError, ValueError):
+        return False
 
 
 def port_in_use(host: str, port: int) -> str | None:
@@ -175,10 +266,25 @@ class Pbx:
     def _subscribers(self) -> dict[str, str]:
         return {e.number: e.secret for e in self.store.extensions() if e.enabled}
 
+    def _check_ports(self, edge_cfg: EdgeConfig) -> None:
+        """A port another process holds is a hard error at start (RunError), not a restart loop."""
+        o = self.opts
+        if "edge" in o.components and not _leftover_edge(edge_cfg):
+            busy = sip_port_in_use(o.sip_addr, o.sip_port)
+            if busy:
+                raise RunError(f"Kamailio edge cannot start: {busy}")
+        if "web" in o.components and o.web:
+            busy = port_in_use(o.sip_addr, o.web_port)
+            if busy:
+                raise RunError(f"web UI cannot start: {busy}")
+
     async def start(self) -> None:
+        """Start every part; RunError (one line: part, cause, fix) when one cannot start."""
         o = self.opts
         loop = asyncio.get_running_loop()
         cs_port = o.cs_port
+        self._check_ports(EdgeConfig(data_dir=o.data, sip_addr=o.sip_addr, sip_port=o.sip_port,
+                                     cs_addr="127.0.0.1", cs_port=cs_port or 5080))
         if "calls" in o.components:
             from .media.prompts import load_prompt
             media = MediaEngine(o.sip_addr, o.rtp_ports)
@@ -186,7 +292,11 @@ class Pbx:
                                      sip_addr=o.sip_addr, edge=(o.sip_addr, o.sip_port),
                                      listen=("127.0.0.1", o.cs_port), prompts=load_prompt,
                                      recordings_dir=o.data / "recordings")
-            await self.calls.start()
+            try:
+                await self.calls.start()
+            except OSError as exc:
+                raise RunError(f"call service cannot listen on udp 127.0.0.1:{o.cs_port}: "
+                               f"{exc.strerror or exc}: stop the process using it or pass --cs-port") from None
             cs_port = self.calls.endpoint.local[1]
         self.edge_cfg = EdgeConfig(data_dir=o.data, sip_addr=o.sip_addr, sip_port=o.sip_port,
                                    cs_addr="127.0.0.1", cs_port=cs_port or 5080,
@@ -195,7 +305,10 @@ class Pbx:
         if "edge" in o.components:
             self.edge = Edge(self.edge_cfg)
             self.edge.sync_subscribers(self._subscribers())
-            await loop.run_in_executor(None, self.edge.start)
+            try:
+                await loop.run_in_executor(None, self.edge.start)
+            except EdgeError as exc:
+                raise RunError(f"Kamailio edge cannot start: {str(exc).splitlines()[0]}") from None
         if self.calls is not None:
             self.control = ControlServer(o.data, {"status": self._status, "ping": self._ping})
             await self.control.start()
@@ -282,8 +395,17 @@ class Pbx:
     async def _ping(self, _args) -> dict:
         return {"pong": True}
 
-    async def supervise(self) -> None:
-        """Main loop: config changes, child health, watchdog (pinged only while this loop runs)."""
+    def _given_up(self) -> str | None:
+        for restarts in (self.edge_restarts, self.web_restarts, self.lines_restarts):
+            if restarts.gave_up:
+                return (f"{restarts.what} {restarts.reason}; gave up after {restarts.failures} failures "
+                        "in a row")
+        return None
+
+    async def supervise(self) -> str | None:
+        """Main loop: config changes, child health, watchdog (pinged only while this loop runs).
+
+        Returns None when asked to stop, or why a child was given up (the PBX then stops)."""
         loop = asyncio.get_running_loop()
         while not self.stopping.is_set():
             try:
@@ -306,6 +428,9 @@ class Pbx:
                 self._check_web()
             if self.lines is not None:
                 self._check_lines()
+            given_up = self._given_up()
+            if given_up:
+                return given_up
             if healthy:
                 calls = len(self.calls.calls) if self.calls is not None else 0
                 self.notifier.watchdog(f"{calls} active calls" if self.calls is not None else "edge up")
@@ -347,25 +472,37 @@ class Pbx:
 
 
 async def _main(opts: RunOptions) -> int:
-    pbx = Pbx(opts)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, pbx.stopping.set)
+    parts = {c for c in opts.components if c != "web" or opts.web}
+    locks = lock_data_dir(opts.data, parts)
     try:
-        await pbx.start()
-    except Exception as exc:
-        log.error("PBX failed to start: %s", exc)
+        pbx = Pbx(opts)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, pbx.stopping.set)
+        try:
+            await pbx.start()
+        except Exception as exc:
+            await pbx.stop()
+            if isinstance(exc, RunError):
+                raise
+            log.debug("start failed", exc_info=True)
+            raise RunError(f"PBX cannot start: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") \
+                from None
+        given_up = await pbx.supervise()
+        log.info("PBX stopping")
         await pbx.stop()
-        return 1
-    await pbx.supervise()
-    log.info("PBX stopping")
-    await pbx.stop()
-    return 0
+        if given_up:
+            raise RunError(given_up)
+        return 0
+    finally:
+        for fd in locks:
+            os.close(fd)
 
 
 def run(opts: RunOptions) -> int:
+    """Run until SIGTERM/SIGINT (0); RunError when a part cannot start or was given up."""
     try:
         import uvloop
-        return uvloop.run(_main(opts))
     except ImportError:
         return asyncio.run(_main(opts))
+    return uvloop.run(_main(opts))

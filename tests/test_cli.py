@@ -36,6 +36,8 @@ def test_ext_add_generates_a_strong_secret_and_list_and_rm_work(tmp_path):
     (("ext", "rm", "4321"), "no extension 4321"),
 ])
 def test_bad_extension_input_is_refused_with_the_reason(tmp_path, args, message):
+    from firmware.config import ConfigStore
+    ConfigStore(tmp_path)   # an existing PBX's data: `ext rm` refuses a directory without one
     r = pbx_cmd(*args, data=tmp_path)
     assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr
@@ -50,8 +52,9 @@ def test_duplicate_extension_is_refused_and_the_first_one_kept(tmp_path):
 
 
 def test_status_says_plainly_when_the_pbx_is_not_running(tmp_path):
+    assert pbx_cmd("ext", "add", "2000", "--name", "Front desk", data=tmp_path).returncode == 0
     r = pbx_cmd("status", data=tmp_path)
-    assert r.returncode == 1 and "not running" in r.stderr
+    assert r.returncode == 1 and "not running" in r.stderr and r.stderr.startswith("error:")
     j = pbx_cmd("status", "--json", data=tmp_path)
     assert json.loads(j.stdout)["running"] is False
 

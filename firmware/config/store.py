@@ -41,16 +41,43 @@ EXTENSIONS = Collection("extensions", Extension, key="number", noun="extension",
                         sort_key=lambda n: (len(n), n))   # numeric order: 201 before 1000
 
 
+class NoPbxData(ConfigFileError):
+    """A read-only command was pointed at a directory that holds no PBX configuration."""
+
+
+def open_data_dir(data_dir: str | Path, create: bool = True) -> Path:
+    """The data directory as a Path, made if missing and create is true.
+
+    Errors are ConfigFileError naming the directory and the fix: a file instead of a directory,
+    a directory that cannot be made (a path on /proc, no permission) or, with create=False, a
+    directory without config.json - `--data typo` must not silently become a new, empty PBX.
+    """
+    path = Path(data_dir)
+    shown = path.absolute()
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigFileError(f"data directory {shown} is not a directory (it is a file): "
+                              "pass --data a directory, or move the file away")
+    if not create:
+        if not os.path.isfile(path / CONFIG_FILE):
+            raise NoPbxData(f"no PBX data in {shown} (no {CONFIG_FILE}): pass --data (or set PBX_DATA to) "
+                            f"your PBX's data directory, or make a new PBX there with `pbx run --data {path}`")
+        return path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigFileError(f"cannot create data directory {shown}: {e.strerror}; "
+                              "pass --data a directory this user can write to") from e
+    return path
+
+
 class ConfigStore(RoutingStoreMixin, LinesStoreMixin, BackupMixin):
     """Extensions and settings here; trunks and routes (routing_store.py), analog line ports
     (lines.py) and backup/restore (backup.py) come from the mixins."""
 
-    def __init__(self, data_dir: str | Path):
-        self.data_dir = Path(data_dir)
-        try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigFileError(f"cannot create data directory {self.data_dir}: {e.strerror}") from e
+    def __init__(self, data_dir: str | Path, create: bool = True):
+        """Open the configuration in data_dir; with create=False a directory without config.json
+        (a mistyped --data) is refused with NoPbxData instead of becoming a new, empty PBX."""
+        self.data_dir = open_data_dir(data_dir, create)
         self.path = self.data_dir / CONFIG_FILE
         self._lock_path = self.data_dir / LOCK_FILE
         self._mutex = threading.RLock()          # flock does not exclude threads of one process
@@ -187,7 +214,12 @@ class ConfigStore(RoutingStoreMixin, LinesStoreMixin, BackupMixin):
 
     @contextmanager
     def _file_lock(self) -> Iterator[None]:
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise ConfigFileError(
+                f"cannot write in data directory {self.data_dir}: {e.strerror}; pass --data a directory "
+                "this user can write to, or fix its permissions") from e
         try:
             deadline = time.monotonic() + LOCK_TIMEOUT_S
             while True:
