@@ -129,11 +129,15 @@ def extension_regenerate(number: str):
 def extension_delete(number: str):
     store = config_store()
     store.get_extension(number) or not_found(f"extension {number}")
-    dids = [r.did for r in store.inbound_routes() if r.destination == number]
-    if dids:
-        raise BadRequest(f"extension {number} still receives inbound route(s) {', '.join(dids)}: "
-                         "change those routes first", [{"field": "number", "message": "in use"}], 409)
-    store.remove_extension(number)
+    from webui.extensions.views import dependents
+    blockers, _ = dependents(store, number)
+    if blockers:
+        raise BadRequest(f"{'; '.join(blockers)}: change or delete those first",
+                         [{"field": "number", "message": "in use"}], 409)
+    try:
+        store.remove_extension(number)
+    except ValidationError as e:   # a route or port added since the check
+        raise BadRequest(e.message, [{"field": "number", "message": "in use"}], 409) from None
     current_app.extensions["pbx.accounts"].delete(number)
     _audit("extension_removed", f"extension {number}")
     return "", 204

@@ -18,7 +18,8 @@ def _audit(event: str, detail: str) -> None:
 
 def routes_to(store, number: str) -> list[str]:
     """Inbound routes (DIDs) that ring this extension: deleting it would leave them dangling."""
-    return [r.did for r in store.inbound_routes() if r.destination == number]
+    # "extension:201" is how typed destinations (firmware/config/destination.py) name it
+    return [r.did for r in store.inbound_routes() if r.destination in (number, f"extension:{number}")]
 
 
 def set_web_password(number: str, password: str) -> None:

@@ -14,6 +14,14 @@ def _audit(event: str, detail: str) -> None:
     current_app.extensions["pbx.accounts"].audit(event, g.user.username, guard.client_address(), detail)
 
 
+def destination_words(destination: str) -> str:
+    """'201' or 'extension:201' -> 'extension 201'; other typed destinations as 'kind target'."""
+    kind, _, target = destination.partition(":")
+    if not target:
+        return f"extension {kind}" if kind.isdigit() else kind
+    return f"{kind} {target}"
+
+
 @bp.get("")
 def index():
     store = config_store()
@@ -72,9 +80,10 @@ def inbound_delete_confirm(did: str):
     route = config_store().get_inbound_route(did)
     if route is None:
         return guard.refuse(404, f"no inbound route for {did}")
+    where = destination_words(route.destination)
     return render_template("confirm.html", title=f"Delete inbound route {did}",
-                           what=f"inbound route {did} (rings {route.destination})", blockers=[],
-                           consequences=[f"calls to {did} are refused instead of ringing {route.destination}"],
+                           what=f"inbound route {did} (to {where})", blockers=[],
+                           consequences=[f"calls to {did} are refused instead of ringing {where}"],
                            action=url_for("routing.inbound_delete", did=did),
                            back=url_for("routing.inbound_edit", did=did))
 
