@@ -22,6 +22,7 @@ from firmware.dialplan import Action, route_call
 from . import sdp
 from .channel import Channel
 from .flows import announce
+from .flows import transfer
 from .flows.extension import call_extension
 from .media import MediaCapacityError, MediaEngine
 from .session import Session
@@ -59,6 +60,7 @@ class CallService:
         self._tasks: set[asyncio.Task] = set()
         self._settings = None
         self._generation = -1
+        self.in_call_codes = transfer.InCallCodes(self)  # `##` / `*2` while bridged
 
     def spawn(self, coro) -> asyncio.Task:
         """Run a flow in the background; the loop keeps only weak references to tasks, so a flow
@@ -134,6 +136,14 @@ class CallService:
     def is_us(self, addr: tuple[str, int] | None) -> bool:
         """An SDP address pointing back at this box: our RTP ports, the edge's or our SIP port."""
         return self.media.owns_address(addr, (self.edge[1], self.endpoint.local[1]))
+
+    def extension(self, number: str):
+        """The enabled extension with this number, or None."""
+        ext = self._extensions.get(number)
+        return ext if ext is not None and getattr(ext, "enabled", True) else None
+
+    def on_refer(self, ch: Channel, req: SipRequest, tx: ServerTransaction) -> None:
+        transfer.on_refer(self, ch, req, tx)
 
     def register_channel(self, ch: Channel) -> None:
         self.channels[ch.call_id] = ch

@@ -37,6 +37,10 @@ class Bridge:
         self.created = time.time()
         # callables(channel, digit) -> None: features watching in-call digits
         self.dtmf_hooks: list[Callable[["Channel", str], None]] = []
+        # what happens when a member hangs up: by default the other one is hung up too (a call
+        # ends when either party leaves); a feature in the middle of a transfer sets its own
+        self.on_leave: Callable[["Bridge", "Channel"], None] | None = hang_up_the_rest
+        self.music_when_alone = False  # a lone member (its partner being transferred) hears music
 
     def add(self, ch: "Channel") -> None:
         if ch in self.members:
@@ -60,6 +64,7 @@ class Bridge:
                     self._on_hold_change(member)
 
     def remove(self, ch: "Channel") -> None:
+        """Take ch out (a feature moving it, or ch hanging up: then on_leave decides the rest)."""
         if ch not in self.members:
             return
         if len(self.members) == 2:
@@ -71,8 +76,14 @@ class Bridge:
         ch.on_hold_change = None
         ch.session.event("bridge_exit", ch, bridge=self.name)
         for other in self.members:
-            if other.rtp is not None and other.rtp.player is not None and other.rtp.player.pcm is hold_music():
+            if other.rtp is None or other.is_gone:
+                continue
+            if self.music_when_alone:
+                self.svc.media.play(other.rtp, Player(pcm=hold_music(), loop=True))
+            elif other.rtp.player is not None and other.rtp.player.pcm is hold_music():
                 self.svc.media.stop(other.rtp)
+        if ch.is_gone and self.on_leave is not None:
+            self.on_leave(self, ch)
 
     def other(self, ch: "Channel") -> "Channel | None":
         for member in self.members:
@@ -103,3 +114,10 @@ class Bridge:
     def dissolve(self) -> None:
         for ch in list(self.members):
             self.remove(ch)
+
+
+def hang_up_the_rest(bridge: Bridge, left: "Channel") -> None:
+    """The default: when one party of a call leaves, the call is over for the other too."""
+    for other in list(bridge.members):
+        bridge.remove(other)
+        bridge.svc.spawn(other.hangup("normal"))

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY"
 USER_AGENT = "OfficePBX"
 HOLD_DIRECTIONS = ("sendonly", "inactive")
 # Losing legs of a dial are cancelled with this (RFC 3326): phones then log no missed call.
@@ -466,6 +466,8 @@ class Channel:
                 self._on_dtmf(digit)
                 if self.bridge is not None:
                     self.bridge.relay_digit(self, digit)
+        elif method == "REFER":
+            self.svc.on_refer(self, req, tx)
         elif method in ("OPTIONS", "NOTIFY"):
             self._respond(tx, 200)
         else:
@@ -526,13 +528,14 @@ class Channel:
             return
         self.state = "gone"
         self.cause = cause
+        self.gone.set_result(cause)
+        if self.bridge is not None:
+            self.bridge.remove(self)  # its on_leave sees this channel gone
         if self.rtp is not None:
             self.svc.media.close_leg(self.rtp)
-        if self.bridge is not None:
-            self.bridge.remove(self)
         self.session.event("hangup", self, cause=cause, by=self.hangup_by or "pbx")
-        self.gone.set_result(cause)
         self.svc.channel_ended(self)
+        self.session.channel_gone()
 
     async def hangup(self, cause: str = "normal", code: int = 480, reason: str = "") -> None:
         """End the channel from our side: BYE when answered, CANCEL while ringing, else a final error."""
@@ -560,12 +563,3 @@ class Channel:
                 log.info("BYE on %s answered %d", self.call_id, resp.status_code)
         except asyncio.TimeoutError:
             log.warning("BYE on %s got no answer", self.call_id)
-
-
-async def first_gone(*channels: Channel) -> Channel:
-    """Wait until one of the channels has ended; return it."""
-    futures = {asyncio.ensure_future(asyncio.shield(ch.gone)): ch for ch in channels}
-    done, pending = await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    return futures[next(iter(done))]

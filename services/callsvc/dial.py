@@ -119,6 +119,7 @@ async def _ring_all(svc, session, caller: Channel, targets: list[Target], timeou
                 caller_name=target.caller_name if target.caller_name is not None else caller.name,
                 codecs=_codecs_for(caller), dtmf_pt=caller.dtmf_pt, headers=target.headers)
         except MediaCapacityError as exc:
+            log.warning("call %d: cannot ring %s: %s", session.n, target.number, exc)
             capacity_error = exc
             return target, None, 480
         ch.on_ringing, ch.on_progress = on_ringing, on_progress
@@ -150,6 +151,8 @@ async def _ring_all(svc, session, caller: Channel, targets: list[Target], timeou
                 pending.discard(task)
                 target, ch, status = task.result()
                 statuses.append(status)
+                if not 200 <= status < 300:
+                    log.info("call %d: %s answered %d", session.n, target.number, status)
                 if ch is not None and 200 <= status < 300 and winner is None and not caller.is_gone:
                     winner = ch
     finally:

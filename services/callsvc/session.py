@@ -8,6 +8,7 @@ the session writes the call record.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import time
@@ -41,11 +42,20 @@ class Session:
         self.callee: "Channel | None" = None   # who the caller talked to (for the record)
         self.recordings: list[str] = []
         self.hangup_by = ""  # set when the PBX ends the call for a reason of its own ("rtp timeout")
+        self._done = svc.loop.create_future()  # every channel of the session has ended
 
     def event(self, kind: str, ch: "Channel | None", **data) -> None:
         self.events.append((time.time(), kind, ch.n if ch is not None else 0, data))
         if ch is not None and ch not in self.channels:
             self.channels.append(ch)
+
+    def channel_gone(self) -> None:
+        if all(ch.is_gone for ch in self.channels) and not self._done.done():
+            self._done.set_result(None)
+
+    async def done(self) -> None:
+        """Until every channel of the session has ended (transfers may add channels meanwhile)."""
+        await asyncio.shield(self._done)
 
     def fail(self, disposition: Disposition, cause: str) -> None:
         """Record why the call did not connect (the first reason wins)."""

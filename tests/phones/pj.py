@@ -230,6 +230,24 @@ class PjPhone:
     def unhold(self, call=None):
         self._command("unhold", call=call or self._current)
 
+    def transfer(self, uri, call=None):
+        """Blind transfer of the current call (or `call`) to uri by REFER."""
+        self._command("xfer", uri=uri, call=call or self._current)
+
+    def transfer_replaces(self, call, other):
+        """Attended transfer: REFER on `call` with Replaces naming this phone's call `other`."""
+        self._command("xfer_replaces", call=call, other=other)
+
+    def wait_transfer(self, code=200, timeout=10.0, call=None):
+        """Wait for the NOTIFY that reports the transfer's final status (e.g. 200)."""
+        number = call or self._current
+        return self._wait_event(lambda e: e.get("event") == "xfer" and e["call"] == number
+                                and e["final"] and e["code"] == code, timeout, f"transfer {code}")
+
+    @property
+    def current_call(self):
+        return self._current
+
     def send_dtmf(self, digits, call=None):
         self._command("dtmf", digits=str(digits), call=call or self._current)
 

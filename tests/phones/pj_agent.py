@@ -85,6 +85,11 @@ class PhoneCall(pj.Call):
                     self.recorder.createRecorder(self.record_path)
                 aud.startTransmit(self.recorder)
 
+    def onCallTransferStatus(self, prm):
+        # NOTIFY sipfrag progress of a REFER this phone sent
+        self.agent.emit({"event": "xfer", "call": self.number, "code": prm.statusCode,
+                         "final": bool(prm.finalNotify)})
+
     def onDtmfDigit(self, prm):
         # Arrives on the media thread; Channel.send is locked.
         self.agent.dtmf_digit(self.number, prm.digit)
@@ -295,6 +300,14 @@ class Agent:
         prm = pj.CallOpParam(True)
         prm.opt.flag = pj.PJSUA_CALL_UNHOLD
         self._call(msg.get("call")).reinvite(prm)
+
+    def cmd_xfer(self, msg):
+        """Blind transfer: REFER the far end of this call to msg['uri']."""
+        self._call(msg.get("call")).xfer(msg["uri"], pj.CallOpParam(True))
+
+    def cmd_xfer_replaces(self, msg):
+        """Attended transfer: REFER with Replaces naming this phone's other call."""
+        self._call(msg.get("call")).xferReplaces(self._call(msg["other"]), pj.CallOpParam(True))
 
     def cmd_dtmf(self, msg):
         # RFC 2833/4733 telephone-event is pjsua2's default DTMF method.

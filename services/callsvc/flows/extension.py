@@ -14,7 +14,7 @@ import time
 from firmware.cdr import Disposition
 
 from ..bridge import Bridge
-from ..channel import Channel, first_gone
+from ..channel import Channel
 from ..dial import Outcome, Target, dial
 from . import announce
 
@@ -58,12 +58,12 @@ async def talk(svc, caller: Channel, result) -> None:
         bridge = Bridge(svc, "call")
         bridge.add(caller)
         bridge.add(callee)
+    bridge.dtmf_hooks.append(svc.in_call_codes)  # `##` blind, `*2` attended transfer
     if svc.settings.record_calls and svc.recordings_dir is not None:
         svc.start_recording(session, caller, callee)
     session.state = "answered"
     session.answer = time.time()
     caller.answer()
     log.info("call %d %s -> %s answered (%s)", session.n, session.src, session.dst, caller.codec)
-    first = await first_gone(caller, callee)
-    other = callee if first is caller else caller
-    await other.hangup("normal")
+    # the bridge hangs up the other party when one leaves; transfers may move either meanwhile
+    await session.done()
