@@ -124,6 +124,9 @@ async def _ring_all(svc, session, caller: Channel, targets: list[Target], timeou
             return target, None, 480
         ch.on_ringing, ch.on_progress = on_ringing, on_progress
         ringing.append(ch)
+        if finished or caller.is_gone:
+            # the dial ended while this target's RTP socket opened: it must not ring on unowned
+            await ch.hangup("cancelled")
         ring_time = target.timeout or timeout
         timer = loop.call_later(ring_time + target.delay, ch.cancel) if target.timeout else None
         try:
@@ -133,6 +136,7 @@ async def _ring_all(svc, session, caller: Channel, targets: list[Target], timeou
                 timer.cancel()
         return target, ch, status
 
+    finished = False
     tasks = {svc.spawn(ring(t)) for t in targets}
     caller_gone = asyncio.ensure_future(asyncio.shield(caller.gone))
     deadline = loop.time() + timeout
@@ -157,6 +161,7 @@ async def _ring_all(svc, session, caller: Channel, targets: list[Target], timeou
                     winner = ch
     finally:
         caller_gone.cancel()
+        finished = True
     for ch in ringing:
         if ch is not winner and not ch.is_gone:
             # the losers' ring tasks go on in the background until their INVITEs end (487, or a BYE
