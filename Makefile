@@ -48,7 +48,8 @@ test: deps
 # The security suite alone, with a longer fuzz (PBX_FUZZ_COUNT messages; PBX_FUZZ_SEED=N repeats a run).
 PBX_FUZZ_COUNT ?= 50000
 security: deps
-	@PBX_FUZZ_COUNT=$(PBX_FUZZ_COUNT) $(PY) -m pytest -q -rA -s -p no:cacheprovider tests/security
+	@PBX_FUZZ_COUNT=$(PBX_FUZZ_COUNT) $(PY) -m pytest -q -rA -p no:cacheprovider tests/security \
+	  tests/test_edge_security.py tests/test_media_attacks.py tests/test_webui_attacks.py
 
 bench: deps
 	@$(PY) -m tests.bench.run
