@@ -13,17 +13,19 @@ import asyncio
 import logging
 import os
 import time
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiosipua import SipRequest, SipResponse
 
 from firmware.cdr import Disposition
-from firmware.dialplan import Action, route_call
+from firmware.dialplan import Caller, RuntimeView, config_view, route_call
 
 from . import sdp
 from .channel import Channel
-from .flows import announce
+from .flows import plan as plan_flow
 from .flows import transfer
-from .flows.extension import call_extension
+from .flows.outside import TRUNK_HEADER
 from .media import MediaCapacityError, MediaEngine
 from .session import Session
 from .sip import LINGER, ServerTransaction, SipEndpoint, make_response, new_branch, new_tag, tag_of, user_of
@@ -57,6 +59,8 @@ class CallService:
         self.completed = 0
         self.loop = asyncio.get_event_loop()
         self._extensions: dict = {}
+        self.view = None                          # the routing plan's ConfigView, per config generation
+        self.ringing: dict[str, Session] = {}     # extension -> the session ringing it (for pickup)
         self._tasks: set[asyncio.Task] = set()
         self._settings = None
         self._generation = -1
@@ -117,9 +121,10 @@ class CallService:
 
     def refresh_config(self) -> None:
         if self.store.generation != self._generation or self._settings is None:
-            self._extensions = {e.number: e for e in self.store.extensions()}
-            self._settings = self.store.settings()
-            self._generation = self.store.generation
+            self.view = config_view(self.store)
+            self._extensions = dict(self.view.extensions)
+            self._settings = self.view.settings
+            self._generation = self.view.generation
 
     @property
     def settings(self):
@@ -141,6 +146,9 @@ class CallService:
         """The enabled extension with this number, or None."""
         ext = self._extensions.get(number)
         return ext if ext is not None and getattr(ext, "enabled", True) else None
+
+    def trunk(self, name: str):
+        return self.view.trunks.get(name)
 
     def on_refer(self, ch: Channel, req: SipRequest, tx: ServerTransaction) -> None:
         transfer.on_refer(self, ch, req, tx)
@@ -262,14 +270,19 @@ class CallService:
             await self.hangup_session(session, session.hangup_by)
 
     async def _route(self, session: Session, caller: Channel) -> None:
-        decision = route_call(session.dst, session.src, self._extensions)
-        log.info("call %d %s -> %s: %s %s", session.n, session.src, session.dst, decision.action.value,
-                 decision.reason)
-        if decision.action is Action.NOT_FOUND:
-            await announce.fail(self, caller, 404, Disposition.FAILED, f"404 {decision.reason}",
-                                prompt="not_found")
-            return
-        await call_extension(self, caller, decision.target)
+        """Ask the routing plan what the dialled number means for this caller, and carry it out."""
+        trunk = caller.invite.headers.get_first(TRUNK_HEADER.lower())
+        if trunk:  # only the edge sends to us, and it sets this only for calls from a trunk
+            who = Caller("trunk", trunk, number=session.src, name=caller.name)
+            caller.trunk = trunk
+        else:
+            who = Caller("extension", session.src, number=session.src, name=caller.name)
+        try:
+            zone = ZoneInfo(self.settings.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            zone = ZoneInfo("UTC")
+        plan = route_call(session.dst, who, self.view, now=datetime.now(zone), runtime=RuntimeView())
+        await plan_flow.run(self, caller, plan)
 
     async def hangup_session(self, session: Session, by: str = "") -> None:
         """End every channel of the session and write its call record (once)."""

@@ -135,6 +135,8 @@ class Channel:
         self.on_progress = None      # callable(channel), outbound: 183 with SDP (early media)
         self.reinvite_tx: ServerTransaction | None = None
         self.reinvite_pending = False
+        self.credentials: tuple[str, str] | None = None  # (user, password) for a provider's challenge
+        self.trunk = ""              # the trunk this outbound channel goes out on
 
     def __repr__(self) -> str:
         return f"<Channel {self.n} {'in' if self.inbound else 'out'} {self.number} {self.state}>"
@@ -333,6 +335,8 @@ class Channel:
     async def wait_answer(self) -> int:
         """The far end's final status; on 2xx the dialog is confirmed and media set up."""
         resp = await self.client_tx.final
+        if resp.status_code in (401, 407) and self.credentials is not None and not self.cancel_reason:
+            resp = await self._authenticate(resp)
         self.final_status = resp.status_code
         if not 200 <= resp.status_code < 300:
             self._ack_non_2xx(resp)
@@ -362,6 +366,34 @@ class Channel:
         self.answered_at = time.time()
         self.session.event("answer", self)
         return resp.status_code
+
+    async def _authenticate(self, challenge: SipResponse) -> SipResponse:
+        """A provider challenged our INVITE: ACK it, send it again with the trunk's credentials."""
+        from .digest import authorization
+        self._ack_non_2xx(challenge)
+        header = "WWW-Authenticate" if challenge.status_code == 401 else "Proxy-Authenticate"
+        answer = "Authorization" if challenge.status_code == 401 else "Proxy-Authorization"
+        try:
+            value = authorization(challenge.headers.get_first(header) or "", "INVITE", self.invite.uri,
+                                  *self.credentials)
+        except (ValueError, KeyError) as exc:
+            log.warning("call %s: trunk %s challenge not answerable: %s", self.session.n, self.trunk, exc)
+            return challenge
+        self.credentials = None  # one try: a second challenge means wrong credentials
+        new = CaseInsensitiveDict()
+        new.append("Via", self.svc.via())
+        for name, values in self.invite.headers.items():
+            if name.lower() in ("via", "cseq", "authorization", "proxy-authorization"):
+                continue
+            for v in values:
+                new.append(name, v)
+        self.local_cseq = 2
+        new.append("CSeq", "2 INVITE")
+        new.append(answer, value)
+        self.invite = SipRequest(headers=new, body=self.invite.body, method="INVITE", uri=self.invite.uri)
+        self.provisional = False
+        self.client_tx = self.svc.endpoint.request(self.invite, self._on_provisional)
+        return await self.client_tx.final
 
     def cancel(self, reason: str = "") -> None:
         """Stop ringing (CANCEL once a provisional came, RFC 3261 9.1); reason e.g. COMPLETED_ELSEWHERE."""

@@ -43,6 +43,8 @@ class Target:
     caller_number: str | None = None   # caller ID shown to it (None: the caller's)
     caller_name: str | None = None
     headers: tuple = ()
+    credentials: tuple[str, str] | None = None  # a trunk's (user, password) for its provider's challenge
+    trunk: str = ""
 
 
 @dataclass
@@ -123,6 +125,7 @@ async def _ring_all(svc, session, caller: Channel, targets: list[Target], timeou
             capacity_error = exc
             return target, None, 480
         ch.on_ringing, ch.on_progress = on_ringing, on_progress
+        ch.credentials, ch.trunk = target.credentials, target.trunk
         ringing.append(ch)
         if finished or caller.is_gone:
             # the dial ended while this target's RTP socket opened: it must not ring on unowned
@@ -139,6 +142,8 @@ async def _ring_all(svc, session, caller: Channel, targets: list[Target], timeou
     finished = False
     tasks = {svc.spawn(ring(t)) for t in targets}
     caller_gone = asyncio.ensure_future(asyncio.shield(caller.gone))
+    # a pickup (*8, **NUM) from another phone ends the ringing with that phone as the winner
+    session.pickup = loop.create_future()
     deadline = loop.time() + timeout
     winner: Channel | None = None
     pending = set(tasks)
@@ -147,9 +152,12 @@ async def _ring_all(svc, session, caller: Channel, targets: list[Target], timeou
             left = deadline - loop.time()
             if left <= 0:
                 break
-            done, _ = await asyncio.wait(pending | {caller_gone}, timeout=left,
+            done, _ = await asyncio.wait(pending | {caller_gone, session.pickup}, timeout=left,
                                          return_when=asyncio.FIRST_COMPLETED)
             if caller_gone in done:
+                break
+            if session.pickup in done:
+                winner = session.pickup.result()
                 break
             for task in done:
                 pending.discard(task)
@@ -162,6 +170,9 @@ async def _ring_all(svc, session, caller: Channel, targets: list[Target], timeou
     finally:
         caller_gone.cancel()
         finished = True
+        if not session.pickup.done():
+            session.pickup.cancel()
+        session.pickup = None
     for ch in ringing:
         if ch is not winner and not ch.is_gone:
             # the losers' ring tasks go on in the background until their INVITEs end (487, or a BYE

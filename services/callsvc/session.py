@@ -43,6 +43,7 @@ class Session:
         self.recordings: list[str] = []
         self.hangup_by = ""  # set when the PBX ends the call for a reason of its own ("rtp timeout")
         self._done = svc.loop.create_future()  # every channel of the session has ended
+        self.pickup = None  # while a dial rings: a future another phone's pickup resolves
 
     def event(self, kind: str, ch: "Channel | None", **data) -> None:
         self.events.append((time.time(), kind, ch.n if ch is not None else 0, data))

@@ -33,6 +33,10 @@ PROMPTS: dict[str, str] = {
     "unavailable": "The person you are calling is not available. Please try again later.",
     "busy": "The person you are calling is busy. Please try again later.",
     "congestion": "All lines are busy. Please try again later.",
+    "dnd_on": "Do not disturb is on.",
+    "dnd_off": "Do not disturb is off.",
+    "forward_on": "Call forwarding is on.",
+    "forward_off": "Call forwarding is off.",
 }
 
 # British English to match the wording ("dialled"); a little slower than espeak's default 175
