@@ -418,3 +418,17 @@ def test_extension_that_an_inbound_route_rings_cannot_be_removed(tmp_path):
     store.remove_inbound_route("442071234567")
     store.remove_extension("1000")
     assert store.get_extension("1000") is None
+
+
+def test_an_outbound_route_may_name_an_fxo_line_which_then_cannot_be_removed(tmp_path):
+    store = ConfigStore(tmp_path)
+    store.add_extension("1000", "Reception")
+    store.add_extension("1090", "Exchange line")
+    with pytest.raises(ValidationErrors) as e:
+        store.add_outbound_route("pstn", "_9X.", "line:3", strip=1)
+    assert "line:N" in str(e.value)
+    store.add_line_port(3, "fxo", "1090", "1000")
+    store.add_outbound_route("pstn", "_9X.", "line:3", strip=1)
+    with pytest.raises(ValidationError) as e:
+        store.remove_line_port(3)
+    assert "pstn" in str(e.value)

@@ -1,6 +1,6 @@
 """Specification of the routing plan (firmware/dialplan): every rule with `now=` and no phone."""
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pytest
 
@@ -559,3 +559,25 @@ def test_store_lists_the_inbound_routes_to_an_extension(store):
     store.add_inbound_route("+442071234567", "1001")
     assert [r.did for r in store.inbound_routes_to("1001")] == ["+442071234567"]
     assert store.inbound_routes_to("extension:1000") == []
+
+
+def test_an_outbound_route_may_go_out_on_an_analog_exchange_line():
+    from firmware.config.lines import LinePortConfig
+    from firmware.config.model import Extension
+    from firmware.config.routing import OutboundRoute
+    from firmware.dialplan import Caller, ConfigView, Dial, route_call
+    view = ConfigView.of(extensions=[Extension("1000", "A", "s" * 16)],
+                         outbound_routes=[OutboundRoute("pstn", "_9X.", "line:3", strip=1)],
+                         line_ports=[LinePortConfig(3, "fxo", "1090", "1000")])
+    plan = route_call("901632960000", Caller("extension", "1000"), view, now=datetime.now(timezone.utc))
+    assert isinstance(plan, Dial) and [(a.trunk, a.number_as_sent) for a in plan.attempts] == [("line:3", "01632960000")]
+
+
+def test_an_emergency_call_no_route_matches_goes_out_on_a_line_when_there_is_no_sip_trunk():
+    from firmware.config.lines import LinePortConfig
+    from firmware.config.model import Extension
+    from firmware.dialplan import Caller, ConfigView, Dial, route_call
+    view = ConfigView.of(extensions=[Extension("1000", "A", "s" * 16)],
+                         line_ports=[LinePortConfig(3, "fxo", "1090", "1000")])
+    plan = route_call("999", Caller("extension", "1000"), view, now=datetime.now(timezone.utc))
+    assert isinstance(plan, Dial) and plan.emergency and [a.trunk for a in plan.attempts] == ["line:3"]

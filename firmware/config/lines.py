@@ -19,6 +19,13 @@ logger = logging.getLogger(__name__)
 
 KINDS = ("fxs", "fxo")
 MAX_PORTS = 32          # far above any line board a Pi drives, small enough to catch typos
+# An outbound route may send calls out on an analog exchange line as it would on a SIP trunk:
+# its trunk field then names the FXO port as "line:N".
+LINE_TRUNK_PREFIX = "line:"
+
+
+def line_trunk_name(port_number: int) -> str:
+    return f"{LINE_TRUNK_PREFIX}{port_number}"
 
 
 @dataclass(frozen=True)
@@ -120,7 +127,13 @@ class LinesStoreMixin:
         return port
 
     def remove_line_port(self, number: int) -> None:
+        from .routing import OUTBOUND_ROUTES
         with self._write() as db:
+            name = line_trunk_name(number)
+            users = [r.name for r in OUTBOUND_ROUTES.all(db) if name in (r.trunk, r.fallback_trunk)]
+            if users:
+                raise ValidationError("number", f"line port {number} carries outbound route(s) "
+                                                f"{', '.join(users)}: change their trunk first")
             LINE_PORTS.remove(db, number)
         logger.info("line port %d removed", number)
 

@@ -36,7 +36,8 @@ def reference_errors(record, trunks: set[str], numbers: set[str]) -> list[Valida
         for field in ("trunk", "fallback_trunk"):
             name = getattr(record, field)
             if name and name not in trunks:
-                errors.append(ValidationError(field, f"no trunk {name}: create it first or pick an existing one"))
+                errors.append(ValidationError(field, f"no trunk {name}: create it first or pick an existing one "
+                                                       "(an analog exchange line is 'line:N', N its FXO port)"))
         missing = [n for n in record.extensions if n not in numbers]
         if missing:
             errors.append(ValidationError("extensions", f"no extension {', '.join(missing)}: create it first or "
@@ -172,8 +173,10 @@ class RoutingStoreMixin:
         return record
 
     def _check_references(self, db, record) -> None:
+        from .lines import LINE_PORTS, line_trunk_name
         from .store import EXTENSIONS
-        trunks = {t.name for t in TRUNKS.all(db)}
+        trunks = {t.name for t in TRUNKS.all(db)} | {line_trunk_name(p.number) for p in LINE_PORTS.all(db)
+                                                    if p.kind == "fxo"}
         numbers = {e.number for e in EXTENSIONS.all(db)}
         errors = reference_errors(record, trunks, numbers)
         if errors:

@@ -36,12 +36,13 @@ def dial_out(number: str, ctx: Context) -> Plan:
             sent = _emergency_number(number, route, config.emergency_numbers) if emergency \
                 else route.dial_string(number)
             attempts = tuple(TrunkAttempt(t, sent, _caller_id(route, ctx))
-                             for t in (route.trunk, route.fallback_trunk) if t and t in config.trunks)
+                             for t in (route.trunk, route.fallback_trunk) if t and config.carrier(t))
             if not attempts:
                 return _unavailable(number, f"route {route.name} names no existing trunk")
             return _dial(number, attempts, route.name, ctx, emergency)
     if number in config.emergency_numbers:
-        attempts = tuple(TrunkAttempt(t, number, _caller_id(None, ctx)) for t in config.trunks)
+        # an emergency call no route matches goes out on anything that can carry it, SIP or analog
+        attempts = tuple(TrunkAttempt(t, number, _caller_id(None, ctx)) for t in (*config.trunks, *config.lines))
         if not attempts:
             return _unavailable(number, "emergency call but no trunk is configured")
         return _dial(number, attempts, "", ctx, emergency=True)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Iterable, Mapping
 
+from firmware.config.lines import LinePortConfig, line_trunk_name
 from firmware.config.model import Extension, Settings
 from firmware.config.routing import InboundRoute, OutboundRoute, Trunk
 
@@ -69,21 +70,28 @@ class ConfigView:
     settings: Settings
     emergency_numbers: tuple[str, ...] = EMERGENCY_NUMBERS
     generation: int = field(default=0, compare=False)
+    # analog exchange lines an outbound route may use like a trunk, by "line:N" (FXO ports only)
+    lines: Mapping[str, LinePortConfig] = field(default_factory=lambda: MappingProxyType({}))
+
+    def carrier(self, name: str) -> bool:
+        """name is a SIP trunk or an FXO line that can carry a call out."""
+        return name in self.trunks or name in self.lines
 
     @classmethod
     def of(cls, extensions: Iterable[Extension] = (), trunks: Iterable[Trunk] = (),
            inbound_routes: Iterable[InboundRoute] = (), outbound_routes: Iterable[OutboundRoute] = (),
            settings: Settings | None = None, emergency_numbers: Iterable[str] = EMERGENCY_NUMBERS,
-           generation: int = 0) -> "ConfigView":
+           generation: int = 0, line_ports: Iterable[LinePortConfig] = ()) -> "ConfigView":
         """Build a view from records (what the store returns, or what a test writes)."""
         return cls(MappingProxyType({e.number: e for e in extensions}),
                    MappingProxyType({t.name: t for t in trunks}),
                    tuple(inbound_routes), tuple(outbound_routes), settings or Settings(),
-                   tuple(emergency_numbers), generation)
+                   tuple(emergency_numbers), generation,
+                   MappingProxyType({line_trunk_name(p.number): p for p in line_ports if p.kind == "fxo"}))
 
 
 def config_view(store) -> ConfigView:
     """The ConfigView of a ConfigStore now; rebuild it when `store.generation` changes."""
     generation = store.generation
     return ConfigView.of(store.extensions(), store.trunks(), store.inbound_routes(), store.outbound_routes(),
-                         store.settings(), generation=generation)
+                         store.settings(), generation=generation, line_ports=store.line_ports())

@@ -17,6 +17,8 @@ from ..dial import DialResult, Outcome, Target, dial
 log = logging.getLogger(__name__)
 
 TRUNK_HEADER = "X-PBX-Trunk"
+# an FXO port's line gateway dials this number on the exchange line (decision 007)
+LINE_DIAL_HEADER = "X-PBX-Dial"
 # the called party answered for itself: another trunk would get the same answer
 FINAL_FOR_THE_NUMBER = (404, 410, 484, 486, 600, 603, 604)
 
@@ -27,6 +29,12 @@ async def dial_out(svc, caller: Channel, step) -> DialResult:
     if step.forwarded_from:
         session.event("forward", caller, by=step.forwarded_from, to=step.number)
     for attempt in step.attempts:
+        line = svc.view.lines.get(attempt.trunk)
+        if line is not None:
+            result = await _out_on_line(svc, caller, step, attempt, line)
+            if result.outcome in (Outcome.ANSWERED, Outcome.CALLER_GONE) or result.status in FINAL_FOR_THE_NUMBER:
+                return result
+            continue
         trunk = svc.trunk(attempt.trunk)
         if trunk is None:
             log.warning("call %d: trunk %s is not configured any more", session.n, attempt.trunk)
@@ -47,3 +55,16 @@ async def dial_out(svc, caller: Channel, step) -> DialResult:
             return result
         log.info("call %d: trunk %s failed (%d); trying the next", session.n, trunk.name, result.status)
     return result
+
+
+async def _out_on_line(svc, caller: Channel, step, attempt, line) -> DialResult:
+    """Out on an analog exchange line: the FXO port's gateway seizes the line and dials."""
+    session = caller.session
+    target = Target(f"sip:{line.extension}@{svc.edge[0]}:{svc.edge[1]}", attempt.number_as_sent,
+                    caller_number=attempt.caller_id or None,
+                    headers=((LINE_DIAL_HEADER, attempt.number_as_sent),), trunk=attempt.trunk)
+    session.event("dial_out", caller, trunk=attempt.trunk, number=attempt.number_as_sent,
+                  route=step.route, emergency=step.emergency)
+    log.info("call %d: %s out on analog %s (port account %s)", session.n, step.number, attempt.trunk,
+             line.extension)
+    return await dial(svc, session, caller, [target], timeout=svc.settings.no_answer_timeout)
