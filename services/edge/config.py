@@ -44,6 +44,13 @@ class EdgeConfig:
     tcp_max_connections: int = 4096
     # registrations are written back to location.sqlite this often (and at shutdown)
     ul_sync_seconds: int = 10
+    # Trunk registrations: the expiry we ask for, how often the uac module looks at them (a
+    # registration is refreshed when it has this + 3 s or less left), and the back-off of a
+    # failed one: retried after base, 2 x base, 4 x base ... at most max seconds.
+    trunk_expires: int = 600
+    trunk_timer_seconds: int = 10
+    trunk_retry_seconds: int = 30
+    trunk_retry_max_seconds: int = 600
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -72,7 +79,8 @@ class EdgeConfig:
                 raise EdgeError(f"{name} {value!r} must be (requests, seconds), "
                                 f"two positive integers, e.g. {example}")
         for name in ("auth_fail_limit", "ban_seconds", "children", "tcp_children", "shm_mb",
-                     "tcp_idle_seconds", "tcp_max_connections", "ul_sync_seconds"):
+                     "tcp_idle_seconds", "tcp_max_connections", "ul_sync_seconds", "trunk_expires",
+                     "trunk_timer_seconds", "trunk_retry_seconds", "trunk_retry_max_seconds"):
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise EdgeError(f"{name}={value!r} must be a positive integer")
@@ -97,6 +105,10 @@ class EdgeConfig:
     @property
     def location_db_path(self) -> Path:
         return self.run_dir / "location.sqlite"
+
+    @property
+    def trunks_db_path(self) -> Path:
+        return self.run_dir / "trunks.sqlite"
 
     @property
     def pid_path(self) -> Path:
@@ -150,6 +162,8 @@ class EdgeConfig:
             "tcp_auth_lifetime": MAX_EXPIRES + 60,
             "ul_sync_seconds": self.ul_sync_seconds,
             "location_db": self.location_db_path,
+            "trunks_db": self.trunks_db_path,
+            "trunk_timer": self.trunk_timer_seconds,
             "ban_seconds": self.ban_seconds,
             "children": self.children,
             "tcp_children": self.tcp_children,

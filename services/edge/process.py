@@ -18,6 +18,8 @@ from ..childproc import die_with_parent
 from .config import EdgeConfig, EdgeError
 from .rpc import KamailioRpc, RpcError
 from .subscribers import ensure_db, ensure_location_db, write_peers, write_subscribers
+from .trunks import (Backoff, EdgeTrunk, registration_states, write_trunk_addresses, write_trunks,
+                     _DISABLED, _ONLINE)
 
 logger = logging.getLogger(__name__)
 
@@ -51,17 +53,19 @@ class Edge:
         self._rpc = KamailioRpc(cfg.rpc_fifo, cfg.run_dir)
         self._lock = threading.Lock()
         self._stopping = False
+        self._backoff = Backoff(cfg.trunk_retry_seconds, cfg.trunk_retry_max_seconds)
 
     # ----- subscribers -------------------------------------------------------
     def sync_subscribers(self, subscribers: Mapping[str, str]) -> None:
         """Make {extension: password} the complete set of accounts that may register.
 
-        Called on every configuration change, it also refreshes the trusted peers (sync_peers):
-        trunks and trusted networks live in the same configuration.
+        Called on every configuration change, it also refreshes the trusted peers (sync_peers)
+        and the trunks (sync_trunks): they live in the same configuration.
         """
         self.cfg.run_dir.mkdir(parents=True, exist_ok=True)
         write_subscribers(self.cfg.db_path, subscribers)
         self.sync_peers()
+        self.sync_trunks()
 
     def peer_networks(self) -> list[ipaddress.IPv4Network]:
         """Sources exempt from the per-address flood limit: EdgeConfig.trusted, the config store's
@@ -85,13 +89,96 @@ class Edge:
         return found
 
     def sync_peers(self) -> None:
-        """Write peer_networks() to the address table; a running edge reloads it."""
+        """Write peer_networks() and the trunks' addresses to the address table; a running edge
+        reloads it."""
         self.cfg.run_dir.mkdir(parents=True, exist_ok=True)
-        if write_peers(self.cfg.db_path, self.peer_networks()) and self.running:
+        peers_changed = write_peers(self.cfg.db_path, self.peer_networks())
+        trunks_changed = write_trunk_addresses(self.cfg.db_path, self.trunks())
+        if (peers_changed or trunks_changed) and self.running:
             try:
                 self._rpc.call("permissions.addressReload")
             except EdgeError as exc:
                 logger.error("edge: trusted peers not reloaded: %s", exc)
+
+    # ----- trunks ------------------------------------------------------------
+    def trunks(self, resolve: bool = True) -> list[EdgeTrunk]:
+        """The config store's trunks (none for an edge without the PBX's configuration)."""
+        if not (self.cfg.data_dir / "config.json").exists():
+            return []
+        from firmware.config import ConfigStore
+        return [EdgeTrunk.of(t, resolve) for t in ConfigStore(self.cfg.data_dir).trunks()]
+
+    def sync_trunks(self) -> None:
+        """Write the trunks to trunks.sqlite; a running edge loads the registrations that
+        changed, drops the removed ones (after a REGISTER with expires 0) and reloads routing."""
+        cfg = self.cfg
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        changed, removed, routes_changed = write_trunks(
+            cfg.trunks_db_path, self.trunks(), cfg.sip_addr, cfg.sip_port, cfg.trunk_expires)
+        if not self.running:
+            return
+        calls = [("uac.reg_unregister", "l_uuid", u) for u in sorted(removed)]
+        calls += [("uac.reg_remove", u) for u in sorted(removed)]
+        calls += [("uac.reg_refresh", u) for u in sorted(changed)]
+        if routes_changed:
+            calls.append(("htable.reload", "trunks"))
+        for call in calls:
+            try:
+                self._rpc.call(*call)
+            except EdgeError as exc:
+                if call[0] != "uac.reg_unregister":  # not registered: nothing to undo
+                    logger.error("edge: trunks not fully applied (%s): %s", call[0], exc)
+        for uuid in removed | changed:
+            self._backoff.ok(uuid)
+
+    def trunk_states(self) -> list[dict]:
+        """Per configured trunk: name, host, transport, register, state, last_code, expires
+        (see trunks.registration_states)."""
+        trunks = self.trunks(resolve=False)
+        if not any(t.register for t in trunks):
+            states = registration_states(trunks, [], {})
+        else:
+            states = registration_states(trunks, self._reg_dump(), self._reg_codes())
+        for state in states:
+            state.pop("disabled", None)  # the module's flag, for tend_trunks only
+        return states
+
+    def tend_trunks(self, now: float | None = None) -> None:
+        """Back-off for failed registrations; call it about once a second while the edge runs.
+
+        The uac module disables a registration that failed; this enables it again when its
+        back-off delay (trunk_retry_seconds doubling up to trunk_retry_max_seconds) is over."""
+        now = time.time() if now is None else now
+        trunks = {t.contact_user: t for t in self.trunks(resolve=False) if t.register}
+        if not trunks:
+            return
+        states = {s["name"]: s for s in registration_states(trunks.values(), self._reg_dump(),
+                                                                self._reg_codes(), now)}
+        for uuid, trunk in trunks.items():
+            state = states[trunk.name]
+            if state["state"] == "registered":
+                self._backoff.ok(uuid)
+            elif state["state"] == "failed" and state.get("disabled"):
+                due = self._backoff.due.get(uuid)
+                if due is None:
+                    wait = self._backoff.failed(uuid, now)
+                    logger.warning("edge: trunk %s registration failed (code %s, %d in a row): "
+                                   "next try in %.0f s", trunk.name, state["last_code"],
+                                   self._backoff.failures[uuid], wait)
+                elif now >= due:
+                    del self._backoff.due[uuid]
+                    self._rpc.call("uac.reg_enable", "l_uuid", uuid)
+
+    def _reg_dump(self) -> list[dict]:
+        result = self._rpc.call("uac.reg_dump")
+        return result if isinstance(result, list) else []
+
+    def _reg_codes(self) -> dict[str, str]:
+        codes = {}
+        for slot in self._rpc.call("htable.dump", "trunkreg") or []:
+            for item in slot.get("slot", []):
+                codes[str(item.get("name"))] = str(item.get("value"))
+        return codes
 
     # ----- process -----------------------------------------------------------
     @property
@@ -118,6 +205,10 @@ class Edge:
             ensure_db(cfg.db_path)
             ensure_location_db(cfg.location_db_path)
             write_peers(cfg.db_path, self.peer_networks())
+            trunks = self.trunks()
+            write_trunk_addresses(cfg.db_path, trunks)
+            write_trunks(cfg.trunks_db_path, trunks, cfg.sip_addr, cfg.sip_port, cfg.trunk_expires)
+            self._backoff = Backoff(cfg.trunk_retry_seconds, cfg.trunk_retry_max_seconds)
             cfg.cfg_path.write_text(cfg.render())
             for stale in (cfg.rpc_fifo, cfg.ctl_socket):
                 stale.unlink(missing_ok=True)
@@ -319,6 +410,8 @@ def _options(host: str, port: int, local: tuple[str, int], call_id: str) -> byte
 
 
 def _level_of(line: str) -> int:
+    if "uac_reg_tm_callback(): got sip response" in line:
+        return logging.DEBUG  # a failed trunk registration: Edge.tend_trunks logs it once, with its retry
     for marker, level in ((" CRITICAL:", logging.CRITICAL), (" ALERT:", logging.CRITICAL),
                           (" BUG:", logging.ERROR), (" ERROR:", logging.ERROR),
                           (" WARNING:", logging.WARNING), (" NOTICE:", logging.INFO),
