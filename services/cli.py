@@ -178,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     lsub.add_parser("list", parents=[common], help="list configured ports")
     lsub.add_parser("rm", parents=[common], help="remove a port").add_argument("number", type=_whole(1, 999))
 
+    t = sub.add_parser("trunk", help="SIP trunks")
+    tsub = t.add_subparsers(dest="trunk_cmd", required=True)
+    tsub.add_parser("list", parents=[common], help="trunks and their registration state").add_argument(
+        "--json", action="store_true")
+
     s = sub.add_parser("status", parents=[common], help="registrations and active calls")
     s.add_argument("--json", action="store_true")
 
@@ -195,7 +200,7 @@ def main(argv=None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return {"run": cmd_run, "service": cmd_service, "ext": cmd_ext, "line": cmd_line,
-                "status": cmd_status, "cdr": cmd_cdr}[args.cmd](args)
+                "trunk": cmd_trunk, "status": cmd_status, "cdr": cmd_cdr}[args.cmd](args)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
@@ -339,6 +344,32 @@ def cmd_status(args) -> int:
     print(f"active calls ({len(st['calls'])}):")
     for c in st["calls"]:
         print(f"  {c['src']} -> {c['dst']}  {c['state']}")
+    return 0
+
+
+def cmd_trunk(args) -> int:
+    """`pbx trunk list`: every configured trunk with the running edge's view of it (registered,
+    registering, failed + last code, disabled, ip) or "unknown" when the PBX is not running."""
+    from .control import ControlError, query
+    trunks = _store(args).trunks()
+    try:
+        live = {t.get("name"): t for t in query(args.data, "status").get("trunks", [])}
+    except ControlError:
+        live = {}
+    rows = []
+    for t in trunks:
+        st = live.get(t.name, {})
+        rows.append({"name": t.name, "host": t.host, "transport": t.transport, "register": t.register,
+                     "state": st.get("state", "unknown"), "last_code": st.get("last_code"),
+                     "expires": st.get("expires")})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(_table(("name", "host", "transport", "register", "state", "code", "expires"),
+                 [(r["name"], r["host"], r["transport"], "yes" if r["register"] else "no", r["state"],
+                   "" if r["last_code"] is None else str(r["last_code"]),
+                   "" if r["expires"] is None else f"{r['expires']}s") for r in rows],
+                 right={"code", "expires"}))
     return 0
 
 

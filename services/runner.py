@@ -39,6 +39,7 @@ from .callsvc.media import MediaEngine
 from .control import ControlServer
 from .edge import Edge, EdgeConfig
 from .edge.config import EdgeError
+from .edge.trunks import registration_states
 from .notify import Notifier
 
 log = logging.getLogger(__name__)
@@ -262,6 +263,7 @@ class Pbx:
         self.stopping = asyncio.Event()
         self.notifier = Notifier()
         self.edge_cfg: EdgeConfig | None = None
+        self._trunks_tended = 0.0
 
     def _subscribers(self) -> dict[str, str]:
         return {e.number: e.secret for e in self.store.extensions() if e.enabled}
@@ -385,10 +387,15 @@ class Pbx:
         except Exception as exc:
             log.warning("registrations unavailable from the edge: %s", exc)
             regs = []
+        try:
+            trunks = await asyncio.get_running_loop().run_in_executor(None, edge.trunk_states)
+        except Exception as exc:
+            log.warning("trunk states unavailable from the edge: %s", exc)
+            trunks = [dict(t, state="unknown") for t in registration_states(edge.trunks(resolve=False), [], {})]
         st = self.calls.status()
         return {"uptime": round(time.time() - self.started, 1), "version": VERSION,
                 "registrations": regs, "calls": st["calls"], "completed_calls": st["completed"],
-                "sip": st["sip"], "trunks": [], "sip_addr": self.opts.sip_addr,
+                "sip": st["sip"], "trunks": trunks, "sip_addr": self.opts.sip_addr,
                 "sip_port": self.opts.sip_port, "cs_port": self.calls.endpoint.local[1],
                 "rtp_legs": st["rtp_legs"]}
 
@@ -424,6 +431,13 @@ class Pbx:
             healthy = True
             if self.edge is not None:
                 healthy = await self._check_edge(loop)
+                if healthy and time.monotonic() >= self._trunks_tended + 1.0:
+                    # failed trunk registrations are retried with back-off (Edge.tend_trunks)
+                    self._trunks_tended = time.monotonic()
+                    try:
+                        await loop.run_in_executor(None, self.edge.tend_trunks)
+                    except Exception as exc:
+                        log.warning("trunk registrations not tended: %s", exc)
             if "web" in self.opts.components and self.opts.web:
                 self._check_web()
             if self.lines is not None:

@@ -258,3 +258,70 @@ def test_a_phones_x_pbx_trunk_is_removed(edge, cs):
         cs.send(response_to(invite, "486 Busy Here"), source)
     finally:
         phone.close()
+
+
+# ----- the whole PBX: status, `pbx trunk list`, API, dashboard; nothing out from a stranger -----
+def test_registration_state_in_status_cli_api_and_dashboard(tmp_path):
+    from tests.browser.webui_env import admin_client, api, make_app
+    from tests.pbxproc import PbxProcess
+    from webui.dashboard.views import snapshot
+    port = free_port()
+    with Sipp("carrier_registrar.xml", local_ip=CARRIER, port=port, calls=20, timeout=60, workdir=tmp_path,
+              params={"username": "acct9", "password": "Carrier-Pass-9", "expires": 60}):
+        pbx = PbxProcess(tmp_path / "pbx", extensions=["1000"])
+        pbx.store.add_trunk("carrier", f"{CARRIER}:{port}", "acct9", "Carrier-Pass-9")
+        pbx.store.add_trunk("iptrunk", f"{IP_TRUNK}:5060", register=False)
+        with pbx:
+            trunks = wait_until(lambda: (t := pbx.status()["trunks"]) and t[0]["state"] == "registered" and t,
+                                15, "registered in status")
+            by_name = {t["name"]: t for t in trunks}
+            assert by_name["carrier"] == {"name": "carrier", "host": f"{CARRIER}:{port}", "register": True,
+                                          "transport": "udp", "state": "registered", "last_code": 200,
+                                          "expires": by_name["carrier"]["expires"]}
+            assert 0 < by_name["carrier"]["expires"] <= 60
+            assert by_name["iptrunk"]["state"] == "ip"
+
+            out = subprocess.run([sys.executable, "-m", "services.cli", "trunk", "list", "--data", str(pbx.data)],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=20)
+            assert out.returncode == 0, out.stderr
+            lines = out.stdout.splitlines()
+            assert lines[0].split() == ["name", "host", "transport", "register", "state", "code", "expires"]
+            assert re.match(rf"carrier\s+{re.escape(CARRIER)}:{port}\s+udp\s+yes\s+registered\s+200\s+\d+s$",
+                            lines[1]), out.stdout
+            assert re.match(r"iptrunk\s+\S+\s+udp\s+no\s+ip$", lines[2]), out.stdout
+
+            app = make_app(pbx.data)
+            client = admin_client(app, pbx.data)
+            listed = {t["name"]: t for t in api(client, "GET", "/api/v1/trunks").get_json()}
+            assert listed["carrier"]["state"] == "registered" and listed["carrier"]["last_code"] == 200
+            assert listed["iptrunk"]["state"] == "ip"
+            assert "Carrier-Pass-9" not in json.dumps(listed)
+            with app.app_context():
+                cards = {t["name"]: t["state"] for t in snapshot(pbx.data)["trunks"]}
+            assert cards == {"carrier": "registered", "iptrunk": "IP-authenticated"}
+
+
+def test_unauthenticated_invite_from_a_lan_host_never_reaches_the_carrier(tmp_path):
+    from tests.lanhost import LanHost
+    from tests.pbxproc import PbxProcess
+    from tests.test_edge_security import LanPhone
+    port = free_port()
+    with LanHost() as lan, Sipp("uas_answer.xml", local_ip=IP_TRUNK, port=port, calls=5, timeout=30,
+                                workdir=tmp_path, extra_args=["-trace_msg"]) as carrier:
+        pbx = PbxProcess(tmp_path / "pbx", extensions=["1000"], addr=lan.box_addr)
+        pbx.store.add_trunk("iptrunk", f"{IP_TRUNK}:{port}", register=False)
+        pbx.store.add_outbound_route("out", "_0.", "iptrunk")
+        with pbx:
+            stranger = LanPhone(lan, pbx.registrar)
+            try:
+                box = f"{pbx.addr}:{pbx.sip_port}"
+                for uri, extra in ((f"sip:07700900123@{box}", []),
+                                   (f"sip:07700900123@{box}", ["X-PBX-Trunk: iptrunk"]),
+                                   (f"sip:07700900123@{IP_TRUNK}:{port}", ["X-PBX-Trunk: iptrunk"])):
+                    reply = stranger.final_response(stranger.request("INVITE", uri, "1000", to_user="07700900123",
+                                                                     extra=extra, body=SDP))
+                    assert reply is not None and reply.status == 407, (uri, extra, reply and reply.first_line)
+            finally:
+                stranger.close()
+            time.sleep(1.0)
+        assert received(carrier.workdir, "INVITE") == []

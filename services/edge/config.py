@@ -48,7 +48,7 @@ class EdgeConfig:
     # registration is refreshed when it has this + 3 s or less left), and the back-off of a
     # failed one: retried after base, 2 x base, 4 x base ... at most max seconds.
     trunk_expires: int = 600
-    trunk_timer_seconds: int = 10
+    trunk_timer_seconds: int = 5
     trunk_retry_seconds: int = 30
     trunk_retry_max_seconds: int = 600
 

@@ -67,6 +67,14 @@ def _schemas() -> dict:
                     "secret": {"type": "string", "maxLength": 64, "writeOnly": True},
                     "register": {"type": "boolean", "default": True},
                     "transport": {"type": "string", "enum": ["udp", "tcp", "tls"], "default": "udp"}}
+    # in list answers: the running edge's view of the trunk (Status.trunks has the same fields)
+    trunk_state_fields = {
+        "state": {"type": "string", "enum": ["registered", "registering", "failed", "disabled", "ip", "unknown"],
+                  "description": "registration state; ip: no registration, calls known by address; "
+                                 "unknown: the PBX is not running"},
+        "last_code": {"type": ["integer", "null"], "description": "last final answer to our REGISTER "
+                                                                  "(408: none came)"},
+        "expires": {"type": ["integer", "null"], "description": "seconds left of the registration"}}
     outbound_fields = {"pattern": pattern, "trunk": slug,
                        "fallback_trunk": {"type": "string", "description": "empty for none"},
                        "strip": {"type": "integer", "minimum": 0, "maximum": 20},
@@ -104,7 +112,8 @@ def _schemas() -> dict:
             "enabled": {"type": "boolean", "description": "admins only"}}},
         "Trunk": {"type": "object", "properties": {"name": slug, **{k: v for k, v in trunk_fields.items()
                                                                     if k != "secret"},
-                                                   "secret_set": {"type": "boolean"}}},
+                                                   "secret_set": {"type": "boolean"},
+                                                   **trunk_state_fields}},
         "TrunkCreate": {"type": "object", "required": ["name", "host"], "additionalProperties": False,
                         "properties": {"name": slug, **trunk_fields}},
         "TrunkUpdate": {"type": "object", "additionalProperties": False, "properties": trunk_fields},
@@ -128,8 +137,10 @@ def _schemas() -> dict:
         "Status": {"type": "object", "properties": {
             "running": {"type": "boolean"}, "uptime": {"type": ["number", "null"]},
             "version": {"type": ["string", "null"]}, "registrations": {"type": "array", "items": {"type": "object"}},
-            "calls": {"type": "array", "items": {"type": "object"}}, "trunks": {"type": "array",
-                                                                              "items": {"type": "object"}}}},
+            "calls": {"type": "array", "items": {"type": "object"}}, "trunks": {"type": "array", "items": {
+                "type": "object", "properties": {"name": slug, "host": {"type": "string"},
+                                                 "transport": {"type": "string"}, "register": {"type": "boolean"},
+                                                 **trunk_state_fields}}}}},
         "Backup": {"type": "object", "required": ["format", "schema_version"], "properties": {
             "format": {"const": "officepbx-config"}, "schema_version": {"type": "integer"},
             "settings": _ref("Settings"), "extensions": {"type": "array", "items": {"type": "object"}},

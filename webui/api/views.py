@@ -169,7 +169,14 @@ def _collection_views(url: str, spec: tuple) -> None:
     event = noun.replace(" for", "").replace(" ", "_")
 
     def list_view():
-        return jsonify([to_json(r) for r in getattr(config_store(), list_m)()])
+        records = [to_json(r) for r in getattr(config_store(), list_m)()]
+        if url == "trunks":  # the running edge's view of each trunk
+            live = {t.get("name"): t for t in pbx_status().get("trunks", []) if isinstance(t, dict)}
+            for r in records:
+                st = live.get(r["name"], {})
+                r.update(state=st.get("state", "unknown"), last_code=st.get("last_code"),
+                         expires=st.get("expires"))
+        return jsonify(records)
 
     def create_view():
         data = body(fields, required)

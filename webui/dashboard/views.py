@@ -38,6 +38,10 @@ def snapshot(directory: Path) -> dict:
         if state is None:
             state = ("IP-authenticated" if not t.register
                      else "not registered" if status["running"] else "unknown")
+        elif state == "ip":
+            state = "IP-authenticated"
+        elif state == "failed" and live.get("last_code"):
+            state = f"failed ({live['last_code']})"
         trunks.append({"name": t.name, "host": t.host, "state": state})
     return {
         "running": status["running"],
