@@ -272,9 +272,16 @@ class CallService:
     async def _route(self, session: Session, caller: Channel) -> None:
         """Ask the routing plan what the dialled number means for this caller, and carry it out."""
         trunk = caller.invite.headers.get_first(TRUNK_HEADER.lower())
+        line = next((p for p in self.view.lines.values() if p.extension == session.src), None)
         if trunk:  # only the edge sends to us, and it sets this only for calls from a trunk
             who = Caller("trunk", trunk, number=session.src, name=caller.name)
             caller.trunk = trunk
+        elif line is not None:
+            # an exchange line's call: the line gateway puts the PSTN caller's number in the display
+            # name (decision 007); the callee sees that, not the port account's configured name
+            shown = caller.name.strip()
+            who = Caller("line", str(line.number), number=shown if shown.lstrip("+").isdigit() else "",
+                         name=shown)
         else:
             who = Caller("extension", session.src, number=session.src, name=caller.name)
         try:
