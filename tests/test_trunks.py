@@ -16,7 +16,7 @@ from tests.phones.audio import tone_present
 from tests.phones.pj import PjPhone
 from tests.phones.raw import RawPhone, sdp_body, udp_socket
 from tests.phones.sipp import Sipp, free_port
-from tests.test_trunks_edge import received, wait_until
+from tests.test_trunks_edge import received
 
 pytestmark = pytest.mark.e2e
 CARRIER = "127.0.0.61"
