@@ -11,7 +11,8 @@ from webui.auth import accounts as accounts_mod
 from webui.wizard import setup_code
 
 PUBLIC = {"auth.login", "auth.login_post", "auth.logout", "auth.health", "static", "wizard.admin"}
-USER_ENDPOINTS = {"dashboard.home", "me.index", "me.save", "me.reveal", "me.regenerate", "me.password",
+USER_ENDPOINTS = {"dashboard.home", "me.index", "me.save", "me.call_handling", "me.reveal", "me.regenerate",
+                  "me.password",
                   "api.extension_get", "api.extension_update", "api.extension_regenerate",
                   "api.openapi", "api.docs"}
 SAMPLE_ARGS = {"number": "201", "name": "carrier", "did": "5550100", "ident": "x", "token_id": 1,
@@ -104,7 +105,10 @@ def test_extension_user_sees_and_changes_only_their_own_extension(app, data):
     assert store.get_extension("201").name == "Ann B"
     assert store.get_extension("202").name == "Bob"
     page = user.get("/me")
-    assert "201" in page.text and "Ann B" in page.text and "Bob" not in page.text
+    assert "201" in page.text and "Ann B" in page.text
+    # Bob is only a choice for a forward (an office directory), nothing of his extension's settings
+    assert page.text.count("Bob") == 3 and page.text.count('<option value="202" >202 Bob</option>') == 3
+    assert store.get_extension("202").secret not in page.text
     assert user.get("/").location.endswith("/me")
 
 

@@ -74,6 +74,11 @@ def create_app(data_dir: str | Path, config: dict | None = None) -> Flask:
             site = "Office PBX"
         return {"site_name": site}
 
+    @app.template_filter("destination")
+    def _destination(value, names=None):
+        from webui.destinations import label
+        return label(value, names)
+
     @app.template_filter("duration")
     def _duration(seconds):
         from webui.timefmt import duration

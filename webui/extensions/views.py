@@ -4,7 +4,8 @@ from __future__ import annotations
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 
 from firmware.config import ValidationError
-from webui import show_once
+from firmware.config.model import FORWARDS
+from webui import callhandling, show_once
 from webui.auth import guard
 from webui.auth.accounts import AccountError
 from webui.pbx import config_store, pbx_status, registered_extensions, validation_errors
@@ -18,8 +19,14 @@ def _audit(event: str, detail: str) -> None:
 
 def routes_to(store, number: str) -> list[str]:
     """Inbound routes (DIDs) that ring this extension: deleting it would leave them dangling."""
-    # "extension:201" is how typed destinations (firmware/config/destination.py) name it
-    return [r.did for r in store.inbound_routes() if r.destination in (number, f"extension:{number}")]
+    return [r.did for r in store.inbound_routes_to(f"extension:{number}")]
+
+
+def forwarders_to(store, number: str) -> list[str]:
+    """Other extensions whose forwards send calls to this one."""
+    dest = f"extension:{number}"
+    return [e.number for e in store.extensions()
+            if e.number != number and dest in (getattr(e, f) for f in FORWARDS)]
 
 
 def set_web_password(number: str, password: str) -> None:
@@ -91,9 +98,14 @@ def edit(number: str):
                 check_password_strength(web_password, number)
             except AccountError as e:
                 errors["web_password"] = e.message
+        handling: dict = {}
+        if "call_handling" in request.form:     # the form's call-handling fields were sent
+            handling, problems = callhandling.form_changes(request.form, admin=True)
+            errors = callhandling.check(store, ext, {"name": values["name"], "secret": values["secret"] or None,
+                                                     **handling}, {**errors, **problems})
         if not errors:
             try:
-                store.update_extension(number, name=values["name"], secret=values["secret"] or None)
+                store.update_extension(number, name=values["name"], secret=values["secret"] or None, **handling)
             except ValidationError as e:
                 errors = validation_errors(e)
             else:
@@ -103,16 +115,17 @@ def edit(number: str):
                 flash(f"Extension {number} saved.", "ok")
                 return redirect(url_for("extensions.index"))
     return _edit_page(ext, values, errors,
-                      revealed=ext.secret if request.method == "GET" and show_once.take(f"extension:{number}") else None)
+                      revealed=ext.secret if request.method == "GET" and show_once.take(f"extension:{number}") else None,
+                      form=request.form if errors and "call_handling" in request.form else None)
 
 
-def _edit_page(ext, values=None, errors=None, revealed=None, notice=None):
+def _edit_page(ext, values=None, errors=None, revealed=None, notice=None, form=None):
     values = values or {"number": ext.number, "name": ext.name, "secret": ""}
     regs = registered_extensions(pbx_status()).get(ext.number, [])
     has_login = current_app.extensions["pbx.accounts"].get(ext.number) is not None
     return render_template("extensions/form.html", values=values, errors=errors or {}, ext=ext,
-                           regs=regs, revealed=revealed, notice=notice,
-                           has_login=has_login), 400 if errors else 200
+                           regs=regs, revealed=revealed, notice=notice, has_login=has_login,
+                           ch=callhandling.template_args(config_store(), ext, form=form)), 400 if errors else 200
 
 
 @bp.post("/<number>/reveal")
@@ -142,6 +155,9 @@ def dependents(store, number: str) -> tuple[list[str], list[str]]:
     """(what stops the delete, what the delete also does), in words for the confirmation page."""
     blockers = [f"extension {number} is the destination of inbound route {did}"
                 for did in routes_to(store, number)]
+    blockers += [f"extension {other} forwards calls to extension {number}" for other in forwarders_to(store, number)]
+    blockers += [f"outbound route {r.name} lists extension {number} among those allowed to use it"
+                 for r in store.outbound_routes() if number in r.extensions]
     for port in store.line_ports():
         if port.extension == number:
             blockers.append(f"line port {port.number} registers as extension {number}")

@@ -1,4 +1,5 @@
-"""A user's own extension: name, SIP password (reveal/regenerate), web password, call history.
+"""A user's own extension: name, SIP password (reveal/regenerate), web password, DND and
+forwards, call history.
 
 Which extension is taken from the logged-in account, never from the URL, so there is no
 number to change in a request to reach someone else's extension. Every change is a POST that
@@ -10,7 +11,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 
 from firmware.config import ValidationError
-from webui import show_once
+from webui import callhandling, show_once
 from webui.auth import guard
 from webui.auth.accounts import AccountError
 from webui.cdr import query
@@ -31,7 +32,7 @@ def _history(number: str):
     return calls, p
 
 
-def _page(errors=None, name=None):
+def _page(errors=None, name=None, form=None):
     number = g.user.extension
     ext = config_store().get_extension(number) if number else None
     if ext is None:
@@ -41,7 +42,8 @@ def _page(errors=None, name=None):
     revealed = ext.secret if request.method == "GET" and show_once.take(f"me:{number}") else None
     calls, page = _history(number)
     return render_template("me/index.html", ext=ext, errors=errors or {}, revealed=revealed, regs=regs,
-                           name=ext.name if name is None else name, calls=calls, page=page), \
+                           name=ext.name if name is None else name, calls=calls, page=page,
+                           ch=callhandling.template_args(config_store(), ext, form=form)), \
         400 if errors else 200
 
 
@@ -72,6 +74,29 @@ def save():
     _audit("extension_changed", f"extension {g.user.extension} (by its user)")
     flash("Saved.", "ok")
     return _back()
+
+
+@bp.post("/calls")
+@guard.user_allowed
+def call_handling():
+    """DND and the three forwards of the user's own extension (the same as *78, *72, *90, *52)."""
+    number = g.user.extension
+    store = config_store()
+    if not number or store.get_extension(number) is None:
+        return guard.refuse(404, "this account has no extension")
+    changes, errors = callhandling.form_changes(request.form, admin=False)
+    errors = callhandling.check(store, store.get_extension(number), changes, errors)
+    if not errors:
+        try:
+            store.update_extension(number, **changes)
+        except ValidationError as e:
+            errors = validation_errors(e)
+    if errors:
+        return _page(errors=errors, form=request.form)
+    _audit("call_handling_changed", f"extension {number} (by its user): "
+                                    + ", ".join(f"{k}={v or 'none'}" for k, v in changes.items()))
+    flash("Call handling saved: it applies to the next call.", "ok")
+    return redirect(url_for("me.index") + "#call-handling")
 
 
 @bp.post("/reveal", endpoint="reveal")
