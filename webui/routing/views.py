@@ -1,9 +1,13 @@
 """Route pages: one list for both directions, a form for each."""
 from __future__ import annotations
 
+import dataclasses
+
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 
 from firmware.config import ValidationError
+from firmware.config.routing import InboundRoute, OutboundRoute
+from webui import destinations
 from webui.auth import guard
 from webui.pbx import config_store, validation_errors
 
@@ -15,11 +19,8 @@ def _audit(event: str, detail: str) -> None:
 
 
 def destination_words(destination: str) -> str:
-    """'201' or 'extension:201' -> 'extension 201'; other typed destinations as 'kind target'."""
-    kind, _, target = destination.partition(":")
-    if not target:
-        return f"extension {kind}" if kind.isdigit() else kind
-    return f"{kind} {target}"
+    """'extension:201' -> 'extension 201', 'external:07700900123' -> '07700 900123', 'hangup' -> 'hang up'."""
+    return destinations.label(destination)
 
 
 @bp.get("")
@@ -31,27 +32,52 @@ def index():
 
 
 # Inbound ---------------------------------------------------------------------------------------
-def _inbound_form(values, errors, route):
-    exts = [(e.number, f"{e.number} {e.name}") for e in config_store().extensions()]
-    return render_template("routing/inbound.html", values=values, errors=errors, route=route,
-                           extensions=[("", "choose…")] + exts), 400 if errors else 200
+def _inbound_form(values, errors, route, form=None):
+    dest = (destinations.DestinationField.from_form("destination", form) if form is not None
+            else destinations.DestinationField.of("destination", values["destination"]))
+    return render_template("routing/inbound.html", values=values, errors=errors, route=route, dest=dest,
+                           kinds=destinations.kinds(), choices=destinations.choices(config_store())), \
+        400 if errors else 200
+
+
+def _inbound_values(values: dict) -> tuple[dict, dict]:
+    """The posted inbound route form: its fields, and a destination's missing target."""
+    values = dict(values)
+    values.update({k: request.form.get(k, "").strip() for k in values if k not in ("destination", "match_national")})
+    values["destination"], problem = destinations.form_value("destination", request.form)
+    values["match_national"] = request.form.get("match_national") == "on"
+    return values, {"destination": problem} if problem else {}
+
+
+def _route_errors(record, errors: dict) -> dict:
+    """With a form error already found, the model's reasons for the other fields too."""
+    try:
+        record.validate()
+    except ValidationError as e:
+        for k, v in validation_errors(e).items():
+            errors.setdefault(k, v)
+    return errors
 
 
 @bp.route("/inbound/new", methods=["GET", "POST"])
 def inbound_new():
-    values = {"did": "", "destination": "", "name": ""}
+    values = {"did": "", "destination": "", "name": "", "match_national": False}
     errors: dict[str, str] = {}
     if request.method == "POST":
-        values = {k: request.form.get(k, "").strip() for k in values}
+        values, errors = _inbound_values(values)
         try:
-            config_store().add_inbound_route(**values)
+            if errors:
+                _route_errors(InboundRoute(**values), errors)
+            else:
+                config_store().add_inbound_route(**values)
         except ValidationError as e:
             errors = validation_errors(e)
-        else:
+        if not errors:
+            where = destination_words(values["destination"])
             _audit("inbound_route_added", f"DID {values['did']} -> {values['destination']}")
-            flash(f"Calls to {values['did']} now ring {values['destination']}.", "ok")
+            flash(f"Calls to {values['did']} now go to {where}.", "ok")
             return redirect(url_for("routing.index"))
-    return _inbound_form(values, errors, None)
+    return _inbound_form(values, errors, None, request.form if errors else None)
 
 
 @bp.route("/inbound/<did>", methods=["GET", "POST"])
@@ -60,19 +86,25 @@ def inbound_edit(did: str):
     route = store.get_inbound_route(did)
     if route is None:
         return guard.refuse(404, f"no inbound route for {did}")
-    values = {"did": route.did, "destination": route.destination, "name": route.name}
+    values = {"did": route.did, "destination": route.destination, "name": route.name,
+              "match_national": route.match_national}
     errors: dict[str, str] = {}
     if request.method == "POST":
-        values.update({k: request.form.get(k, "").strip() for k in ("destination", "name")})
+        values, errors = _inbound_values(values)
+        values["did"] = did
+        changes = {k: values[k] for k in ("destination", "name", "match_national")}
         try:
-            store.update_inbound_route(did, destination=values["destination"], name=values["name"])
+            if errors:
+                _route_errors(dataclasses.replace(route, **changes), errors)
+            else:
+                store.update_inbound_route(did, **changes)
         except ValidationError as e:
             errors = validation_errors(e)
-        else:
+        if not errors:
             _audit("inbound_route_changed", f"DID {did} -> {values['destination']}")
             flash(f"Inbound route {did} saved.", "ok")
             return redirect(url_for("routing.index"))
-    return _inbound_form(values, errors, route)
+    return _inbound_form(values, errors, route, request.form if errors else None)
 
 
 @bp.get("/inbound/<did>/delete")
@@ -83,7 +115,7 @@ def inbound_delete_confirm(did: str):
     where = destination_words(route.destination)
     return render_template("confirm.html", title=f"Delete inbound route {did}",
                            what=f"inbound route {did} (to {where})", blockers=[],
-                           consequences=[f"calls to {did} are refused instead of ringing {where}"],
+                           consequences=[f"calls to {did} are refused instead of going to {where}"],
                            action=url_for("routing.inbound_delete", did=did),
                            back=url_for("routing.inbound_edit", did=did))
 
@@ -100,11 +132,15 @@ def inbound_delete(did: str):
 
 
 # Outbound --------------------------------------------------------------------------------------
-OUT_FIELDS = ("name", "pattern", "trunk", "fallback_trunk", "strip", "prepend")
+OUT_FIELDS = ("name", "pattern", "trunk", "fallback_trunk", "strip", "prepend", "caller_id", "extensions")
 
 
 def _outbound_values() -> tuple[dict, dict]:
-    values = {k: request.form.get(k, "").strip() for k in OUT_FIELDS}
+    values = {k: request.form.get(k, "").strip() for k in OUT_FIELDS if k != "extensions"}
+    values["caller_id"] = "".join(values["caller_id"].split())
+    # ticked boxes, or one comma/space separated text from a client without the boxes
+    picked = [n for item in request.form.getlist("extensions") for n in item.replace(",", " ").split()]
+    values["extensions"] = tuple(dict.fromkeys(picked))
     errors = {}
     try:
         values["strip"] = int(values["strip"] or 0)
@@ -114,19 +150,24 @@ def _outbound_values() -> tuple[dict, dict]:
 
 
 def _outbound_form(values, errors, route):
-    trunks = [(t.name, t.name) for t in config_store().trunks()]
+    store = config_store()
+    trunks = [(t.name, t.name) for t in store.trunks()]
+    exts = [(e.number, f"{e.number} {e.name}") for e in store.extensions()]
     return render_template("routing/outbound.html", values=values, errors=errors, route=route,
-                           trunks=[("", "choose…")] + trunks, fallbacks=[("", "none")] + trunks), \
-        400 if errors else 200
+                           trunks=[("", "choose…")] + trunks, fallbacks=[("", "none")] + trunks,
+                           extensions=exts), 400 if errors else 200
 
 
 @bp.route("/outbound/new", methods=["GET", "POST"])
 def outbound_new():
-    values = {"name": "", "pattern": "", "trunk": "", "fallback_trunk": "", "strip": 0, "prepend": ""}
+    values = {"name": "", "pattern": "", "trunk": "", "fallback_trunk": "", "strip": 0, "prepend": "",
+              "caller_id": "", "extensions": ()}
     errors: dict[str, str] = {}
     if request.method == "POST":
         values, errors = _outbound_values()
-        if not errors:
+        if errors:
+            _route_errors(OutboundRoute(**dict(values, strip=0)), errors)
+        else:
             try:
                 config_store().add_outbound_route(**values)
             except ValidationError as e:
@@ -149,7 +190,9 @@ def outbound_edit(name: str):
     if request.method == "POST":
         values, errors = _outbound_values()
         values["name"] = name
-        if not errors:
+        if errors:
+            _route_errors(OutboundRoute(**dict(values, strip=0)), errors)
+        else:
             try:
                 store.update_outbound_route(name, **{k: values[k] for k in OUT_FIELDS if k != "name"})
             except ValidationError as e:

@@ -31,6 +31,9 @@ def form_changes() -> tuple[dict, dict[str, str]]:
         except ValueError:
             errors[name] = f"'{raw}' is not a whole number ({unit})"
     changes["record_calls"] = request.form.get("record_calls") == "on"
+    if "trusted_networks" in request.form:    # one per line or comma separated; the model checks each
+        items = request.form["trusted_networks"].replace(",", "\n").splitlines()
+        changes["trusted_networks"] = tuple(item.strip() for item in items if item.strip())
     password = request.form.get("smtp_password", "")
     if request.form.get("smtp_password_clear") == "on":
         changes["smtp_password"] = SecretText("")
