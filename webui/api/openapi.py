@@ -53,6 +53,17 @@ def _crud(tag: str, item: str, key: str, key_desc: str, create_schema: str, upda
     }
 
 
+def _destination(forward: bool = False) -> dict:
+    """A typed destination string, described from firmware's registered kinds (a kind added
+    there appears here without a change)."""
+    from webui.destinations import kinds
+    forms = [f"'{k.name}:{k.example}'" if k.takes_target else f"'{k.name}'" for k in kinds(forward)]
+    examples = [f"{k.name}:{k.example}" if k.takes_target else k.name for k in kinds(forward)]
+    return {"type": "string", "examples": ([""] if forward else []) + examples,
+            "description": f"kind:target, one of {', '.join(forms)}; a bare extension number means "
+                           "that extension"}
+
+
 def _schemas() -> dict:
     number = {"type": "string", "pattern": "^[1-9][0-9]{1,5}$", "examples": ["201"]}
     secret = {"type": "string", "minLength": 12, "maxLength": 64,
@@ -75,10 +86,31 @@ def _schemas() -> dict:
         "last_code": {"type": ["integer", "null"], "description": "last final answer to our REGISTER "
                                                                   "(408: none came)"},
         "expires": {"type": ["integer", "null"], "description": "seconds left of the registration"}}
+    phone = {"type": "string", "pattern": r"^(\+?[0-9]{1,20})?$", "examples": ["+442071234567"]}
     outbound_fields = {"pattern": pattern, "trunk": slug,
                        "fallback_trunk": {"type": "string", "description": "empty for none"},
                        "strip": {"type": "integer", "minimum": 0, "maximum": 20},
-                       "prepend": {"type": "string", "pattern": "^[0-9*#+]{0,20}$"}}
+                       "prepend": {"type": "string", "pattern": "^[0-9*#+]{0,20}$"},
+                       "caller_id": {**phone, "description": "number shown to callees; an extension's own "
+                                                            "external_caller_id wins; empty: the trunk's"},
+                       "extensions": {"type": "array", "items": number, "uniqueItems": True,
+                                      "description": "extensions that may use the route; empty: every "
+                                                     "extension (emergency numbers are always allowed)"}}
+    forward = _destination(forward=True)
+    call_handling = {
+        "dnd": {"type": "boolean", "description": "do not disturb (*78 on, *79 off)"},
+        "forward_always": {**forward, "description": "every call goes here; '' for none (*72NUM, *73). "
+                                                     + forward["description"]},
+        "forward_busy": {**forward, "description": "when busy or on DND; '' for none (*90NUM, *91)"},
+        "forward_no_answer": {**forward, "description": "when not answered or not registered; '' for none "
+                                                        "(*52NUM, *53)"}}
+    caller_id = {**phone, "description": "number outside callees see when this extension dials out "
+                                         "(wins over the route's); empty for the default"}
+    inbound_fields = {"destination": _destination(),
+                      "name": {"type": "string", "maxLength": 40},
+                      "match_national": {"type": "boolean", "default": False,
+                                         "description": "also match the other written forms of the DID in "
+                                                        "the site's country (0…, 44…, +44…, 0044…)"}}
     settings = {"site_name": name, "country": {"type": "string", "enum": ["uk", "us"]},
                 "no_answer_timeout": {"type": "integer", "minimum": 5, "maximum": 300},
                 "busy_tone_seconds": {"type": "integer", "minimum": 0, "maximum": 30},
@@ -94,7 +126,10 @@ def _schemas() -> dict:
                 "smtp_password": {"type": "string", "maxLength": 128, "writeOnly": True},
                 "smtp_password_set": {"type": "boolean", "readOnly": True},
                 "smtp_from": {"type": "string", "examples": ["pbx@example.com"]},
-                "smtp_tls": {"type": "string", "enum": ["starttls", "tls", "none"]}}
+                "smtp_tls": {"type": "string", "enum": ["starttls", "tls", "none"]},
+                "trusted_networks": {"type": "array", "items": {"type": "string", "examples": ["192.168.1.0/24"]},
+                                     "description": "IPv4 networks or addresses exempt from the SIP flood "
+                                                    "limit (phones behind one NAT, a SIP peer)"}}
     return {
         "Error": {"type": "object", "required": ["error"], "properties": {
             "error": {"type": "string"},
@@ -103,13 +138,16 @@ def _schemas() -> dict:
         "Extension": {"type": "object", "properties": {
             "number": number, "name": name, "enabled": {"type": "boolean"},
             "secret": {**secret, "description": "only in single-extension answers"},
-            "registered": {"type": "boolean"}, "contacts": {"type": "array", "items": {"type": "string"}}}},
+            "registered": {"type": "boolean"}, "contacts": {"type": "array", "items": {"type": "string"}},
+            **call_handling, "external_caller_id": caller_id}},
         "ExtensionCreate": {"type": "object", "required": ["number", "name"], "additionalProperties": False,
                             "properties": {"number": number, "name": name,
                                            "secret": {**secret, "description": "omit to generate one"}}},
         "ExtensionUpdate": {"type": "object", "additionalProperties": False, "properties": {
             "name": name, "secret": {**secret, "description": "admins only"},
-            "enabled": {"type": "boolean", "description": "admins only"}}},
+            "enabled": {"type": "boolean", "description": "admins only"},
+            **call_handling, "external_caller_id": {**caller_id, "description": "admins only; "
+                                                    + caller_id["description"]}}},
         "Trunk": {"type": "object", "properties": {"name": slug, **{k: v for k, v in trunk_fields.items()
                                                                     if k != "secret"},
                                                    "secret_set": {"type": "boolean"},
@@ -119,9 +157,8 @@ def _schemas() -> dict:
         "TrunkUpdate": {"type": "object", "additionalProperties": False, "properties": trunk_fields},
         "InboundRoute": {"type": "object", "required": ["did", "destination"], "additionalProperties": False,
                          "properties": {"did": {"type": "string", "pattern": r"^\+?[0-9]{1,20}$"},
-                                        "destination": number, "name": {"type": "string", "maxLength": 40}}},
-        "InboundRouteUpdate": {"type": "object", "additionalProperties": False,
-                               "properties": {"destination": number, "name": {"type": "string", "maxLength": 40}}},
+                                        **inbound_fields}},
+        "InboundRouteUpdate": {"type": "object", "additionalProperties": False, "properties": inbound_fields},
         "OutboundRoute": {"type": "object", "required": ["name", "pattern", "trunk"], "additionalProperties": False,
                           "properties": {"name": slug, **outbound_fields}},
         "OutboundRouteUpdate": {"type": "object", "additionalProperties": False, "properties": outbound_fields},
@@ -171,7 +208,8 @@ def spec(app=None) -> dict:
             "parameters": [ext_param],
             "get": {"tags": ["extensions"], "summary": "One extension with its SIP password (admin, or its own user)",
                     "responses": {"200": _json(_ref("Extension")), **ERRORS, **NOT_FOUND}},
-            "patch": {"tags": ["extensions"], "summary": "Rename (users: own extension) or change secret (admins)",
+            "patch": {"tags": ["extensions"], "summary": "Change name, DND and forwards (users: own extension); "
+                                                           "secret, enabled, external caller ID (admins)",
                       "requestBody": _body(_ref("ExtensionUpdate")),
                       "responses": {"200": _json(_ref("Extension")), **ERRORS, **NOT_FOUND}},
             "delete": {"tags": ["extensions"], "summary": "Delete an extension (refused while an inbound route rings it)",

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from flask import Blueprint, Response, current_app, g, jsonify, render_template, request
 
 from firmware.config import ValidationError
+from firmware.config.errors import ValidationErrors
 from webui.auth import guard
 from webui.cdr import filters
 from webui.pbx import cdr_store, config_store, pbx_status, registered_extensions
@@ -43,7 +44,7 @@ def _invalid(e: ValidationError):
     return guard.api_error(status, "; ".join(f"{x['field']}: {x['message']}" for x in errors), errors)
 
 
-def body(allowed: set[str], required: set[str] = frozenset()) -> dict:
+def body(allowed: set[str], required: set[str] = frozenset(), admin_only: set[str] = frozenset()) -> dict:
     if not request.is_json:
         raise BadRequest("send a JSON object with Content-Type: application/json")
     try:
@@ -55,7 +56,8 @@ def body(allowed: set[str], required: set[str] = frozenset()) -> dict:
         raise BadRequest("send a JSON object with Content-Type: application/json")
     unknown = sorted(set(data) - allowed)
     missing = sorted(required - set(data))
-    errors = [{"field": k, "message": "unknown field"} for k in unknown]
+    errors = [{"field": k, "message": "only an administrator may change this" if k in admin_only
+               else "unknown field"} for k in unknown]
     errors += [{"field": k, "message": "is required"} for k in missing]
     if errors:
         raise BadRequest(f"fields allowed: {', '.join(sorted(allowed))}", errors)
@@ -74,7 +76,9 @@ def _audit(event: str, detail: str = "") -> None:
 # Extensions ------------------------------------------------------------------------------------
 def ext_json(ext, regs: dict, with_secret: bool) -> dict:
     out = {"number": ext.number, "name": ext.name, "enabled": ext.enabled,
-           "registered": ext.number in regs, "contacts": [r.get("contact") for r in regs.get(ext.number, [])]}
+           "registered": ext.number in regs, "contacts": [r.get("contact") for r in regs.get(ext.number, [])],
+           "dnd": ext.dnd, "forward_always": ext.forward_always, "forward_busy": ext.forward_busy,
+           "forward_no_answer": ext.forward_no_answer, "external_caller_id": ext.external_caller_id}
     if with_secret:
         out["secret"] = ext.secret
     return out
@@ -104,12 +108,18 @@ def extension_get(number: str):
 @bp.patch("/v1/extensions/<number>")
 @guard.ownership_required
 def extension_update(number: str):
-    # A phone's user may rename their extension; changing its password directly is for admins
+    # A phone's user may rename their extension and set its DND and forwards (as *78, *72...
+    # do from the phone); its password, enabled state and outside caller ID are for admins
     # (users regenerate instead, so a weak chosen password never reaches a user-owned line).
-    allowed = {"name", "secret", "enabled"} if g.user.is_admin else {"name"}
-    data = body(allowed)
+    from webui.callhandling import ADMIN_FIELDS, USER_FIELDS, reach_errors
+    admin_fields = {"name", "secret", "enabled", *ADMIN_FIELDS}
+    allowed = admin_fields if g.user.is_admin else {"name", *USER_FIELDS}
+    data = body(allowed, admin_only=admin_fields)
     store = config_store()
     store.get_extension(number) or not_found(f"extension {number}")
+    far = reach_errors(store, number, data)
+    if far:
+        raise ValidationErrors([ValidationError(k, v) for k, v in far.items()])
     ext = store.update_extension(number, **data)
     _audit("extension_changed", f"extension {number}")
     return jsonify(ext_json(ext, {}, True))
@@ -156,10 +166,11 @@ COLLECTIONS = {
                {"name", "host", "username", "secret", "register", "transport"}, {"name", "host"}),
     "inbound-routes": ("inbound route for", "did", "inbound_routes", "get_inbound_route", "add_inbound_route",
                        "update_inbound_route", "remove_inbound_route", dataclasses.asdict,
-                       {"did", "destination", "name"}, {"did", "destination"}),
+                       {"did", "destination", "name", "match_national"}, {"did", "destination"}),
     "outbound-routes": ("outbound route", "name", "outbound_routes", "get_outbound_route", "add_outbound_route",
                         "update_outbound_route", "remove_outbound_route", dataclasses.asdict,
-                        {"name", "pattern", "trunk", "fallback_trunk", "strip", "prepend"},
+                        {"name", "pattern", "trunk", "fallback_trunk", "strip", "prepend", "caller_id",
+                         "extensions"},
                         {"name", "pattern", "trunk"}),
 }
 
