@@ -1,11 +1,10 @@
-"""Bridges: what joins channels' media (decision 009).
+"""Bridges: what joins channels' media (decision 010).
 
 Two members: the media engine's relay, untouched packets on its fast path when both phones speak
-the same codec and DTMF numbering, transcoded / renumbered on the slow path otherwise. A member
-that puts the call on hold makes the bridge play music to the other member until it resumes.
+the same codec and DTMF numbering, transcoded / renumbered on the slow path otherwise. Three or
+more: the mixer (mix-minus on the shared tick: each hears everybody else). A member that puts a
+two-party call on hold makes the bridge play music to the other member until it resumes.
 DTMF hooks let a feature watch the digits a member presses while bridged (in-call transfer codes).
-A bridge of three or more members needs a mixer: `add` refuses a third member with an error
-naming that limit until the conference feature brings one.
 """
 
 from __future__ import annotations
@@ -25,10 +24,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class BridgeFullError(RuntimeError):
-    """A third member: two-party bridges only until the conference mixer exists."""
-
-
 class Bridge:
     def __init__(self, svc, name: str = ""):
         self.svc = svc
@@ -41,41 +36,56 @@ class Bridge:
         # ends when either party leaves); a feature in the middle of a transfer sets its own
         self.on_leave: Callable[["Bridge", "Channel"], None] | None = hang_up_the_rest
         self.music_when_alone = False  # a lone member (its partner being transferred) hears music
+        self.mixer = None              # three or more members
 
     def add(self, ch: "Channel") -> None:
         if ch in self.members:
             return
-        if len(self.members) >= 2:
-            raise BridgeFullError(f"bridge {self.name or id(self)} already joins two channels; "
-                                  "a three-party bridge needs the conference mixer")
         if ch.bridge is not None:
             ch.bridge.remove(ch)
+        self._unwire()
         self.members.append(ch)
         ch.bridge = self
         ch.on_hold_change = self._on_hold_change
         ch.session.event("bridge_enter", ch, bridge=self.name)
+        self._wire()
         if len(self.members) == 2:
-            a, b = self.members
-            self.svc.media.stop(a.rtp)
-            self.svc.media.stop(b.rtp)
-            self.svc.media.bridge(a.rtp, b.rtp)
             for member in self.members:
                 if member.held:
                     self._on_hold_change(member)
+
+    def _wire(self) -> None:
+        """The media path for the members now: the relay for two, the mixer for more."""
+        legs = [m.rtp for m in self.members if m.rtp is not None and not m.is_gone]
+        if len(legs) >= 2:
+            for leg in legs:
+                self.svc.media.stop(leg)
+        if len(legs) == 2:
+            self.svc.media.bridge(*legs)
+        elif len(legs) > 2:
+            self.mixer = self.svc.media.mix(legs)
+
+    def _unwire(self) -> None:
+        if self.mixer is not None:
+            self.svc.media.unmix(self.mixer)
+            self.mixer = None
+        elif len(self.members) == 2:
+            a, b = self.members
+            if a.rtp is not None and b.rtp is not None:
+                self.svc.media.unbridge(a.rtp, b.rtp)
 
     def remove(self, ch: "Channel") -> None:
         """Take ch out (a feature moving it, or ch hanging up: then on_leave decides the rest)."""
         if ch not in self.members:
             return
-        if len(self.members) == 2:
-            a, b = self.members
-            if a.rtp is not None and b.rtp is not None:
-                self.svc.media.unbridge(a.rtp, b.rtp)
+        self._unwire()
         self.members.remove(ch)
+        if len(self.members) >= 2:
+            self._wire()
         ch.bridge = None
         ch.on_hold_change = None
         ch.session.event("bridge_exit", ch, bridge=self.name)
-        for other in self.members:
+        for other in self.members if len(self.members) == 1 else ():
             if other.rtp is None or other.is_gone:
                 continue
             if self.music_when_alone:
@@ -92,7 +102,10 @@ class Bridge:
         return None
 
     def _on_hold_change(self, ch: "Channel") -> None:
-        """The held party hears music, not silence; the relay comes back on resume."""
+        """The held party hears music, not silence; the relay comes back on resume. (With three or
+        more, the others just stop hearing the one who holds.)"""
+        if len(self.members) != 2:
+            return
         other = self.other(ch)
         if other is None or other.rtp is None or other.is_gone:
             return
