@@ -190,7 +190,15 @@ def test_admin_walks_the_wizard_creates_an_extension_and_watches_the_dashboard_l
 
         page.goto(web.url + "/routes/inbound/new")
         page.fill("#f-did", "+442071234567")
-        page.select_option("#f-destination", "201")
+        page.select_option("#f-destination_kind", "extension")
+        page.select_option("#f-destination_extension", "201")
+        page.click("button:has-text('Save')")
+        page.goto(web.url + "/routes/inbound/new")
+        page.fill("#f-did", "+442071234568")
+        page.check("#f-match_national")
+        page.select_option("#f-destination_kind", "external")
+        page.fill("#f-destination_external", "07700 900123")
+        shot(page, "27-inbound-route-outside-number")
         page.click("button:has-text('Save')")
         page.goto(web.url + "/routes/outbound/new")
         page.fill("#f-name", "national")
@@ -201,9 +209,16 @@ def test_admin_walks_the_wizard_creates_an_extension_and_watches_the_dashboard_l
         shot(page, "11-outbound-route-error")
         page.fill("#f-pattern", "_90NXXXXXXXXX")
         page.fill("#f-strip", "1")
+        page.fill("#f-caller_id", "+44 20 7123 4567")
+        page.check("input[name=extensions][value='201']")
+        page.check("input[name=extensions][value='203']")
         page.click("button:has-text('Save')")
+        expect(page.locator("#route-national")).to_contain_text("+442071234567")
+        expect(page.locator("#route-national")).to_contain_text("201, 203")
+        expect(page.locator("#inbound")).to_contain_text("07700 900123")
         expect(page.locator("#outbound")).to_contain_text("_90NXXXXXXXXX")
         expect(page.locator("#inbound")).to_contain_text("+442071234567")
+        expect(page.locator("#inbound")).to_contain_text("extension 201 (Reception)")
         shot(page, "12-routes")
 
         page.goto(web.url + "/extensions/201")
@@ -355,6 +370,49 @@ def test_dashboard_shows_every_phone_state_inside_its_card_on_wide_screens_and_o
             }""")
             assert not problems, f"phones card at {size['width']} px: {problems}"
             assert_fits_the_screen(page, f"dashboard at {size['width']} px")
+    finally:
+        web.stop()
+
+
+def test_a_user_sets_dnd_and_a_forward_on_their_own_page(page, tmp_path):
+    """Issue 8 section 5: forwards and DND from the user's page, the same fields *72/*78 change."""
+    data = tmp_path / "data"
+    store = ConfigStore(data)
+    store.add_extension("201", "Reception")
+    store.add_extension("202", "Sales office")
+    store.add_trunk("carrier", "sip.carrier.example", register=False)
+    store.add_outbound_route("mobiles", "_07XXXXXXXXX", "carrier")
+    accounts = AccountStore(data)
+    accounts.create("admin", ADMIN_PASSWORD, "admin")
+    accounts.create("201", USER_PASSWORD, "user", extension="201")
+    web = WebProcess(data).start()
+    try:
+        page.goto(web.url + "/login")
+        page.fill("#f-username", "201")
+        page.fill("#f-password", USER_PASSWORD)
+        page.click("button:has-text('Log in')")
+        expect(page).to_have_url(re.compile(r"/me$"))
+        # Only the box of the chosen kind shows (webui/static/forms.js).
+        expect(page.locator("#f-forward_busy_extension")).to_be_hidden()
+        page.select_option("#f-forward_busy_kind", "extension")
+        expect(page.locator("#f-forward_busy_extension")).to_be_visible()
+        expect(page.locator("#f-forward_busy_external")).to_be_hidden()
+        page.select_option("#f-forward_busy_extension", "202")
+        page.select_option("#f-forward_no_answer_kind", "external")
+        page.fill("#f-forward_no_answer_external", "0770 09")
+        page.click("#save-call-handling")
+        expect(page.locator("#e-forward_no_answer")).to_contain_text("cannot dial 077009")
+        shot(page, "25-my-forward-error")
+        page.fill("#f-forward_no_answer_external", "07700 900123")
+        page.check("#f-dnd")
+        page.click("#save-call-handling")
+        expect(page.locator(".flash.ok")).to_contain_text("Call handling saved")
+        expect(page.locator("#f-forward_busy_extension")).to_have_value("202")
+        expect(page.locator("#f-forward_no_answer_external")).to_have_value("07700900123")
+        expect(page.locator("#f-dnd")).to_be_checked()
+        shot(page, "26-my-forwards")
+        ext = ConfigStore(data).get_extension("201")
+        assert (ext.dnd, ext.forward_busy, ext.forward_no_answer) == (True, "extension:202", "external:07700900123")
     finally:
         web.stop()
 
