@@ -111,3 +111,23 @@ def test_an_attended_transfer_to_a_phone_that_is_not_there_returns_the_caller(pb
         a.hangup()
         b.wait_state("DISCONNECTED", timeout=5)
         assert heard_at_the_end(a, CALLEE_HZ) and heard_at_the_end(b, CALLER_HZ)
+
+
+def test_baresip_blind_transfers_by_refer(pbx, tmp_path):
+    from tests.phones.baresip import BaresipPhone
+    with phone(pbx, "1015", tmp_path, CALLER_HZ) as a, phone(pbx, "1017", tmp_path, TARGET_HZ) as c, \
+            BaresipPhone("1016", pbx.secrets["1016"], registrar=pbx.registrar, workdir=tmp_path,
+                         tone_hz=CALLEE_HZ, auto_answer=True) as b:
+        registered(a), registered(c)
+        assert b.register() == "REGISTER_OK"
+        c.auto_answer(200, after_ms=300)
+        a.call(pbx.uri("1016"))
+        a.wait_state("CONFIRMED", timeout=8)
+        time.sleep(1.0)
+        b.command("transfer", pbx.uri("1017"))
+        c.wait_incoming(timeout=10)
+        c.wait_state("CONFIRMED", timeout=5)
+        time.sleep(2.0)
+        a.hangup()
+        c.wait_state("DISCONNECTED", timeout=5)
+        assert heard_at_the_end(a, TARGET_HZ) and heard_at_the_end(c, CALLER_HZ)
