@@ -72,6 +72,14 @@ def _ip(text: str) -> str:
             f"{text[:60]!r} is not an IP address of this machine (e.g. 192.168.1.10, or 0.0.0.0 for all)") from None
 
 
+def _on_off(text: str) -> bool:
+    if text.lower() in ("on", "yes", "true", "1"):
+        return True
+    if text.lower() in ("off", "no", "false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text[:20]!r}: say on or off")
+
+
 def _ipv4_net(text: str) -> str:
     try:
         return str(ipaddress.IPv4Network(text, strict=False))
@@ -164,6 +172,17 @@ def build_parser() -> argparse.ArgumentParser:
     esub.add_parser("list", parents=[common], help="list extensions").add_argument(
         "--secrets", action="store_true", help="also show the SIP secrets")
     esub.add_parser("rm", parents=[common], help="remove an extension").add_argument("number")
+    es = esub.add_parser("set", parents=[common], help="change an extension's name, DND, forwards, caller ID")
+    es.add_argument("number")
+    es.add_argument("--name")
+    es.add_argument("--enabled", type=_on_off, metavar="on|off")
+    es.add_argument("--dnd", type=_on_off, metavar="on|off", help="do not disturb (as *78 / *79)")
+    for flag, code in (("always", "*72"), ("busy", "*90"), ("no-answer", "*52")):
+        es.add_argument(f"--forward-{flag}", metavar="DEST",
+                        help=f"as {code}: extension:1001, external:07700900123, a bare extension number, "
+                             "or none")
+    es.add_argument("--caller-id", dest="external_caller_id", metavar="NUMBER",
+                    help="number outside callees see (e.g. +442071234567); none for the route's")
 
     ln = sub.add_parser("line", help="analog line ports (FXS phones, FXO exchange lines)")
     lsub = ln.add_subparsers(dest="line_cmd", required=True)
@@ -290,12 +309,28 @@ def cmd_ext(args) -> int:
         elif args.ext_cmd == "rm":
             store.remove_extension(args.number)
             print(f"removed extension {args.number}")
+        elif args.ext_cmd == "set":
+            changes = {k: getattr(args, k) for k in ("name", "enabled", "dnd", "forward_always", "forward_busy",
+                                                     "forward_no_answer", "external_caller_id")
+                       if getattr(args, k) is not None}
+            for k in ("forward_always", "forward_busy", "forward_no_answer", "external_caller_id"):
+                if changes.get(k, "").lower() in ("none", "off"):
+                    changes[k] = ""
+            if not changes:
+                print("error: nothing to change: give --name, --dnd, --forward-always/-busy/-no-answer, "
+                      "--caller-id or --enabled", file=sys.stderr)
+                return 2
+            ext = store.update_extension(args.number, **changes)
+            print(f"extension {ext.number}: " + ", ".join(
+                f"{k} {'on' if v is True else 'off' if v is False else (v or 'none')}"
+                for k, v in ((k, getattr(ext, k)) for k in changes)))
         else:
             for ext in store.extensions():
                 extra = f"  {ext.secret}" if args.secrets else ""
                 print(f"{ext.number:<8}{ext.name}{extra}")
     except (ValidationError, ValidationErrors) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        for err in exc.errors:       # one line per mistake
+            print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
 

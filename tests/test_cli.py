@@ -51,6 +51,34 @@ def test_duplicate_extension_is_refused_and_the_first_one_kept(tmp_path):
     assert "First" in pbx_cmd("ext", "list", data=tmp_path).stdout
 
 
+def test_ext_set_changes_dnd_forwards_and_caller_id_with_one_error_line_per_mistake(tmp_path):
+    from firmware.config import ConfigStore
+    for number in ("1000", "1001"):
+        assert pbx_cmd("ext", "add", number, "--name", "X", data=tmp_path).returncode == 0
+    r = pbx_cmd("ext", "set", "1000", "--dnd", "on", "--forward-busy", "1001",
+                "--forward-no-answer", "extension:1001", "--caller-id", "+442071234567", data=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "dnd on" in r.stdout and "forward_busy extension:1001" in r.stdout
+    ext = ConfigStore(tmp_path).get_extension("1000")
+    assert (ext.dnd, ext.forward_busy, ext.forward_no_answer, ext.external_caller_id) == (
+        True, "extension:1001", "extension:1001", "+442071234567")
+    r = pbx_cmd("ext", "set", "1000", "--forward-always", "external:12ab", "--forward-busy", "1000",
+                "--caller-id", "x", data=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 3 and "forward_always: '12ab' is not a phone number" in lines[0]
+    assert any("to itself" in line for line in lines) and any("external_caller_id" in line for line in lines)
+    r = pbx_cmd("ext", "set", "1000", "--dnd", "off", "--forward-busy", "none", "--caller-id", "none", data=tmp_path)
+    assert r.returncode == 0, r.stderr
+    ext = ConfigStore(tmp_path).get_extension("1000")
+    assert (ext.dnd, ext.forward_busy, ext.forward_no_answer, ext.external_caller_id) == (
+        False, "", "extension:1001", "")
+    assert pbx_cmd("ext", "set", "1000", "--dnd", "maybe", data=tmp_path).returncode == 2
+    assert pbx_cmd("ext", "set", "1000", data=tmp_path).returncode == 2
+    r = pbx_cmd("ext", "set", "4321", "--dnd", "on", data=tmp_path)
+    assert r.returncode == 2 and "no extension 4321" in r.stderr
+
+
 def test_status_says_plainly_when_the_pbx_is_not_running(tmp_path):
     assert pbx_cmd("ext", "add", "2000", "--name", "Front desk", data=tmp_path).returncode == 0
     r = pbx_cmd("status", data=tmp_path)
