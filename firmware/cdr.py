@@ -1,4 +1,9 @@
-"""Call detail records: one row per call in SQLite (WAL), data_dir/cdr.sqlite.
+"""Call detail records in SQLite (WAL), data_dir/cdr.sqlite: one row per A-B conversation.
+
+A simple call is one row. A call with many legs (a transfer, a forward to a mobile) is several
+rows sharing a linkedid, numbered by seq; firmware/cel.py builds them from the call's events.
+Times are kept as exact epoch seconds; `duration` and `billsec` are whole seconds by one rule
+(`whole_seconds`, docs/cdr.md), so billsec never exceeds duration.
 
 Kept out of the TinyDB config because records are appended on every call and TinyDB rewrites
 its whole file per insert. WAL lets the web UI read while the call service writes; with
@@ -23,6 +28,10 @@ logger = logging.getLogger(__name__)
 CDR_FILE = "cdr.sqlite"
 BUSY_TIMEOUT_S = 5.0      # a writer holds the lock for well under a millisecond per call record
 MAX_QUERY_LIMIT = 100_000
+PARTY_KINDS = ("extension", "trunk", "line")      # what is at the far end of a channel
+# how a row came about: "" an ordinary call; blind / attended: the transferee -> target row a
+# transfer made; consultation: the transferrer -> target talk of an attended transfer
+TRANSFER_KINDS = ("", "blind", "attended", "consultation")
 
 
 class Disposition(str, Enum):
@@ -46,8 +55,21 @@ class CallRecord:
     legs: list[dict] = field(default_factory=list)   # per leg: leg, peer, call_id, codec, final, hangup_by...
     cause: str = ""                  # e.g. "486 Busy Here"
     cost: float | None = None
+    # --- schema version 2: calls with many legs (firmware/cel.py) --------------------------------
+    linkedid: str = ""               # the call this row belongs to (its first Call-ID); "" -> call_id
+    seq: int = 1                     # 1, 2, 3... the rows of one linkedid in the order they began
+    src_kind: str = ""               # "extension" | "trunk" | "line", "" when not recorded
+    dst_kind: str = ""
+    src_trunk: str = ""              # the trunk (or "line:N") an inbound src came in on
+    dst_trunk: str = ""              # the trunk (or "line:N") dst was called out on (what rating needs)
+    external_number: str = ""        # dst on a trunk / line: the number as sent to the provider
+    forwarded_from: str = ""         # the extension whose forward rang dst
+    transfer: str = ""               # one of TRANSFER_KINDS
+    transferred_by: str = ""         # the transferrer's number on a blind / attended row
 
     def __post_init__(self):
+        if self.linkedid == "" and isinstance(self.call_id, str):
+            self.linkedid = self.call_id
         if isinstance(self.disposition, str) and not isinstance(self.disposition, Disposition):
             try:
                 self.disposition = Disposition(self.disposition)
@@ -56,13 +78,14 @@ class CallRecord:
         self.validate()
 
     @property
-    def duration(self) -> float:
-        return self.end - self.start
+    def duration(self) -> int:
+        """Whole seconds from start to end (whole_seconds: the same rule as billsec)."""
+        return whole_seconds(self.start, self.end)
 
     @property
     def billsec(self) -> int:
-        """Talk time in whole seconds (what rating charges for); 0 when never answered."""
-        return round(self.end - self.answer) if self.answer is not None else 0
+        """Talk time in whole seconds (what rating charges for); 0 when never answered; <= duration."""
+        return whole_seconds(self.answer, self.end) if self.answer is not None else 0
 
     def validate(self) -> None:
         errors = _record_errors(self)
@@ -71,6 +94,18 @@ class CallRecord:
 
 
 MAX_TEXT = 255
+
+
+def whole_seconds(t0: float, t1: float) -> int:
+    """t1 - t0 as whole seconds: to the millisecond, then half a second and more rounds up.
+
+    The one rule for duration and billsec (docs/cdr.md). It is applied to each interval, never to
+    the two times, and it never decreases as an interval grows: since answer >= start,
+    billsec <= duration always (1.510 s of talk in a 1.526 s call: billsec 2, duration 2).
+    Asterisk's `initiatedseconds=yes` rounds the same way.
+    """
+    ms = max(0, round((t1 - t0) * 1000))
+    return (ms + 500) // 1000
 
 
 def cdr_text(value: str | None, fallback: str = "unknown") -> str:
@@ -122,6 +157,22 @@ def _record_errors(rec: CallRecord) -> list[ValidationError]:
         errors.append(ValidationError("cause", f"must be text such as '486 Busy Here', got {rec.cause!r}"))
     if rec.cost is not None and not _is_time(rec.cost):
         errors.append(ValidationError("cost", f"must be a non-negative number or None, got {rec.cost!r}"))
+    if not isinstance(rec.linkedid, str) or not rec.linkedid or len(rec.linkedid) > MAX_TEXT \
+            or not rec.linkedid.isprintable():
+        errors.append(ValidationError("linkedid", f"must be 1-255 printable characters, got {rec.linkedid!r}"))
+    if isinstance(rec.seq, bool) or not isinstance(rec.seq, int) or rec.seq < 1:
+        errors.append(ValidationError("seq", f"must be a whole number from 1, got {rec.seq!r}"))
+    for name in ("src_kind", "dst_kind"):
+        if getattr(rec, name) not in ("",) + PARTY_KINDS:
+            errors.append(ValidationError(name, f"must be one of {', '.join(PARTY_KINDS)} (or empty), "
+                                                f"got {getattr(rec, name)!r}"))
+    if rec.transfer not in TRANSFER_KINDS:
+        errors.append(ValidationError("transfer", f"must be one of {', '.join(TRANSFER_KINDS[1:])} (or empty), "
+                                                  f"got {rec.transfer!r}"))
+    for name in ("src_trunk", "dst_trunk", "external_number", "forwarded_from", "transferred_by"):
+        value = getattr(rec, name)
+        if not isinstance(value, str) or len(value) > MAX_TEXT or not value.isprintable():
+            errors.append(ValidationError(name, f"must be up to 255 printable characters, got {value!r}"))
     return errors
 
 
@@ -147,10 +198,39 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX calls_dst ON calls (dst, start_time)",
         "CREATE INDEX calls_call_id ON calls (call_id)",
     ),
+    # 2: calls with many legs. A row written before is a whole call: its own linkedid, seq 1,
+    # and '' (not recorded) for kinds, trunks, forward and transfer.
+    (
+        "ALTER TABLE calls ADD COLUMN linkedid TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE calls ADD COLUMN seq INTEGER NOT NULL DEFAULT 1 CHECK (seq >= 1)",
+        "ALTER TABLE calls ADD COLUMN src_kind TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE calls ADD COLUMN dst_kind TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE calls ADD COLUMN src_trunk TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE calls ADD COLUMN dst_trunk TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE calls ADD COLUMN external_number TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE calls ADD COLUMN forwarded_from TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE calls ADD COLUMN transfer TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE calls ADD COLUMN transferred_by TEXT NOT NULL DEFAULT ''",
+        "UPDATE calls SET linkedid = call_id",
+        "CREATE INDEX calls_linkedid ON calls (linkedid, seq)",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_COLUMNS = "call_id, src, dst, start_time, answer_time, end_time, disposition, legs, cause, cost"
+# the columns of a CallRecord, in the order of its fields (webui/cdr/query.py reads the same)
+COLUMNS = ("call_id, src, dst, start_time, answer_time, end_time, disposition, legs, cause, cost, "
+           "linkedid, seq, src_kind, dst_kind, src_trunk, dst_trunk, external_number, forwarded_from, "
+           "transfer, transferred_by")
+_COLUMNS = COLUMNS
+_EXTRA = ("linkedid", "seq", "src_kind", "dst_kind", "src_trunk", "dst_trunk", "external_number",
+          "forwarded_from", "transfer", "transferred_by")
+
+
+def record_from_row(row) -> CallRecord:
+    """A CallRecord from a row of COLUMNS (checked by its constructor like any other)."""
+    call_id, src, dst, start, answer, end, disp, legs, cause, cost, *extra = row
+    return CallRecord(call_id, src, dst, start, answer, end, Disposition(disp), json.loads(legs), cause, cost,
+                      *extra)
 
 
 class CdrStore:
@@ -211,12 +291,13 @@ class CdrStore:
             rows.append((rec.call_id, rec.src, rec.dst, float(rec.start),
                          None if rec.answer is None else float(rec.answer), float(rec.end),
                          rec.disposition.value, json.dumps(rec.legs, separators=(",", ":")), rec.cause,
-                         None if rec.cost is None else float(rec.cost)))
+                         None if rec.cost is None else float(rec.cost),
+                         *(getattr(rec, name) for name in _EXTRA)))
+        marks = ", ".join("?" * (10 + len(_EXTRA)))
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(
-                    f"INSERT INTO calls ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                self._db.executemany(f"INSERT INTO calls ({_COLUMNS}) VALUES ({marks})", rows)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -230,9 +311,15 @@ class CdrStore:
 
     def query(self, since: float | datetime | None = None, until: float | datetime | None = None,
               extension: str | None = None, disposition: Disposition | str | None = None,
-              limit: int = 1000) -> list[CallRecord]:
-        """Calls that started in [since, until), involving `extension` as src or dst, newest first."""
+              limit: int = 1000, linkedid: str | None = None) -> list[CallRecord]:
+        """Calls that started in [since, until), involving `extension` as src or dst, newest first.
+
+        linkedid: only the rows of that call (a transfer's A->B, B->C, A->C...).
+        """
         where, args = [], []
+        if linkedid is not None:
+            where.append("linkedid = ?")
+            args.append(str(linkedid))
         if since is not None:
             where.append("start_time >= ?")
             args.append(_epoch("since", since))
@@ -255,8 +342,7 @@ class CdrStore:
                + " ORDER BY start_time DESC, id DESC LIMIT ?")
         with self._lock:
             rows = self._db.execute(sql, (*args, limit)).fetchall()
-        return [CallRecord(call_id, src, dst, start, answer, end, Disposition(disp), json.loads(legs), cause, cost)
-                for call_id, src, dst, start, answer, end, disp, legs, cause, cost in rows]
+        return [record_from_row(row) for row in rows]
 
     def close(self) -> None:
         with self._lock:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware.cdr import SCHEMA_VERSION, CallRecord, CdrStore, Disposition
+from firmware.cdr import MIGRATIONS, SCHEMA_VERSION, CallRecord, CdrStore, Disposition, whole_seconds
 from firmware.config import SchemaVersionError, ValidationError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,8 +47,23 @@ def test_record_round_trips_with_legs_cause_and_cost(store, tmp_path):
 
 def test_duration_and_billsec_follow_answer_and_end_times():
     rec = answered(start=T0, answer=T0 + 3.0, end=T0 + 65.4)
-    assert math.isclose(rec.duration, 65.4, abs_tol=1e-3) and rec.billsec == 62
+    assert rec.duration == 65 and rec.billsec == 62
+    assert math.isclose(rec.end - rec.start, 65.4, abs_tol=1e-3)    # the exact times are kept
     assert busy(start=T0, end=T0 + 4).duration == 4 and busy().billsec == 0
+
+
+def test_billsec_never_exceeds_duration_one_rounding_rule_for_both():
+    # issue 8 section 8: 1.51 s of talk was billsec 2 against a duration of 1.526
+    rec = answered(start=T0, answer=T0 + 0.016, end=T0 + 1.526)
+    assert (rec.duration, rec.billsec) == (2, 2)
+    assert isinstance(rec.duration, int) and isinstance(rec.billsec, int)
+    # half a second and more rounds up, less rounds down, for both (round() would give 2 and 0 here)
+    assert whole_seconds(T0, T0 + 2.5) == 3 and whole_seconds(T0, T0 + 0.5) == 1
+    assert whole_seconds(T0, T0 + 0.499) == 0 and whole_seconds(T0, T0) == 0
+    for talk_ms in range(0, 3000, 7):
+        for setup_ms in (0, 1, 16, 499, 500, 501, 999):
+            r = answered(start=T0, answer=T0 + setup_ms / 1000, end=T0 + (setup_ms + talk_ms) / 1000)
+            assert r.billsec <= r.duration, (setup_ms, talk_ms)
 
 
 def test_disposition_names_match_asterisk_cdr():
@@ -149,7 +164,7 @@ def test_database_from_newer_firmware_refuses_to_open(tmp_path):
     db = sqlite3.connect(tmp_path / "cdr.sqlite")
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
-    with pytest.raises(SchemaVersionError, match="knows up to 1; update the firmware"):
+    with pytest.raises(SchemaVersionError, match=f"knows up to {SCHEMA_VERSION}; update the firmware"):
         CdrStore(tmp_path)
 
 
@@ -207,3 +222,92 @@ def test_write_many_stores_a_batch_in_one_transaction_and_a_bad_record_stores_no
                                      end=2.0, disposition=Disposition.BUSY), bad])
     assert "ok" not in {r.call_id for r in store.last(10)}
     store.close()
+
+
+# Schema version 2: calls with many legs (linkedid, kinds, trunks, forward, transfer) ------------------
+def forwarded_to_mobile(**kw):
+    return answered("c9", src="1000", dst="907700900123", linkedid="c9", seq=2, src_kind="extension",
+                    dst_kind="trunk", dst_trunk="carrier", external_number="07700900123",
+                    forwarded_from="201", transfer="blind", transferred_by="1001", **kw)
+
+
+def test_new_fields_round_trip_and_default_for_todays_callers(store):
+    rec = forwarded_to_mobile()
+    plain = answered("c1")
+    store.write_many([plain, rec])
+    got = {r.call_id: r for r in store.last()}
+    assert got["c9"] == rec and got["c1"] == plain
+    assert (plain.linkedid, plain.seq, plain.src_kind, plain.dst_trunk, plain.transfer) == ("c1", 1, "", "", "")
+
+
+def test_query_by_linkedid_gives_the_rows_of_one_call(store):
+    store.write(answered("a-leg", linkedid="L1", seq=1, start=T0, answer=T0 + 1, end=T0 + 10))
+    store.write(answered("a-leg", src="1000", dst="1002", linkedid="L1", seq=2, start=T0 + 9, answer=T0 + 12,
+                         end=T0 + 30, transfer="blind", transferred_by="1001"))
+    store.write(answered("other", start=T0 + 5, answer=T0 + 6, end=T0 + 7))
+    assert [(r.seq, r.dst) for r in store.query(linkedid="L1")] == [(2, "1002"), (1, "1001")]
+
+
+@pytest.mark.parametrize("kw, field", [
+    (dict(seq=0), "seq"),
+    (dict(seq=True), "seq"),
+    (dict(src_kind="mobile"), "src_kind"),
+    (dict(dst_kind="phone"), "dst_kind"),
+    (dict(transfer="sideways"), "transfer"),
+    (dict(dst_trunk="x" * 256), "dst_trunk"),
+    (dict(external_number="0770\n0"), "external_number"),
+    (dict(forwarded_from=None), "forwarded_from"),
+])
+def test_bad_new_fields_are_refused_naming_the_field(kw, field):
+    with pytest.raises(ValidationError) as exc:
+        answered(**kw)
+    assert field in [e.field for e in exc.value.errors]
+
+
+def _version_1_file(tmp_path):
+    """A cdr.sqlite as firmware before schema version 2 left it, with two calls in it."""
+    db = sqlite3.connect(tmp_path / "cdr.sqlite")
+    for statement in MIGRATIONS[0]:
+        db.execute(statement)
+    db.execute("PRAGMA user_version = 1")
+    db.execute("INSERT INTO calls (call_id, src, dst, start_time, answer_time, end_time, disposition, legs, cause)"
+               " VALUES ('old1', '1000', '1001', ?, ?, ?, 'ANSWERED', '[{\"leg\": \"a\"}]', 'hangup by caller')",
+               (T0, T0 + 2, T0 + 30))
+    db.execute("INSERT INTO calls (call_id, src, dst, start_time, answer_time, end_time, disposition, cause)"
+               " VALUES ('old2', '1001', '1002', ?, NULL, ?, 'BUSY', '486 Busy Here')", (T0 + 60, T0 + 64))
+    db.commit()
+    db.close()
+
+
+def test_todays_rows_migrate_each_its_own_call(tmp_path):
+    _version_1_file(tmp_path)
+    with CdrStore(tmp_path) as store:
+        old2, old1 = store.last()
+        assert (old1.call_id, old1.linkedid, old1.seq, old1.legs, old1.billsec) == ("old1", "old1", 1, [{"leg": "a"}], 28)
+        assert (old2.linkedid, old2.disposition, old2.cause) == ("old2", Disposition.BUSY, "486 Busy Here")
+        for rec in (old1, old2):
+            assert (rec.src_kind, rec.dst_kind, rec.src_trunk, rec.dst_trunk, rec.external_number,
+                    rec.forwarded_from, rec.transfer, rec.transferred_by) == ("",) * 8
+        assert [r.call_id for r in store.query(linkedid="old1")] == ["old1"]
+        store.write(forwarded_to_mobile())                 # and new rows go in beside them
+        assert len(store.last()) == 3
+    db = sqlite3.connect(tmp_path / "cdr.sqlite")
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert "calls_linkedid" in {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    finally:
+        db.close()
+
+
+def test_a_migration_that_fails_leaves_the_file_at_version_1(tmp_path, monkeypatch):
+    import firmware.cdr as cdr
+    _version_1_file(tmp_path)
+    monkeypatch.setattr(cdr, "MIGRATIONS", [MIGRATIONS[0], MIGRATIONS[1] + ("SELECT no_such_column FROM calls",)])
+    with pytest.raises(Exception):
+        CdrStore(tmp_path)
+    db = sqlite3.connect(tmp_path / "cdr.sqlite")
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert "linkedid" not in [r[1] for r in db.execute("PRAGMA table_info(calls)")]
+    finally:
+        db.close()
