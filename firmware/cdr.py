@@ -119,6 +119,32 @@ def cdr_text(value: str | None, fallback: str = "unknown") -> str:
     return text or fallback
 
 
+def details(rec) -> list[str]:
+    """What a call with many legs adds to src -> dst, in words, one phrase each (empty for a plain call).
+
+    "via trunk carrier as +447700900123", "in on trunk carrier", "forwarded from 201",
+    "blind transfer by 1001", "attended transfer by 1001", "consultation (attended transfer)".
+    """
+    out = []
+    if rec.src_trunk:
+        out.append(f"in on {_trunk(rec.src_trunk)}")
+    if rec.dst_trunk:
+        out.append(f"via {_trunk(rec.dst_trunk)}" + (f" as {rec.external_number}" if rec.external_number else ""))
+    elif rec.external_number:
+        out.append(f"as {rec.external_number}")
+    if rec.forwarded_from:
+        out.append(f"forwarded from {rec.forwarded_from}")
+    if rec.transfer == "consultation":
+        out.append("consultation (attended transfer)")
+    elif rec.transfer:
+        out.append(f"{rec.transfer} transfer" + (f" by {rec.transferred_by}" if rec.transferred_by else ""))
+    return out
+
+
+def _trunk(name: str) -> str:
+    return f"analog line {name[5:]}" if name.startswith("line:") else f"trunk {name}"
+
+
 def _is_time(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 

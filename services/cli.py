@@ -419,9 +419,14 @@ def cmd_cdr(args) -> int:
     if args.json:
         print(json.dumps([_cdr_dict(r) for r in records], indent=2))
         return 0
+    from firmware.cdr import details
     rows = [(datetime.fromtimestamp(r.start).strftime("%Y-%m-%d %H:%M:%S"), r.src, r.dst,
-             r.disposition.value, f"{r.duration:.0f}", str(r.billsec), r.cause) for r in records]
-    print(_table(("start", "src", "dst", "disposition", "dur", "bill", "cause"), rows, right={"dur", "bill"}))
+             r.disposition.value, str(r.duration), str(r.billsec), r.cause, ", ".join(details(r)))
+            for r in records]
+    headers = ("start", "src", "dst", "disposition", "dur", "bill", "cause", "details")
+    if not any(row[-1] for row in rows):   # trunk, forward, transfer: a column only when a call has them
+        headers, rows = headers[:-1], [row[:-1] for row in rows]
+    print(_table(headers, rows, right={"dur", "bill"}))
     return 0
 
 
@@ -437,8 +442,11 @@ def _table(headers, rows, right=frozenset()) -> str:
 
 def _cdr_dict(r) -> dict:
     return {"call_id": r.call_id, "src": r.src, "dst": r.dst, "start": r.start, "answer": r.answer,
-            "end": r.end, "duration": round(r.duration, 3), "billsec": r.billsec,
-            "disposition": r.disposition.value, "cause": r.cause, "cost": r.cost, "legs": r.legs}
+            "end": r.end, "duration": r.duration, "billsec": r.billsec,
+            "disposition": r.disposition.value, "cause": r.cause, "cost": r.cost, "legs": r.legs,
+            "linkedid": r.linkedid, "seq": r.seq, "src_kind": r.src_kind, "dst_kind": r.dst_kind,
+            "src_trunk": r.src_trunk, "dst_trunk": r.dst_trunk, "external_number": r.external_number,
+            "forwarded_from": r.forwarded_from, "transfer": r.transfer, "transferred_by": r.transferred_by}
 
 
 if __name__ == "__main__":

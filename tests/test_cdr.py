@@ -311,3 +311,75 @@ def test_a_migration_that_fails_leaves_the_file_at_version_1(tmp_path, monkeypat
         assert "linkedid" not in [r[1] for r in db.execute("PRAGMA table_info(calls)")]
     finally:
         db.close()
+
+
+# The CDR page, its CSV export and `pbx cdr` show the new fields -----------------------------------
+def _transferred_call(data):
+    """1000 called 201, forwarded to a mobile over trunk carrier; 201's mobile then blind-transferred to 1002."""
+    base = T0
+    rows = [answered("L7", src="1000", dst="07700900123", start=base, answer=base + 8, end=base + 40,
+                     linkedid="L7", seq=1, dst_kind="trunk", dst_trunk="carrier",
+                     external_number="+447700900123", forwarded_from="201"),
+            answered("L7", src="1000", dst="1002", start=base + 40, answer=base + 45, end=base + 100,
+                     linkedid="L7", seq=2, transfer="blind", transferred_by="07700900123"),
+            answered("plain", start=base + 200, answer=base + 201, end=base + 210)]
+    with CdrStore(data) as cdr:
+        cdr.write_many(rows)
+
+
+def test_cdr_page_shows_trunk_forward_and_transfer_and_links_the_parts_of_a_call(tmp_path):
+    from tests.browser.webui_env import admin_client, make_app
+    data = tmp_path / "data"
+    _transferred_call(data)
+    admin = admin_client(make_app(data), data)
+    html = admin.get("/cdr").text
+    assert "via trunk carrier as +447700900123 · forwarded from 201" in html
+    assert "blind transfer by 07700900123" in html
+    assert html.count('href="/cdr?linkedid=L7"') == 2 and "part 2 of 2" in html and "part 1 of 2" in html
+    plain_row = next(r for r in html.split("<tr>") if "0:09" in r or "9 s" in r)
+    assert "part " not in plain_row                                  # a one-row call has no parts link
+    one_call = admin.get("/cdr?linkedid=L7").text
+    assert "<strong>2</strong> calls match these filters" in one_call and 'id="f-linkedid"' in one_call
+    assert admin.get("/cdr?linkedid=%01bad").status_code == 400
+
+
+def test_cdr_csv_keeps_its_old_columns_first_and_adds_the_new_fields(tmp_path):
+    import csv
+    import io
+    from tests.browser.webui_env import admin_client, make_app
+    data = tmp_path / "data"
+    _transferred_call(data)
+    admin = admin_client(make_app(data), data)
+    rows = list(csv.DictReader(io.StringIO(admin.get("/cdr/export.csv").text)))
+    assert list(rows[0])[:11] == ["call_id", "src", "dst", "start", "answer", "end", "duration", "billsec",
+                                  "disposition", "cause", "cost"]
+    by_seq = {(r["linkedid"], r["seq"]): r for r in rows}
+    fwd, xfer = by_seq[("L7", "1")], by_seq[("L7", "2")]
+    assert (fwd["dst_kind"], fwd["dst_trunk"], fwd["external_number"], fwd["forwarded_from"]) == (
+        "trunk", "carrier", "+447700900123", "201")
+    assert (xfer["transfer"], xfer["transferred_by"], xfer["billsec"], xfer["duration"]) == (
+        "blind", "07700900123", "55", "60")
+    assert by_seq[("plain", "1")]["transfer"] == "" and by_seq[("plain", "1")]["dst_trunk"] == ""
+
+
+def test_pbx_cdr_shows_a_details_column_only_when_a_call_has_details(tmp_path, capsys):
+    import json as json_
+    from firmware.config import ConfigStore
+    from services.cli import main
+    data = tmp_path / "data"
+    ConfigStore(data)
+    with CdrStore(data) as cdr:
+        cdr.write(answered("plain"))
+    assert main(["cdr", "--data", str(data)]) == 0
+    assert capsys.readouterr().out.splitlines()[0].split() == [
+        "start", "src", "dst", "disposition", "dur", "bill", "cause"]
+    _transferred_call(data)
+    assert main(["cdr", "--data", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split()[-1] == "details"
+    assert "via trunk carrier as +447700900123, forwarded from 201" in out
+    assert "blind transfer by 07700900123" in out
+    assert main(["cdr", "--json", "--data", str(data)]) == 0
+    got = {(r["linkedid"], r["seq"]): r for r in json_.loads(capsys.readouterr().out)}
+    assert got[("L7", 1)]["dst_trunk"] == "carrier" and got[("L7", 2)]["transfer"] == "blind"
+    assert isinstance(got[("L7", 2)]["duration"], int)

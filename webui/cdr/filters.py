@@ -7,13 +7,18 @@ import re
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from firmware.cdr import Disposition
+from firmware.cdr import Disposition, details
 
 DISPOSITIONS = tuple(d.value for d in Disposition)
 _NUMBER_RE = re.compile(r"\+?[0-9*#]{1,32}")
 _PLAIN_NUMBER_RE = re.compile(r"\+?[0-9]+")
+# the first eleven are the columns of schema version 1, in their old places: a spreadsheet made
+# from an older export still finds them; the fields of calls with many legs follow
 CSV_COLUMNS = ("call_id", "src", "dst", "start", "answer", "end", "duration", "billsec",
-               "disposition", "cause", "cost")
+               "disposition", "cause", "cost",
+               "linkedid", "seq", "src_kind", "dst_kind", "src_trunk", "dst_trunk", "external_number",
+               "forwarded_from", "transfer", "transferred_by")
+NEW_FIELDS = CSV_COLUMNS[11:]
 
 
 def _parse_time(value: str, tz: ZoneInfo, end_of_day: bool) -> float:
@@ -50,6 +55,12 @@ def parse(args, tz: ZoneInfo, default_limit: int = 500, max_limit: int = 100_000
             query["disposition"] = disposition
         else:
             errors["disposition"] = f"'{disposition}' is not one of {', '.join(DISPOSITIONS)}"
+    linkedid = (args.get("linkedid") or "").strip()
+    if linkedid:
+        if len(linkedid) <= 255 and linkedid.isprintable():
+            query["linkedid"] = linkedid
+        else:
+            errors["linkedid"] = "not a call id: give the linkedid of a call record"
     limit = (args.get("limit") or "").strip()
     try:
         query["limit"] = int(limit) if limit else default_limit
@@ -67,9 +78,10 @@ def record_dict(rec, tz: ZoneInfo) -> dict:
     def iso(t):
         return datetime.fromtimestamp(t, tz).isoformat(timespec="seconds") if t is not None else None
     return {"call_id": rec.call_id, "src": rec.src, "dst": rec.dst, "start": iso(rec.start),
-            "answer": iso(rec.answer), "end": iso(rec.end), "duration": round(rec.duration, 1),
+            "answer": iso(rec.answer), "end": iso(rec.end), "duration": rec.duration,
             "billsec": rec.billsec, "disposition": rec.disposition.value, "cause": rec.cause,
-            "cost": rec.cost}
+            "cost": rec.cost, **{name: getattr(rec, name) for name in NEW_FIELDS},
+            "details": details(rec)}
 
 
 def _cell(value) -> str:

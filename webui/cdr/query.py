@@ -7,13 +7,10 @@ Rows become CallRecords through the public constructor, so they are checked the 
 """
 from __future__ import annotations
 
-import json
 import sqlite3
 from contextlib import closing
 
-from firmware.cdr import CDR_FILE, CallRecord, Disposition
-
-COLUMNS = "call_id, src, dst, start_time, answer_time, end_time, disposition, legs, cause, cost"
+from firmware.cdr import CDR_FILE, COLUMNS, CallRecord, Disposition, record_from_row
 # ?sort= names -> SQL expressions; the column headers of the call list link to these
 SORTS = {"start": "start_time", "src": "src", "dst": "dst", "disposition": "disposition",
          "billsec": "COALESCE(end_time - answer_time, 0)", "duration": "end_time - start_time",
@@ -40,14 +37,16 @@ def _where(filters: dict) -> tuple[str, list]:
     if filters.get("disposition") is not None:
         where.append("disposition = ?")
         args.append(Disposition(filters["disposition"]).value)
+    if filters.get("linkedid") is not None:
+        where.append("linkedid = ?")
+        args.append(str(filters["linkedid"]))
     if filters.get("with_recording"):
         where.append("legs LIKE '%\"recording\":%'")
     return (" WHERE " + " AND ".join(where)) if where else "", args
 
 
 def _record(row) -> CallRecord:
-    call_id, src, dst, start, answer, end, disp, legs, cause, cost = row
-    return CallRecord(call_id, src, dst, start, answer, end, Disposition(disp), json.loads(legs), cause, cost)
+    return record_from_row(row)
 
 
 def count(data_dir, filters: dict) -> int:
@@ -64,6 +63,19 @@ def page(data_dir, filters: dict, sort: str = "start", descending: bool = True, 
         rows = db.execute(f"SELECT {COLUMNS} FROM calls{where} ORDER BY {order} LIMIT ? OFFSET ?",
                           (*args, limit, offset)).fetchall()
     return [_record(r) for r in rows]
+
+
+def parts(data_dir, linkedids) -> dict[str, int]:
+    """How many rows each of these calls has (a transfer or a forward makes more than one)."""
+    ids = sorted(set(linkedids))
+    out: dict[str, int] = {}
+    with _connect(data_dir) as db:
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            marks = ", ".join("?" * len(chunk))
+            out.update(db.execute(f"SELECT linkedid, COUNT(*) FROM calls WHERE linkedid IN ({marks}) "
+                                  "GROUP BY linkedid", chunk).fetchall())
+    return out
 
 
 def recorded_calls(data_dir) -> dict[str, CallRecord]:

@@ -35,7 +35,11 @@ def index():
     page = make_page(page_number(request.args.get("page")), total)
     records = [] if errors else query.page(data_dir(), where, sort, descending, page.size, page.offset)
     keep = {k: v for k, v in request.args.to_dict().items() if k not in ("page", "sort", "order", "limit")}
-    return render_template("cdr/index.html", records=[filters.record_dict(r, tz) for r in records],
+    rows = [filters.record_dict(r, tz) for r in records]
+    counts = query.parts(data_dir(), [r["linkedid"] for r in rows]) if rows else {}
+    for row in rows:
+        row["parts"] = counts.get(row["linkedid"], 1)
+    return render_template("cdr/index.html", records=rows,
                            args=request.args, keep=keep, errors=errors, page=page, sort=sort,
                            descending=descending, columns=COLUMNS,
                            dispositions=[("", "any")] + [(d, d.lower()) for d in filters.DISPOSITIONS]), \
