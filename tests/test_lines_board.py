@@ -277,3 +277,48 @@ def test_stopping_an_unanswered_ring_puts_the_port_back_on_hook(board, sim):
     assert port.state == "ringing"
     port.stop_ring()
     assert port.state == "onhook"
+
+
+# --- protocol v1 revision 2: flash timing, pulse dialling, the exchange side of an outgoing call ---
+
+def test_flash_timing_is_set_per_port_and_a_longer_on_hook_is_hanging_up(board, sim):
+    events = Events(board)
+    phone = sim.ports[0]
+    phone.off_hook()
+    phone.flash(300)                                      # default window 100-700 ms: a flash
+    assert events.wait(lambda e: e[0] == "flash")
+    phone.flash(900)                                      # too long: on-hook, then off-hook again
+    assert events.wait(lambda e: e[0] == "off_hook" and len([x for x in events.seen if x[0] == "off_hook"]) == 2)
+    board.ports[0].set_flash_times(100, 1000)
+    phone.flash(900)                                      # now inside the window
+    assert events.wait(lambda e: len([x for x in events.seen if x[0] == "flash"]) == 2)
+    phone.flash(50)                                       # a bounce: nothing
+    time.sleep(0.2)
+    assert [e[0] for e in events.seen if e[0] != "digit"] == ["off_hook", "flash", "on_hook", "off_hook", "flash"]
+    with pytest.raises(LineBoardError, match="badarg"):
+        board.ports[0].set_flash_times(700, 100)
+
+
+def test_seized_idle_line_gives_dial_tone_hears_dtmf_and_pulse_digits_and_answers(board, sim):
+    from firmware.dsp.detect import dtmf_samples, tone_present
+    events = Events(board)
+    port, line = board.ports[2], sim.ports[2]
+    port.open_audio()
+    port.seize()
+    time.sleep(0.4)
+    frames = [port.read_frame() for _ in range(10)]
+    assert sum(tone_present(f, (350, 440)) for f in frames if f) >= 8, "no dial tone on a seized line"
+    port.write_frame(dtmf_samples("0123", on_ms=100, off_ms=100))
+    deadline = time.monotonic() + 3
+    while line.dialled != "0123" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert line.dialled == "0123"
+    start = time.monotonic()
+    port.pulse_dial("21")                                 # returns once the board has dialled them
+    assert time.monotonic() - start > 0.3 + 0.7
+    assert line.dialled == "012321"
+    line.answer()
+    assert events.wait(lambda e: e[0] == "polarity_reversal")
+    port.release()
+    with pytest.raises(LineBoardError, match="notseized"):
+        port.pulse_dial("1")

@@ -89,6 +89,12 @@ class LinePort:
             # which also ends the caller-ID thread's wait to restore normal line polarity
             self.state = "onhook"
 
+    def set_flash_times(self, min_ms: int, max_ms: int) -> None:
+        """FXS: an on-hook of min_ms..max_ms is reported as `flash`, a longer one as on-hook
+        (FLASHTIME, protocol v1 revision 2; an older board NAKs it with badcmd and keeps 100-700)."""
+        self._require("fxs", "time flashes")
+        self.board.command("FLASHTIME", self.number, int(min_ms), int(max_ms))
+
     def _ring_command(self, cadence: tuple[int, ...]) -> None:
         self._ring_stopped.clear()
         self.board.command("RING", self.number, "-".join(str(int(ms)) for ms in cadence))
@@ -142,6 +148,15 @@ class LinePort:
         self.board.command("SEIZE", self.number)
         self.state = "seized"
         self._cid_until = 0.0
+
+    def pulse_dial(self, digits: str) -> None:
+        """FXO, seized: dial digits by loop disconnect (10 pulses a second, 0 = ten pulses, 700 ms
+        between digits); returns when the board has dialled them (DIAL, protocol v1 revision 2)."""
+        self._require("fxo", "dial")
+        if not digits or not digits.isdigit():
+            raise ValueError(f"pulse dialling sends digits 0-9 only, not {digits!r}")
+        pulses = sum(10 if d == "0" else int(d) for d in digits)
+        self.board.command("DIAL", self.number, digits, timeout=pulses * 0.1 + len(digits) * 0.7 + 2.0)
 
     def release(self) -> None:
         self._require("fxo", "release")

@@ -32,7 +32,7 @@ import time
 import tty
 
 from firmware.dsp.callerid import CallerId, caller_id_audio, caller_id_plan, decode_caller_id, ring_cadence
-from firmware.dsp.detect import dtmf_samples
+from firmware.dsp.detect import DtmfDetector, dtmf_samples
 from firmware.dsp.tones import ToneGenerator, tone
 from hw.lines.protocol import SEQ_MODULO, VERSION, Frame, FrameDecoder, encode
 
@@ -45,6 +45,13 @@ F_SETPIPE_SZ = 1031                  # fcntl.F_SETPIPE_SZ (Linux), not exported 
 MODEL = "SIM-LINE"
 FIRMWARE = "1.0"
 MAX_INCOMING_RINGS = 10
+FLASH_MS = (100, 700)               # a board's default flash window (FLASHTIME changes it per port)
+PULSE_MS = 100                      # 10 pulses a second
+PULSE_GAP_MS = 700                  # between pulse-dialled digits
+RINGBACK_AFTER_S = 2.0              # the exchange rings the number this long after the last digit
+
+
+_DEFERRED = object()                 # a command whose ACK comes when the board has done it
 
 
 class SimulatorError(RuntimeError):
@@ -104,6 +111,14 @@ class SimPort:
                 self._heard += data
                 if len(self._heard) > HEARD_LIMIT:
                     del self._heard[: len(self._heard) - HEARD_LIMIT]
+            self._heard_audio(data)
+        self._exchange_tick()
+
+    def _heard_audio(self, data: bytes) -> None:
+        """What the host played (the exchange listens for DTMF on an outgoing call)."""
+
+    def _exchange_tick(self) -> None:
+        pass
 
     def _next_frame(self) -> bytes:
         with self.board._lock:
@@ -148,6 +163,7 @@ class SimPhone(SimPort):
         super().__init__(board, number, "fxs")
         self.rings = 0
         self.polarity = "normal"
+        self.flash_ms = FLASH_MS
 
     def off_hook(self) -> None:
         with self.board._lock:
@@ -164,10 +180,26 @@ class SimPhone(SimPort):
             self.state = "onhook"
         self.board._event("HOOK", self.number, "on")
 
-    def flash(self) -> None:
+    def flash(self, ms: int = 300) -> None:
+        """Press the hook switch for ms and let go (returns after that). The board reports a
+        flash if ms lies in its window (FLASHTIME, default 100-700 ms), on-hook then off-hook if
+        longer, and nothing if shorter (a bounce)."""
         if self.state != "offhook":
             raise SimulatorError(f"phone on port {self.number} must be off-hook to flash")
-        self.board._event("HOOK", self.number, "flash")
+        lo, hi = self.flash_ms
+        if ms < lo:
+            time.sleep(ms / 1000)
+            return
+        if ms <= hi:
+            time.sleep(ms / 1000)
+            self.board._event("HOOK", self.number, "flash")
+            return
+        time.sleep(hi / 1000)
+        with self.board._lock:
+            self.state = "onhook"
+        self.board._event("HOOK", self.number, "on")
+        time.sleep((ms - hi) / 1000)
+        self.off_hook()
 
     def dial(self, digits: str, on_ms: int = 80, off_ms: int = 80) -> None:
         """Key digits: DTMF audio into the port's capture stream."""
@@ -185,6 +217,58 @@ class SimLine(SimPort):
 
     def __init__(self, board: "BoardSimulator", number: int) -> None:
         super().__init__(board, number, "fxo")
+        self.dialled = ""                # what the host dialled on an outgoing call (DTMF or pulses)
+        self.outgoing = False
+        self.answered = False
+        self._detector: DtmfDetector | None = None
+        self._last_digit = 0.0
+
+    def _seized(self, was: str) -> None:
+        """SEIZE: answering a ringing line, or (idle) starting a call out: the exchange's dial tone."""
+        self.outgoing = was == "idle"
+        self.answered = False
+        if self.outgoing:
+            self.dialled = ""
+            self._detector = DtmfDetector()
+            self._source = ToneGenerator(tone(self.board.country, "dial"))
+
+    def _released(self) -> None:
+        self.outgoing = self.answered = False
+        self._detector = None
+        self._source = None
+
+    def _digit(self, digit: str) -> None:
+        """A digit reached the exchange: dial tone stops; ringback once the number looks complete."""
+        with self.board._lock:
+            if not self.outgoing or self.answered:
+                return
+            self.dialled += digit
+            self._last_digit = time.monotonic()
+            self._source = None
+
+    def _heard_audio(self, data: bytes) -> None:
+        detector = self._detector
+        if detector is None or not self.outgoing or self.answered:
+            return
+        for digit in detector.feed(data[: len(data) - len(data) % 2]):
+            self._digit(digit)
+
+    def _exchange_tick(self) -> None:
+        with self.board._lock:
+            if (self.outgoing and not self.answered and self.dialled and self._source is None
+                    and time.monotonic() - self._last_digit > RINGBACK_AFTER_S):
+                self._source = ToneGenerator(tone(self.board.country, "ringback"))
+
+    def answer(self, reversal: bool = True) -> None:
+        """The called party answers an outgoing call: ringback stops; with reversal the exchange
+        reverses the line polarity (answer supervision, LOOP rev)."""
+        with self.board._lock:
+            if self.state != "seized" or not self.outgoing:
+                raise SimulatorError(f"line on port {self.number} has no outgoing call to answer (state {self.state})")
+            self.answered = True
+            self._source = None
+        if reversal:
+            self.board._event("LOOP", self.number, "rev")
 
     def incoming_call(self, number: str | None = None, name: str | None = None,
                       cadence: tuple[int, ...] | None = None, when: str = "11251430") -> None:
@@ -354,6 +438,9 @@ class BoardSimulator:
         except SimulatorError as exc:
             self._emit("NAK", seq, str(exc))
             return
+        if result and result[0] is _DEFERRED:
+            self._schedule(result[1], -1, self._emit, "ACK", seq)   # port -1: no port's cancel drops it
+            return
         self._emit("ACK", seq, *result)
 
     def _command(self, cmd: str, args: tuple[str, ...]) -> tuple:
@@ -367,12 +454,12 @@ class BoardSimulator:
             for port in self.ports:
                 self._emit("PORT", port.number, port.kind, port.state)
             return ()
-        if cmd not in ("RING", "STOPRING", "SEIZE", "RELEASE", "POLARITY"):
+        if cmd not in ("RING", "STOPRING", "SEIZE", "RELEASE", "POLARITY", "FLASHTIME", "DIAL"):
             raise SimulatorError("badcmd")
         if not args or not args[0].isdigit() or int(args[0]) >= len(self.ports):
             raise SimulatorError("badport")
         port = self.ports[int(args[0])]
-        want = "fxs" if cmd in ("RING", "STOPRING", "POLARITY") else "fxo"
+        want = "fxs" if cmd in ("RING", "STOPRING", "POLARITY", "FLASHTIME") else "fxo"
         if port.kind != want:
             raise SimulatorError("wrongkind")
         with self._lock:
@@ -391,14 +478,38 @@ class BoardSimulator:
                 if len(args) < 2 or args[1] not in ("normal", "reverse"):
                     raise SimulatorError("badarg")
                 port.polarity = args[1]
+            elif cmd == "FLASHTIME":
+                times = args[1:3]
+                if len(times) != 2 or not all(t.isdigit() for t in times) or not 0 < int(times[0]) < int(times[1]):
+                    raise SimulatorError("badarg")
+                port.flash_ms = (int(times[0]), int(times[1]))
             elif cmd == "SEIZE":
                 self._cancel(port.number)
-                port.state = "seized"
+                was, port.state = port.state, "seized"
+                port._seized(was)
             elif cmd == "RELEASE":
                 self._cancel(port.number)
                 port.state = "idle"
-                port._source = None
+                port._released()
+            elif cmd == "DIAL":
+                if len(args) < 2 or not args[1].isdigit():
+                    raise SimulatorError("badarg")
+                if port.state != "seized":
+                    raise SimulatorError("notseized")
+                return self._pulse_dial(port, args[1])
         return ()
+
+    def _pulse_dial(self, line: "SimLine", digits: str) -> tuple:
+        """Loop-disconnect dialling: each digit is its pulses, then the inter-digit pause. The ACK
+        goes when the last digit is done (returned as a delay for _handle)."""
+        with self._lock:
+            line._source = None                      # the first break stops the dial tone
+        at = 0.0
+        for digit in digits:
+            at += (10 if digit == "0" else int(digit)) * PULSE_MS / 1000
+            self._schedule(at, line.number, line._digit, digit)
+            at += PULSE_GAP_MS / 1000
+        return (_DEFERRED, at - PULSE_GAP_MS / 1000)
 
     def _ring_fxs(self, phone: SimPhone, cadence: tuple[int, ...], at: float) -> None:
         # One cycle at a time, re-armed at its end: ringing goes on until trip or STOPRING.
@@ -482,8 +593,8 @@ def _asoundrc_entry(name: str, capture: str, playback: str) -> str:
             f'}}\n')
 
 
-HELP = """commands: offhook P | onhook P | flash P | dial P DIGITS | call P [NUMBER [NAME...]] |
-hangup P [loop|busy] | unplug | plug | status | quit"""
+HELP = """commands: offhook P | onhook P | flash P [MS] | dial P DIGITS | call P [NUMBER [NAME...]] |
+answer P [noreversal] | hangup P [loop|busy] | unplug | plug | status | quit"""
 
 
 def _script(sim: BoardSimulator, line: str) -> str:
@@ -502,7 +613,11 @@ def _script(sim: BoardSimulator, line: str) -> str:
         return f"error: {cmd} needs a port number 0..{len(sim.ports) - 1}"
     port = sim.ports[int(args[0])]
     actions = {"offhook": "off_hook", "onhook": "on_hook", "flash": "flash"}
-    if cmd in actions and isinstance(port, SimPhone):
+    if cmd == "flash" and isinstance(port, SimPhone):
+        port.flash(int(args[1]) if len(args) > 1 and args[1].isdigit() else 300)
+    elif cmd == "answer" and isinstance(port, SimLine):
+        port.answer(reversal=not (len(args) > 1 and args[1] == "noreversal"))
+    elif cmd in actions and isinstance(port, SimPhone):
         getattr(port, actions[cmd])()
     elif cmd == "dial" and isinstance(port, SimPhone) and len(args) > 1:
         port.dial(args[1])
