@@ -11,27 +11,29 @@
    else stay refused as before (tests/test_edge_security.py: no open relay).
 
 The PBX is the real one (`pbx run`, tests/pbxproc.py); the phones are raw SIP phones
-(tests/phones/raw.py) whose Contact this file chooses.
+(tests/phones/raw.py) whose Contact this file chooses, and the real linphone (linphone-daemon,
+tests/phones/linphone.py) when it is installed. `make test` does not install it: Debian's
+linphone-cli pulls 77 packages (~130 MB: Qt5, ffmpeg) for one test; the raw GruuPhone test covers
+the same defect.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
-import shutil
 import socket
 import threading
-import time
 import uuid
 
 import pytest
 
 from tests.pbxproc import PbxProcess
+from tests.phones import linphone
 from tests.phones.raw import Dialog, RawPhone, registered, sdp_body, udp_socket, wait_idle
 
 pytestmark = pytest.mark.e2e
 
-EXTS = ["2100", "2101", "2102", "2103"]
+EXTS = ["2100", "2101", "2102", "2103", "2104", "2105"]
 
 
 # ----- helpers ----------------------------------------------------------------------------------
@@ -179,6 +181,55 @@ def test_a_gruu_held_from_an_older_edge_resolves_through_the_location_table(box,
         wait_idle(box)
     finally:
         a.close()
+        b.close()
+
+
+@pytest.mark.skipif(linphone.DAEMON is None, reason="linphone-daemon not installed (Debian linphone-cli)")
+def test_linphone_caller_holds_and_gets_the_callees_bye_then_hangs_up_itself(box, rtp, tmp_path):
+    """The real linphone (linphone-daemon 5.1, UDP) calls through the edge as the defect report did:
+    its hold re-INVITE completes (Paused), the callee's BYE reaches it (call ended), and on a second
+    call its own BYE reaches the callee."""
+    b = registered(box, "2105")
+    try:
+        with linphone.LinphonePhone(tmp_path / "linphone") as lp:
+            assert lp.register("2104", box.secrets["2104"], box.registrar) == "LinphoneRegistrationOk"
+            seen = {}
+
+            def callee():
+                req = b.wait_request("INVITE", 8)
+                if req is not None:
+                    seen["dialog"] = b.answer(req, sdp_body("127.0.0.1", rtp[1].getsockname()[1]))
+
+            t = threading.Thread(target=callee)
+            t.start()
+            lp.call(box.uri("2105"))
+            t.join(10)
+            assert "dialog" in seen and lp.wait_event("LinphoneCallStreamsRunning"), lp.events
+            mark = len(lp.events)
+            lp.pause()
+            assert lp.wait_event("LinphoneCallPaused", after=mark), f"hold never completed: {lp.events}"
+            mark = len(lp.events)
+            assert b.bye(seen["dialog"]) == 200
+            assert lp.wait_event("LinphoneCallEnd", after=mark), \
+                f"linphone never got the BYE: {lp.events}\n{box.log_tail()}"
+            wait_idle(box)
+
+            seen.clear()
+            t = threading.Thread(target=callee)
+            t.start()
+            lp.call(box.uri("2105"))
+            t.join(10)
+            assert "dialog" in seen and lp.wait_event("LinphoneCallStreamsRunning", after=mark), lp.events
+            mark = len(lp.events)
+            got = {}
+            t = threading.Thread(target=lambda: got.setdefault("bye", answer_in_dialog(b, "BYE", 8)))
+            t.start()
+            lp.terminate()
+            t.join(10)
+            assert got.get("bye") is not None, f"the callee never got linphone's BYE\n{box.log_tail()}"
+            assert lp.wait_event("LinphoneCallEnd", after=mark), lp.events
+            wait_idle(box)
+    finally:
         b.close()
 
 
