@@ -65,6 +65,8 @@ def test_star72_forwards_every_call_to_another_extension_and_star73_stops_it(pbx
         assert tone_present(a.recording_path, THIRD_HZ, start_s=0.5)
         dial_code(pbx, b, "*73")
         assert extension(pbx, "1003").forward_always == ""
+    rec = pbx.wait_cdr(lambda r: r.src == "1002" and r.dst == "1004")
+    assert rec.disposition is Disposition.ANSWERED and rec.forwarded_from == "1003"
 
 
 def test_star90_forwards_when_busy(pbx, tmp_path):
@@ -124,6 +126,9 @@ def test_a_ringing_call_is_picked_up_by_another_phone(pbx, tmp_path, code):
         c.wait_state("DISCONNECTED", timeout=5)
         assert tone_present(a.recording_path, THIRD_HZ, start_s=0.5)
         assert tone_present(c.recording_path, CALLER_HZ, start_s=0.5)
+    # the ringing call's record: the caller talked to the phone that picked up
+    rec = pbx.wait_cdr(lambda r: r.src == numbers[0] and r.dst == numbers[2])
+    assert rec.disposition is Disposition.ANSWERED
 
 
 def test_the_configured_name_is_shown_to_the_callee_whatever_the_phone_sent(pbx, tmp_path):

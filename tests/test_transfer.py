@@ -131,3 +131,21 @@ def test_baresip_blind_transfers_by_refer(pbx, tmp_path):
         a.hangup()
         c.wait_state("DISCONNECTED", timeout=5)
         assert heard_at_the_end(a, TARGET_HZ) and heard_at_the_end(c, CALLER_HZ)
+
+
+def test_call_records_of_transfers_name_each_conversation(pbx, tmp_path):
+    """Runs after the transfers above: A->B then A->C (by B) for a blind transfer; A->B, B->C and
+    A->C (attended, by B) for attended ones, the *2 consultation marked as one."""
+    def row(src, dst):
+        return pbx.wait_cdr(lambda r: r.src == src and r.dst == dst)
+
+    blind = row("1000", "1002")
+    assert (blind.transfer, blind.transferred_by) == ("blind", "1001")
+    assert row("1000", "1001").linkedid == blind.linkedid
+    # REFER with Replaces: B's consultation was a call of its own, then A talks to C
+    row("1003", "1004"), row("1004", "1005")
+    assert (row("1003", "1005").transfer, row("1003", "1005").transferred_by) == ("attended", "1004")
+    # *2: the consultation happens inside A's call and is marked
+    assert row("1010", "1011").transfer == "consultation"
+    assert (row("1009", "1011").transfer, row("1009", "1011").transferred_by) == ("attended", "1010")
+    assert row("1009", "1010").linkedid == row("1009", "1011").linkedid

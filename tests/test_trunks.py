@@ -70,6 +70,7 @@ def test_an_extension_calls_a_mobile_out_on_the_trunk_with_the_routes_caller_id(
     assert "Authorization: Digest" in second and "X-PBX-Trunk" not in second
     rec = pbx.wait_cdr(lambda r: r.src == "1000" and r.dst == "07700900123")
     assert rec.disposition is Disposition.ANSWERED
+    assert (rec.dst_kind, rec.dst_trunk, rec.external_number) == ("trunk", "carrier", "07700900123")
 
 
 def test_the_carrier_calls_the_did_and_the_routes_extension_rings_with_the_callers_number(pbx, tmp_path):
@@ -85,8 +86,9 @@ def test_the_carrier_calls_the_did_and_the_routes_extension_rings_with_the_calle
         assert result.ok, result.log_tail()
         b.wait_state("DISCONNECTED", timeout=5)
         assert tone_present(b.recording_path, 1100, start_s=0.5)   # its own tone, echoed by the carrier
-    rec = pbx.wait_cdr(lambda r: r.dst == DID)
-    assert rec.disposition is Disposition.ANSWERED and rec.src == "07700900555"
+    rec = pbx.wait_cdr(lambda r: r.src == "07700900555")
+    assert rec.disposition is Disposition.ANSWERED and rec.dst == "1001"
+    assert (rec.src_kind, rec.src_trunk, rec.dst_kind) == ("trunk", "carrier", "extension")
 
 
 def test_a_trunk_caller_cannot_dial_out_again_through_another_route(pbx, tmp_path):

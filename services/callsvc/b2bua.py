@@ -176,6 +176,7 @@ class CallService:
             path = day / f"{stamp}-{session.src}-{session.dst}-{session.n}-{who}.wav"
             ch.rtp.record_to(WavWriter(path))
             session.recordings.append(str(path))
+            ch.log("recording", path=str(path))
         log.info("call %d: recording to %s", session.n, ", ".join(session.recordings))
 
     # --- request dispatch ----------------------------------------------------------------------
@@ -235,7 +236,10 @@ class CallService:
         session = Session(self, invite.headers.get_first("call-id"), src, dst)
         caller = Channel.from_invite(self, session, invite, tx)
         session.caller = caller
-        session.event("chan_start", caller, uri=invite.uri)
+        session.who = self._who(session, caller)
+        session.start_channel(caller, number=src, direction="in", call_id=caller.call_id,
+                              kind=session.who.kind, dialled=dst,
+                              trunk=session.who.id if session.who.kind == "trunk" else "")
         self.calls[session.linkedid] = session
         self.register_channel(caller)
         self.spawn(self._run(session, caller))
@@ -269,26 +273,28 @@ class CallService:
         finally:
             await self.hangup_session(session, session.hangup_by)
 
-    async def _route(self, session: Session, caller: Channel) -> None:
-        """Ask the routing plan what the dialled number means for this caller, and carry it out."""
+    def _who(self, session: Session, caller: Channel) -> Caller:
+        """Who is calling, for the routing plan: an extension, a trunk or an analog exchange line."""
         trunk = caller.invite.headers.get_first(TRUNK_HEADER.lower())
         line = next((p for p in self.view.lines.values() if p.extension == session.src), None)
         if trunk:  # only the edge sends to us, and it sets this only for calls from a trunk
-            who = Caller("trunk", trunk, number=session.src, name=caller.name)
             caller.trunk = trunk
-        elif line is not None:
+            return Caller("trunk", trunk, number=session.src, name=caller.name)
+        if line is not None:
             # an exchange line's call: the line gateway puts the PSTN caller's number in the display
             # name (decision 007); the callee sees that, not the port account's configured name
             shown = caller.name.strip()
-            who = Caller("line", str(line.number), number=shown if shown.lstrip("+").isdigit() else "",
-                         name=shown)
-        else:
-            who = Caller("extension", session.src, number=session.src, name=caller.name)
+            return Caller("line", str(line.number), number=shown if shown.lstrip("+").isdigit() else "",
+                          name=shown)
+        return Caller("extension", session.src, number=session.src, name=caller.name)
+
+    async def _route(self, session: Session, caller: Channel) -> None:
+        """Ask the routing plan what the dialled number means for this caller, and carry it out."""
         try:
             zone = ZoneInfo(self.settings.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             zone = ZoneInfo("UTC")
-        plan = route_call(session.dst, who, self.view, now=datetime.now(zone), runtime=RuntimeView())
+        plan = route_call(session.dst, session.who, self.view, now=datetime.now(zone), runtime=RuntimeView())
         await plan_flow.run(self, caller, plan)
 
     async def hangup_session(self, session: Session, by: str = "") -> None:
@@ -307,7 +313,8 @@ class CallService:
         self.completed += 1
         await asyncio.sleep(0)
         try:
-            self.cdr_sink(session.record())
+            for record in session.records():
+                self.cdr_sink(record)
         except Exception:
             # a record that cannot be written must not keep the call from ending (issue 7)
             log.exception("call %d %s -> %s: no CDR written", session.n, session.src, session.dst)

@@ -9,6 +9,7 @@ DTMF hooks let a feature watch the digits a member presses while bridged (in-cal
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -25,9 +26,12 @@ log = logging.getLogger(__name__)
 
 
 class Bridge:
+    ids = itertools.count(1)
+
     def __init__(self, svc, name: str = ""):
         self.svc = svc
         self.name = name
+        self.id = f"{name or 'bridge'}-{next(Bridge.ids)}"  # unique: the call records tell bridges apart
         self.members: list["Channel"] = []
         self.created = time.time()
         # callables(channel, digit) -> None: features watching in-call digits
@@ -44,10 +48,17 @@ class Bridge:
         if ch.bridge is not None:
             ch.bridge.remove(ch)
         self._unwire()
+        peer = self.members[0] if len(self.members) == 1 else None
+        if peer is not None and peer not in ch.session.channels:
+            # a channel of another call joins (a pickup, a transfer): the call of the one already
+            # in the bridge records the conversation; its own call keeps its own record
+            peer.session.attach(ch)
         self.members.append(ch)
         ch.bridge = self
         ch.on_hold_change = self._on_hold_change
-        ch.session.event("bridge_enter", ch, bridge=self.name)
+        for session in ch.sessions:
+            if peer is None or peer in session.channels:
+                session.event("bridge_enter", ch, bridge=self.id, peer=peer.n if peer is not None else 0)
         self._wire()
         if len(self.members) == 2:
             for member in self.members:
@@ -84,7 +95,7 @@ class Bridge:
             self._wire()
         ch.bridge = None
         ch.on_hold_change = None
-        ch.session.event("bridge_exit", ch, bridge=self.name)
+        ch.log("bridge_exit", bridge=self.id)
         for other in self.members if len(self.members) == 1 else ():
             if other.rtp is None or other.is_gone:
                 continue

@@ -93,7 +93,9 @@ class Channel:
 
     def __init__(self, svc: "CallService", session: "Session", call_id: str, inbound: bool):
         self.svc = svc
-        self.session = session
+        self.session = session           # the call this channel was born for
+        self.sessions = [session]        # every call whose log it is in (a pickup, a transfer)
+        self.cel: dict = {}              # its chan_start data (firmware/cel.py)
         self.n = next(Channel.ids)
         self.call_id = call_id
         self.inbound = inbound
@@ -197,10 +199,15 @@ class Channel:
     def _on_dtmf(self, digit: str) -> None:
         self.dtmf_log += digit
         self.digits.put_nowait(digit)
-        self.session.event("dtmf", self, digit=digit)
+        self.log("dtmf", digit=digit)
         log.info("call %s: DTMF %s from %s", self.session.n, digit, self.number)
         if self.bridge is not None:
             self.bridge.on_dtmf(self, digit)
+
+    def log(self, what: str, /, **data) -> None:
+        """An event of this channel, in the log of every call it is part of."""
+        for session in self.sessions:
+            session.event(what, self, **data)
 
     def _set_codec(self, codec: str, dtmf_pt: int | None) -> None:
         self.codec, self.dtmf_pt = codec, dtmf_pt
@@ -262,7 +269,7 @@ class Channel:
         self.confirmed = True
         self.answered_at = time.time()
         self._respond(self.tx, 200, dialog=True, body=self.our_sdp())
-        self.session.event("answer", self)
+        self.log("answer")
 
     def reject(self, code: int, reason: str = "", extra=()) -> None:
         """A final error answer to the caller's INVITE; the channel is gone."""
@@ -275,7 +282,7 @@ class Channel:
     @classmethod
     async def originate(cls, svc, session, uri: str, *, number: str, caller_number: str,
                         caller_name: str = "", codecs=("PCMU", "PCMA"), dtmf_pt: int | None = 101,
-                        headers=()) -> "Channel":
+                        headers=(), cel=None) -> "Channel":
         """Open an RTP leg and send an INVITE to uri (through the edge); does not wait."""
         ch = cls(svc, session, secrets.token_hex(12) + "@pbx", inbound=False)
         ch.number = number
@@ -308,7 +315,7 @@ class Channel:
         svc.register_channel(ch)
         ch.state = "ringing"
         ch.client_tx = svc.endpoint.request(ch.invite, ch._on_provisional)
-        session.event("chan_start", ch, uri=uri)
+        session.start_channel(ch, number=number, direction="out", call_id=ch.call_id, **(cel or {}))
         return ch
 
     def _on_provisional(self, resp: SipResponse) -> None:
@@ -364,7 +371,7 @@ class Channel:
                         answer.dtmf_pt if self.dtmf_pt is not None else None)
         self.state = "up"
         self.answered_at = time.time()
-        self.session.event("answer", self)
+        self.log("answer")
         return resp.status_code
 
     async def _authenticate(self, challenge: SipResponse) -> SipResponse:
@@ -541,7 +548,7 @@ class Channel:
             self.reinvite_tx = tx
         if held != self.held:
             self.held = held
-            self.session.event("hold" if held else "unhold", self)
+            self.log("hold" if held else "unhold")
             log.info("call %s: %s %s", self.session.n, self.number, "holds" if held else "resumes")
             if self.on_hold_change is not None:
                 self.on_hold_change(self)
@@ -565,9 +572,10 @@ class Channel:
             self.bridge.remove(self)  # its on_leave sees this channel gone
         if self.rtp is not None:
             self.svc.media.close_leg(self.rtp)
-        self.session.event("hangup", self, cause=cause, by=self.hangup_by or "pbx")
+        self.log("hangup", cause=cause, by=self.hangup_by or "pbx", status=self.final_status)
         self.svc.channel_ended(self)
-        self.session.channel_gone()
+        for session in self.sessions:
+            session.channel_gone()
 
     async def hangup(self, cause: str = "normal", code: int = 480, reason: str = "") -> None:
         """End the channel from our side: BYE when answered, CANCEL while ringing, else a final error."""

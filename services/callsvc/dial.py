@@ -44,7 +44,10 @@ class Target:
     caller_name: str | None = None
     headers: tuple = ()
     credentials: tuple[str, str] | None = None  # a trunk's (user, password) for its provider's challenge
-    trunk: str = ""
+    kind: str = "extension"            # for the call record: extension, trunk or line
+    trunk: str = ""                    # trunk name, or "line:N"
+    external: str = ""                 # the number as sent to the provider
+    forwarded_from: str = ""
 
 
 @dataclass
@@ -119,7 +122,9 @@ async def _ring_all(svc, session, caller: Channel, targets: list[Target], timeou
                 svc, session, target.uri, number=target.number,
                 caller_number=target.caller_number or session.src,
                 caller_name=target.caller_name if target.caller_name is not None else caller.name,
-                codecs=_codecs_for(caller), dtmf_pt=caller.dtmf_pt, headers=target.headers)
+                codecs=_codecs_for(caller), dtmf_pt=caller.dtmf_pt, headers=target.headers,
+                cel={"kind": target.kind, "trunk": target.trunk, "external": target.external,
+                     "forwarded_from": target.forwarded_from})
         except MediaCapacityError as exc:
             log.warning("call %d: cannot ring %s: %s", session.n, target.number, exc)
             capacity_error = exc

@@ -14,7 +14,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from firmware.cdr import CallRecord, Disposition, cdr_text
+from firmware.cdr import CallRecord, Disposition
+from firmware.cel import cdr_rows
 
 if TYPE_CHECKING:
     from .channel import Channel
@@ -39,16 +40,35 @@ class Session:
         self.disposition: Disposition | None = None
         self.cause = ""
         self.caller: "Channel | None" = None
+        self.who = None                        # the routing plan's Caller (extension, trunk, line)
         self.callee: "Channel | None" = None   # who the caller talked to (for the record)
         self.recordings: list[str] = []
         self.hangup_by = ""  # set when the PBX ends the call for a reason of its own ("rtp timeout")
         self._done = svc.loop.create_future()  # every channel of the session has ended
         self.pickup = None  # while a dial rings: a future another phone's pickup resolves
 
-    def event(self, kind: str, ch: "Channel | None", **data) -> None:
-        self.events.append((time.time(), kind, ch.n if ch is not None else 0, data))
-        if ch is not None and ch not in self.channels:
+    def event(self, what: str, ch: "Channel | None", /, **data) -> None:
+        """One entry of the event log (the schema is firmware/cel.py's; data may hold a 'kind')."""
+        self.events.append((time.time(), what, ch.n if ch is not None else 0, data))
+
+    def start_channel(self, ch: "Channel", **cel) -> None:
+        """A channel born for this call: chan_start with what the call record needs of it."""
+        ch.cel = cel
+        if ch not in self.channels:
             self.channels.append(ch)
+        self.event("chan_start", ch, **cel)
+
+    def attach(self, ch: "Channel") -> None:
+        """A channel of another call joins one of ours (pickup, transfer): it is logged here too,
+        and this call lasts until it has ended as well."""
+        if ch in self.channels:
+            return
+        self.channels.append(ch)
+        if self not in ch.sessions:
+            ch.sessions.append(self)
+        self.event("chan_start", ch, **ch.cel)
+        if ch.answered_at is not None:
+            self.event("answer", ch)
 
     def channel_gone(self) -> None:
         if all(ch.is_gone for ch in self.channels) and not self._done.done():
@@ -69,26 +89,20 @@ class Session:
                 "start": self.start, "answer": self.answer,
                 "codec": caller.codec if caller is not None and caller.rtp is not None else None}
 
-    def record(self) -> CallRecord:
-        """The call record of the whole session (one row; the legs say who was on it)."""
-        caller, callee = self.caller, self.callee
-        if self.disposition is None or (self.answer is not None and self.disposition is not Disposition.ANSWERED):
-            self.disposition = Disposition.ANSWERED if self.answer is not None else Disposition.FAILED
-        legs = []
-        if caller is not None:
-            by = {"remote": "caller", "": ""}.get(caller.hangup_by, caller.hangup_by)
-            if not by and callee is not None and callee.hangup_by == "remote":
-                by = "callee"
-            legs.append({"leg": "a", "peer": self.src, "call_id": caller.call_id, "codec": caller.codec,
-                         "hangup_by": self.hangup_by or by})
-            if caller.dtmf_log:
-                legs[0]["dtmf"] = caller.dtmf_log
-        if callee is not None:
-            legs.append({"leg": "b", "peer": self.dst, "call_id": callee.call_id, "codec": callee.codec,
-                         "final": callee.final_status or (200 if callee.answered_at else 0)})
-        for leg, path in zip(legs, self.recordings):
-            leg["recording"] = path
-        cause = self.cause or (f"hangup by {legs[0]['hangup_by']}" if legs and legs[0]["hangup_by"] else "")
-        return CallRecord(call_id=cdr_text(self.linkedid), src=cdr_text(self.src, "anonymous"),
-                          dst=cdr_text(self.dst, "(none)"), start=self.start, answer=self.answer,
-                          end=self.end, disposition=self.disposition, legs=legs, cause=cause)
+    def records(self) -> list[CallRecord]:
+        """The call records of the session, built from its event log (firmware/cel.py): one row per
+        conversation between two parties, or one row saying why nobody talked."""
+        caller = self.caller
+        if caller is not None and self.answer is None:
+            # the call service's own verdict on a call that never connected wins (cel.py)
+            for t, kind, n, data in reversed(self.events):
+                if kind == "hangup" and n == caller.n:
+                    data["disposition"] = (self.disposition or Disposition.FAILED).value
+                    if self.cause:
+                        data["cause"] = self.cause
+                    break
+        if self.hangup_by:
+            for t, kind, n, data in self.events:
+                if kind == "hangup" and data.get("by") == "pbx" and data.get("cause") in ("normal", ""):
+                    data["cause"] = self.hangup_by
+        return cdr_rows(self.events, {}, linkedid=self.linkedid)

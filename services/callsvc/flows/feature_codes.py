@@ -43,7 +43,7 @@ async def run(svc, caller: Channel, step) -> None:
     on = step.action == "dnd" and step.argument == "on" or step.action.startswith("forward_") and bool(step.argument)
     log.info("call %d: %s %s %s for %s", caller.session.n, step.code, step.action,
              step.argument or "off", step.extension)
-    caller.session.event("feature", caller, code=step.code, action=step.action, argument=step.argument)
+    caller.log("feature", code=step.code, action=step.action, argument=step.argument)
     prompt = ("dnd_" if step.action == "dnd" else "forward_") + ("on" if on else "off")
     caller.answer()
     caller.session.answer = caller.answered_at
@@ -73,6 +73,7 @@ async def pickup(svc, picker: Channel, extension: str) -> None:
     picker.session.state = "answered"
     picker.session.answer = picker.answered_at
     picker.session.fail(Disposition.ANSWERED, f"picked up call from {ringing.src} to {ringing.dst}")
-    ringing.event("pickup", picker, by=me, ringing=ringing.dst)
+    ringing.attach(picker)
+    picker.log("pickup", by=me, ringing=ringing.dst)
     ringing.pickup.set_result(picker)
     await picker.session.done()

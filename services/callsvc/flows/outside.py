@@ -27,7 +27,7 @@ async def dial_out(svc, caller: Channel, step) -> DialResult:
     session = caller.session
     result = DialResult(Outcome.UNAVAILABLE, status=503)
     if step.forwarded_from:
-        session.event("forward", caller, by=step.forwarded_from, to=step.number)
+        caller.log("forward", by=step.forwarded_from, to=step.number)
     for attempt in step.attempts:
         line = svc.view.lines.get(attempt.trunk)
         if line is not None:
@@ -39,13 +39,14 @@ async def dial_out(svc, caller: Channel, step) -> DialResult:
         if trunk is None:
             log.warning("call %d: trunk %s is not configured any more", session.n, attempt.trunk)
             continue
-        target = Target(f"sip:{attempt.number_as_sent}@{trunk.host}", attempt.number_as_sent,
+        target = Target(f"sip:{attempt.number_as_sent}@{trunk.host}", step.number,
                         caller_number=attempt.caller_id or None,
                         headers=((TRUNK_HEADER, trunk.name),),
                         credentials=(trunk.username, trunk.secret) if trunk.username else None,
-                        trunk=trunk.name)
-        session.event("dial_out", caller, trunk=trunk.name, number=attempt.number_as_sent,
-                      route=step.route, emergency=step.emergency)
+                        kind="trunk", trunk=trunk.name, external=attempt.number_as_sent,
+                        forwarded_from=step.forwarded_from)
+        caller.log("dial_out", trunk=trunk.name, number=attempt.number_as_sent, route=step.route,
+                   emergency=step.emergency)
         log.info("call %d: %s out on trunk %s as %s", session.n, step.number, trunk.name,
                  attempt.number_as_sent)
         result = await dial(svc, session, caller, [target], timeout=svc.settings.no_answer_timeout)
@@ -60,11 +61,12 @@ async def dial_out(svc, caller: Channel, step) -> DialResult:
 async def _out_on_line(svc, caller: Channel, step, attempt, line) -> DialResult:
     """Out on an analog exchange line: the FXO port's gateway seizes the line and dials."""
     session = caller.session
-    target = Target(f"sip:{line.extension}@{svc.edge[0]}:{svc.edge[1]}", attempt.number_as_sent,
+    target = Target(f"sip:{line.extension}@{svc.edge[0]}:{svc.edge[1]}", step.number,
                     caller_number=attempt.caller_id or None,
-                    headers=((LINE_DIAL_HEADER, attempt.number_as_sent),), trunk=attempt.trunk)
-    session.event("dial_out", caller, trunk=attempt.trunk, number=attempt.number_as_sent,
-                  route=step.route, emergency=step.emergency)
+                    headers=((LINE_DIAL_HEADER, attempt.number_as_sent),), kind="line",
+                    trunk=attempt.trunk, external=attempt.number_as_sent, forwarded_from=step.forwarded_from)
+    caller.log("dial_out", trunk=attempt.trunk, number=attempt.number_as_sent, route=step.route,
+               emergency=step.emergency)
     log.info("call %d: %s out on analog %s (port account %s)", session.n, step.number, attempt.trunk,
              line.extension)
     return await dial(svc, session, caller, [target], timeout=svc.settings.no_answer_timeout)

@@ -81,9 +81,9 @@ async def ring(svc, caller: Channel, step: Ring):
     target = Target(f"sip:{step.extension}@{svc.edge[0]}:{svc.edge[1]}", step.extension,
                     caller_number=step.caller_id_number, caller_name=step.caller_id_name,
                     headers=((("Diversion", f"<sip:{step.forwarded_from}@{svc.edge[0]}>;reason=unconditional"),)
-                             if step.forwarded_from else ()))
+                             if step.forwarded_from else ()), forwarded_from=step.forwarded_from)
     if step.forwarded_from:
-        caller.session.event("forward", caller, by=step.forwarded_from, to=step.extension)
+        caller.log("forward", by=step.forwarded_from, to=step.extension)
     svc.ringing[step.extension] = caller.session  # where *8 / **NUM find a call to pick up
     try:
         return await dial(svc, caller.session, caller, [target], timeout=step.timeout)

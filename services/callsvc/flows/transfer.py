@@ -91,9 +91,9 @@ def on_refer(svc, ch: Channel, req, tx) -> None:
         svc.spawn(blind(svc, ch, number, refer=True))
 
 
-def _event(ch: Channel, kind: str, **data) -> None:
-    ch.session.event(kind, ch, **data)
-    log.info("call %s: %s %s", ch.session.n, kind, " ".join(f"{k}={v}" for k, v in data.items()))
+def _event(ch: Channel, what: str, /, **data) -> None:
+    ch.log(what, **data)
+    log.info("call %s: %s %s", ch.session.n, what, " ".join(f"{k}={v}" for k, v in data.items()))
 
 
 async def blind(svc, transferrer: Channel, number: str, *, refer: bool) -> None:
@@ -101,7 +101,7 @@ async def blind(svc, transferrer: Channel, number: str, *, refer: bool) -> None:
     transferee = bridge.other(transferrer) if bridge is not None else None
     if transferee is None:
         return
-    _event(transferrer, "blind_transfer", transferee=transferee.number, target=number)
+    _event(transferrer, "blind_transfer", transferee=transferee.n, number=number)
     bridge.on_leave = None            # the transferrer leaving no longer ends the call
     bridge.remove(transferrer)
     result = await _ring_for(svc, transferee, number)
@@ -125,7 +125,7 @@ async def attended_by_replaces(svc, transferrer: Channel, replaced: Channel) -> 
     if transferee is None or target is None:
         notify_sipfrag(transferrer, 481, final=True)
         return
-    _event(transferrer, "attended_transfer", transferee=transferee.number, target=target.number)
+    _event(transferrer, "attended_transfer", transferee=transferee.n, target=target.n)
     for leg in (transferrer, replaced):
         leg.bridge.on_leave = None
         leg.bridge.remove(leg)
@@ -141,7 +141,7 @@ async def attended_by_code(svc, transferrer: Channel, number: str) -> None:
     transferee = bridge.other(transferrer) if bridge is not None else None
     if transferee is None:
         return
-    _event(transferrer, "attended_transfer_start", transferee=transferee.number, target=number)
+    _event(transferrer, "attended_transfer_start", transferee=transferee.n, number=number)
     bridge.on_leave = None
     bridge.music_when_alone = True
     bridge.remove(transferrer)
@@ -158,7 +158,7 @@ async def attended_by_code(svc, transferrer: Channel, number: str) -> None:
                        return_when=asyncio.FIRST_COMPLETED)
     if transferrer.is_gone and not target.is_gone and not transferee.is_gone:
         # the transferrer hung up: the two it was connecting talk to each other
-        _event(target, "attended_transfer", transferee=transferee.number, target=target.number)
+        _event(transferrer, "attended_transfer", transferee=transferee.n, target=target.n)
         consult.remove(target)
         bridge.remove(transferee)
         _join(svc, transferee, target)
@@ -196,8 +196,6 @@ def _join(svc, a: Channel, b: Channel) -> None:
     bridge.add(a)
     bridge.add(b)
     bridge.dtmf_hooks.append(svc.in_call_codes)
-    if a.session.callee is None or a.session.callee is not b:
-        a.session.event("transfer_connect", a, to=b.number, at=time.time())
 
 
 def _rejoin(svc, bridge: Bridge, transferee: Channel, transferrer: Channel, why: str = "") -> None:
@@ -206,7 +204,7 @@ def _rejoin(svc, bridge: Bridge, transferee: Channel, transferrer: Channel, why:
         svc.media.stop(transferee.rtp)
     bridge.add(transferrer)
     bridge.on_leave = hang_up_the_rest
-    _event(transferrer, "transfer_failed_back", transferee=transferee.number, why=why)
+    _event(transferrer, "transfer_failed_back", transferee=transferee.n, why=why)
 
 
 async def _back_or_fail(svc, transferee: Channel, transferrer: Channel, bridge: Bridge, result) -> None:
