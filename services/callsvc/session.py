@@ -41,7 +41,6 @@ class Session:
         self.cause = ""
         self.caller: "Channel | None" = None
         self.who = None                        # the routing plan's Caller (extension, trunk, line)
-        self.callee: "Channel | None" = None   # who the caller talked to (for the record)
         self.recordings: list[str] = []
         self.hangup_by = ""  # set when the PBX ends the call for a reason of its own ("rtp timeout")
         self._done = svc.loop.create_future()  # every channel of the session has ended

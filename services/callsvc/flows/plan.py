@@ -99,7 +99,6 @@ async def talk(svc, caller: Channel, result) -> None:
     """
     session = caller.session
     callee = result.channel
-    session.callee = callee
     caller.prefer_codec(callee.codec)
     bridge = result.bridge
     if bridge is None:
