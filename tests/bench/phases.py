@@ -1,22 +1,28 @@
-"""The three loads of `make bench`, each against a freshly started PBX, all bounded in count and time.
+"""The loads of `make bench`, each against a freshly started PBX, all bounded in count and time.
 
-Callers and callees are SIPp processes on loopback. The caller is extension 1000, the callee is
-extension 1001: a SIPp REGISTER from port P, then a SIPp UAS on the same port P answers every call
-(it copies Record-Route so in-dialog requests pass the edge). Every INVITE is digest-authenticated
-by the edge (407, then INVITE with credentials), as a real phone's would be.
+Callers and callees are SIPp processes on loopback. The callers are extension 1000 and as many more
+(1002, 1003, ...) as the edge's per-account limit on INVITEs needs at the load's rate, used in turn;
+the callee is extension 1001: a SIPp REGISTER from port P, then a SIPp UAS on the same port P answers
+every call (it copies Record-Route so in-dialog requests pass the edge). Every INVITE is
+digest-authenticated by the edge (407, then INVITE with credentials), as a real phone's would be.
+
+The trunk-to-extension load replaces the caller with a carrier: SIPp on its own loopback address
+(CARRIER), the host of an IP trunk without registration, delivering calls for a DID whose inbound
+route rings extension 1001. The edge knows the carrier by its source address and does not challenge.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 
-from services.edge.config import EdgeError
+from services.edge.config import EdgeConfig, EdgeError
 from services.edge.rpc import KamailioRpc
 from tests.pbxproc import PbxProcess
 from tests.phones.sipp import Sipp, SippResult, free_port, run_sipp
@@ -27,9 +33,16 @@ logger = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 UAC_SETUP = HERE / "uac_setup.xml"     # caller without media, "pdd" timer INVITE -> 180
+CARRIER_SETUP = HERE / "carrier_setup.xml"   # the same from a carrier on a trunk, no challenge
+CARRIER_LOAD = "carrier_uac_load.xml"  # tests/sipp/: carrier call with rtp_stream, as uac_load.xml
 CALLER, CALLEE = "1000", "1001"
+CARRIER = "127.0.0.61"                 # the carrier's own loopback address = the IP trunk's host
+DID = "441632960999"                   # the inbound route: DID -> extension CALLEE
+CARRIER_CALLER_ID = "07700900555"
 PACKETS_PER_SECOND = 50                # G.711 with 20 ms packets
 ALL_LINES = 10**6                      # SIPp error logs are read whole, then folded
+# The edge's limit on REGISTER + INVITE per authenticated account: (requests, seconds).
+ACCOUNT_LIMIT: tuple[int, int] = next(f.default for f in fields(EdgeConfig) if f.name == "account_limit")
 # Two RTP legs per call; ports go in steps of two. Room for ~700 concurrent calls (the setup-rate
 # steps hold rate x (hold + setup) calls at once).
 RTP_RANGE = 3000
@@ -48,10 +61,13 @@ class Plan:
     pdd_rate: int = 50
     pdd_seconds: float = 10.0
     baseline_seconds: float = 5.0
+    trunk_call_steps: tuple[int, ...] = (100,)    # trunk -> extension: concurrent calls with RTP
+    trunk_rates: tuple[int, ...] = (100, 200, 300)  # ... and setups/s (same hold time and step length)
 
 
 QUICK = Plan(call_steps=(10, 20), window=4.0, ramp_rate=20, memory_at=20, rates=(20, 50),
-             rate_seconds=3.0, pdd_rate=20, pdd_seconds=3.0, baseline_seconds=2.0)
+             rate_seconds=3.0, pdd_rate=20, pdd_seconds=3.0, baseline_seconds=2.0,
+             trunk_call_steps=(10,), trunk_rates=(20, 50))
 
 
 @dataclass
@@ -105,14 +121,30 @@ def summarize_log(lines: list[str], keep: int = 10) -> list[str]:
 
 # --- the PBX under test ------------------------------------------------------------------------------
 
-class BenchPbx:
-    """A fresh PBX with a caller extension and a registered SIPp callee port."""
+def caller_numbers(rate: float) -> list[str]:
+    """Caller extensions for a load of `rate` INVITEs/s, used in turn: CALLER, then 1002, 1003, ...
+    Each account may send ACCOUNT_LIMIT INVITEs (after the challenge) per window; four times the
+    accounts that needs keeps every one at a quarter of its limit, whatever the window's phase."""
+    requests, seconds = ACCOUNT_LIMIT
+    n = max(1, math.ceil(4 * rate * seconds / requests))
+    return [CALLER] + [str(int(CALLEE) + i) for i in range(1, n)]
 
-    def __init__(self, workdir: Path, name: str):
+
+class BenchPbx:
+    """A fresh PBX with caller extensions for `caller_rate` calls/s (caller_numbers) and a registered
+    SIPp callee port; with trunk=True also an IP trunk whose host is CARRIER (no registration) and
+    the inbound route DID -> CALLEE."""
+
+    def __init__(self, workdir: Path, name: str, caller_rate: float = 0, trunk: bool = False):
         self.workdir = workdir / name
-        self.pbx = PbxProcess(self.workdir / "data", extensions=[CALLER, CALLEE],
+        self.callers = caller_numbers(caller_rate)
+        self.pbx = PbxProcess(self.workdir / "data", extensions=[CALLEE, *self.callers],
                               trusted=("127.0.0.1",), rtp_size=RTP_RANGE)
         self.callee_port = free_port()
+        if trunk:
+            # The edge matches a trunk's calls by source IP, any port: each carrier SIPp has its own.
+            self.pbx.store.add_trunk("carrier", f"{CARRIER}:{free_port('udp', CARRIER)}", register=False)
+            self.pbx.store.add_inbound_route(DID, f"extension:{CALLEE}", name="bench DID")
         self._log_mark = 0
 
     def start(self) -> "BenchPbx":
@@ -130,7 +162,8 @@ class BenchPbx:
 
     @property
     def caller(self) -> list[tuple[str, str]]:
-        return [(CALLER, self.pbx.secrets[CALLER])]
+        """SIPp's injection users: each call takes the next caller extension (SEQUENTIAL)."""
+        return [(n, self.pbx.secrets[n]) for n in self.callers]
 
     def pids(self) -> dict[str, list[int]]:
         pid = self.pbx.proc.pid
@@ -241,9 +274,7 @@ class CallsResult:
 
 def concurrent_calls(workdir: Path, plan: Plan) -> CallsResult:
     res = CallsResult()
-    bench = BenchPbx(workdir, "calls").start()
-    callers: list[Sipp] = []
-    uas = None
+    bench = BenchPbx(workdir, "calls", caller_rate=plan.ramp_rate).start()
     try:
         time.sleep(1)  # let Kamailio's workers and the call service finish starting
         pids = bench.pids()
@@ -253,9 +284,27 @@ def concurrent_calls(workdir: Path, plan: Plan) -> CallsResult:
         res.idle = {name: procstat.memory(p) for name, p in pids.items()}
         res.event_loop = "uvloop" if procstat.maps(bench.pbx.proc.pid, "uvloop") else "asyncio"
         bench.mark_log()
+
+        def caller(count: int, hold: float) -> Sipp:
+            return Sipp("uac_load.xml", bench.pbx.registrar, users=bench.caller, service=CALLEE,
+                        calls=count, rate=plan.ramp_rate, duration_ms=hold * 1000,
+                        timeout=hold + 40, workdir=bench.workdir)
+        step_up_calls(bench, plan, plan.call_steps, caller, res)
+    finally:
+        bench.stop()
+    return res
+
+
+def step_up_calls(bench: BenchPbx, plan: Plan, steps: tuple[int, ...], new_caller, res: CallsResult,
+                  label: str = "") -> None:
+    """Add calls at plan.ramp_rate up to each of `steps` (new_caller(count, hold seconds) -> a SIPp
+    caller, not started), measure each step, then let them all end together; results into res."""
+    callers: list[Sipp] = []
+    uas = None
+    try:
         # All calls end together after the last window: each caller's hold time runs to that end.
         prev, budget = 0, 0.0
-        for n in plan.call_steps:
+        for n in steps:
             budget += (n - prev) / plan.ramp_rate + 8 + plan.settle + plan.window
             prev = n
         end_at = time.monotonic() + budget + 3
@@ -263,20 +312,18 @@ def concurrent_calls(workdir: Path, plan: Plan) -> CallsResult:
                    timeout=budget + 60).start()
         media_ports = {uas.media_port}
         prev = 0
-        for n in plan.call_steps:
+        for n in steps:
             step = CallStep(n)
             res.steps.append(step)
             hold = end_at - time.monotonic()
-            caller = Sipp("uac_load.xml", bench.pbx.registrar, users=bench.caller, service=CALLEE,
-                          calls=n - prev, rate=plan.ramp_rate, duration_ms=hold * 1000,
-                          timeout=hold + 40, workdir=bench.workdir).start()
+            caller = new_caller(n - prev, hold).start()
             callers.append(caller)
             media_ports.add(caller.media_port)
             ramp = (n - prev) / plan.ramp_rate
             step.up = bench.wait_active(lambda k: k >= n, ramp + 8)
             if step.up < n:
                 res.trouble.append(Trouble(
-                    f"{n} concurrent calls: only {step.up} answered after {ramp + 8:.0f} s",
+                    f"{label}{n} concurrent calls: only {step.up} answered after {ramp + 8:.0f} s",
                     pbx_log=bench.log_problems()))
                 break
             time.sleep(plan.settle)
@@ -297,11 +344,11 @@ def concurrent_calls(workdir: Path, plan: Plan) -> CallsResult:
             step.delivered_ba = sum(recv1[c.media_port] - recv0[c.media_port] for c in callers) / nominal
             step.memory = {name: procstat.memory(step_pids[name]) for name in ("call service", "kamailio")}
             step.up_after = bench.answered()
-            logger.info("%d calls: call service %.1f %% of a core (%.3f %%/call), kamailio %.1f %%, "
-                        "machine %.0f %%", n, step.cpu["call service"], step.per_call,
+            logger.info("%s%d calls: call service %.1f %% of a core (%.3f %%/call), kamailio %.1f %%, "
+                        "machine %.0f %%", label, n, step.cpu["call service"], step.per_call,
                         step.cpu["kamailio"], step.cpu["machine"])
             if step.up_after < n:
-                res.trouble.append(Trouble(f"{n} concurrent calls: {n - step.up_after} calls ended "
+                res.trouble.append(Trouble(f"{label}{n} concurrent calls: {n - step.up_after} calls ended "
                                            "during the measurement window", pbx_log=bench.log_problems()))
                 break
             prev = n
@@ -310,23 +357,21 @@ def concurrent_calls(workdir: Path, plan: Plan) -> CallsResult:
             res.callers_failed += r.failed
             res.retransmissions += retransmissions(r)
             if sipp_failures(r):
-                res.trouble.append(Trouble(f"caller SIPp ({r.successful} calls completed)",
+                res.trouble.append(Trouble(f"{label}caller SIPp ({r.successful} calls completed)",
                                            sipp_failures(r), r.log_tail(ALL_LINES)))
         bench.wait_idle()
         callee = uas.stop()
         res.callee_failed = callee.failed
         if sipp_failures(callee):
-            res.trouble.append(Trouble(f"callee SIPp ({callee.successful} calls completed)",
+            res.trouble.append(Trouble(f"{label}callee SIPp ({callee.successful} calls completed)",
                                        sipp_failures(callee), callee.log_tail(ALL_LINES)))
         problems = bench.log_problems() + bench.log_warnings()
         if problems:
-            res.trouble.append(Trouble("PBX log errors and warnings during the concurrent-call load",
-                                       pbx_log=problems))
+            what = f"{label}concurrent-call load" if label else "the concurrent-call load"
+            res.trouble.append(Trouble(f"PBX log errors and warnings during {what}", pbx_log=problems))
     finally:
         for s in callers + ([uas] if uas else []):
             s.stop(grace=1)
-        bench.stop()
-    return res
 
 
 # --- 2. call setups per second, 3. post-dial delay ---------------------------------------------------
@@ -451,81 +496,140 @@ def _callee(bench: BenchPbx, calls: int, seconds: float) -> Sipp:
 
 def setups_and_delay(workdir: Path, plan: Plan) -> SetupResult:
     res = SetupResult()
-    bench = BenchPbx(workdir, "setups").start()
+    bench = BenchPbx(workdir, "setups", caller_rate=max(plan.rates + (plan.pdd_rate,))).start()
     try:
         time.sleep(1)
-        rtt = ["-trace_rtt", "-rtt_freq", "1", "-trace_msg"]
-        # 3. post-dial delay: INVITE with credentials -> 180, callee rings at once
-        n = int(plan.pdd_rate * plan.pdd_seconds)
-        uas = _callee(bench, 10**6, plan.pdd_seconds + plan.baseline_seconds + 20)
-        try:
-            r = run_sipp(UAC_SETUP, bench.pbx.registrar, users=bench.caller, service=CALLEE, calls=n,
-                         rate=plan.pdd_rate, duration_ms=plan.hold_ms, timeout=plan.pdd_seconds + 30,
-                         workdir=bench.workdir / "pdd", extra_args=rtt)
-            res.pdd = _delay(r)
-            if sipp_failures(r):
-                res.trouble.append(Trouble("post-dial-delay load, caller", sipp_failures(r),
-                                           r.log_tail(ALL_LINES)))
-            # the same two SIPp processes without the PBX: what SIPp and loopback add by themselves
-            r = run_sipp(UAC_SETUP, ("127.0.0.1", bench.callee_port), users=[(CALLER, None)],
-                         service=CALLEE, calls=int(plan.pdd_rate * plan.baseline_seconds),
-                         rate=plan.pdd_rate, duration_ms=plan.hold_ms,
-                         timeout=plan.baseline_seconds + 30, workdir=bench.workdir / "direct",
-                         extra_args=rtt)
-            res.baseline = _delay(r)
-        finally:
-            uas.stop()
+        caller = dict(scenario=UAC_SETUP, users=bench.caller, service=CALLEE)
+        post_dial_delay(bench, plan, caller, dict(caller, users=[(CALLER, None)]), res)
         bench.wait_idle()
-        # 2. call setups per second: step the rate up until a step is not clean
-        for rate in plan.rates:
-            step = RateStep(rate, int(rate * plan.rate_seconds))
-            res.steps.append(step)
-            bench.mark_log()
-            uas = _callee(bench, 10**6, plan.rate_seconds + 30)
-            window = procstat.CpuWindow(bench.pids()).start()
-            try:
-                r = run_sipp(UAC_SETUP, bench.pbx.registrar, users=bench.caller, service=CALLEE,
-                             calls=step.calls, rate=rate, duration_ms=plan.hold_ms,
-                             timeout=plan.rate_seconds + plan.hold_ms / 1000 + 20,
-                             workdir=bench.workdir / f"rate-{rate}")
-                step.cpu = window.stop()
-                step.seconds = window.seconds
-                left = bench.wait_idle()
-            finally:
-                callee = uas.stop()
-            step.edge_shm = bench.edge_shm()
-            step.successful, step.failed = r.successful, r.failed
-            step.no_180 = max(0, r.successful - r.responses.get(180, 0))
-            step.callee_failed = callee.failed
-            step.retransmissions = retransmissions(r) + retransmissions(callee)
-            problems = bench.log_problems()
-            step.log_problems = len(problems)
-            warnings = bench.log_warnings()
-            step.log_warnings = len(warnings)
-            logger.info("%d setups/s: %d/%d calls ok, %d failed, %d retransmissions, call service "
-                        "%.0f %% of a core", rate, step.successful, step.calls, step.failed,
-                        step.retransmissions, step.cpu["call service"])
-            if left:
-                # the log lines go with the failure below when there is one
-                res.trouble.append(Trouble(f"{rate} setups/s: {left} calls still up in the PBX 15 s after "
-                                           "the last BYE", pbx_log=[] if problems else warnings))
-                step.log_problems += 1
-            if not step.clean:
-                failures = sipp_failures(r)
-                failures.update({f"callee {k}": v for k, v in sipp_failures(callee).items()})
-                res.trouble.append(Trouble(
-                    f"{rate} setups/s: {step.successful} of {step.calls} calls completed, "
-                    f"{step.failed} failed at the caller, {step.callee_failed} at the callee",
-                    failures, r.log_tail(ALL_LINES) + "\n" + callee.log_tail(ALL_LINES),
-                    problems + warnings))
-                break
-            if step.no_180:
-                res.trouble.append(Trouble(
-                    f"{rate} setups/s: {step.no_180} calls were answered (200) without a 180 reaching "
-                    "the caller first (counted, not failed: a phone accepts that)"))
-            if warnings:
-                res.trouble.append(Trouble(f"{rate} setups/s (clean): warnings in the PBX log",
-                                           pbx_log=warnings))
+        setup_rates(bench, plan, plan.rates, caller, res)
+    finally:
+        bench.stop()
+    return res
+
+
+def post_dial_delay(bench: BenchPbx, plan: Plan, caller: dict, direct: dict, res: SetupResult,
+                    label: str = "") -> None:
+    """3. INVITE (with credentials behind the edge) -> 180, callee rings at once, at plan.pdd_rate
+    through the PBX; then the same SIPp pair peer to peer (`direct`: the caller's Sipp arguments
+    without credentials). `caller` holds scenario and Sipp keyword arguments."""
+    rtt = ["-trace_rtt", "-rtt_freq", "1", "-trace_msg"]
+    n = int(plan.pdd_rate * plan.pdd_seconds)
+    uas = _callee(bench, 10**6, plan.pdd_seconds + plan.baseline_seconds + 20)
+    try:
+        kw = dict(caller)
+        r = run_sipp(kw.pop("scenario"), bench.pbx.registrar, calls=n, rate=plan.pdd_rate,
+                     duration_ms=plan.hold_ms, timeout=plan.pdd_seconds + 30,
+                     workdir=bench.workdir / "pdd", extra_args=rtt, **kw)
+        res.pdd = _delay(r)
+        if sipp_failures(r):
+            res.trouble.append(Trouble(f"{label}post-dial-delay load, caller", sipp_failures(r),
+                                       r.log_tail(ALL_LINES)))
+        # the same two SIPp processes without the PBX: what SIPp and loopback add by themselves
+        kw = dict(direct)
+        r = run_sipp(kw.pop("scenario"), ("127.0.0.1", bench.callee_port),
+                     calls=int(plan.pdd_rate * plan.baseline_seconds), rate=plan.pdd_rate,
+                     duration_ms=plan.hold_ms, timeout=plan.baseline_seconds + 30,
+                     workdir=bench.workdir / "direct", extra_args=rtt, **kw)
+        res.baseline = _delay(r)
+    finally:
+        uas.stop()
+
+
+def setup_rates(bench: BenchPbx, plan: Plan, rates: tuple[int, ...], caller: dict, res: SetupResult,
+                label: str = "") -> None:
+    """2. Step the rate of call setups (no RTP) up until a step is not clean."""
+    for rate in rates:
+        step = RateStep(rate, int(rate * plan.rate_seconds))
+        res.steps.append(step)
+        bench.mark_log()
+        uas = _callee(bench, 10**6, plan.rate_seconds + 30)
+        window = procstat.CpuWindow(bench.pids()).start()
+        try:
+            kw = dict(caller)
+            r = run_sipp(kw.pop("scenario"), bench.pbx.registrar, calls=step.calls, rate=rate,
+                         duration_ms=plan.hold_ms,
+                         timeout=plan.rate_seconds + plan.hold_ms / 1000 + 20,
+                         workdir=bench.workdir / f"rate-{rate}", **kw)
+            step.cpu = window.stop()
+            step.seconds = window.seconds
+            left = bench.wait_idle()
+        finally:
+            callee = uas.stop()
+        step.edge_shm = bench.edge_shm()
+        step.successful, step.failed = r.successful, r.failed
+        step.no_180 = max(0, r.successful - r.responses.get(180, 0))
+        step.callee_failed = callee.failed
+        step.retransmissions = retransmissions(r) + retransmissions(callee)
+        problems = bench.log_problems()
+        step.log_problems = len(problems)
+        warnings = bench.log_warnings()
+        step.log_warnings = len(warnings)
+        logger.info("%s%d setups/s: %d/%d calls ok, %d failed, %d retransmissions, call service "
+                    "%.0f %% of a core", label, rate, step.successful, step.calls, step.failed,
+                    step.retransmissions, step.cpu["call service"])
+        if left:
+            # the log lines go with the failure below when there is one
+            res.trouble.append(Trouble(f"{label}{rate} setups/s: {left} calls still up in the PBX 15 s "
+                                       "after the last BYE", pbx_log=[] if problems else warnings))
+            step.log_problems += 1
+        if not step.clean:
+            failures = sipp_failures(r)
+            failures.update({f"callee {k}": v for k, v in sipp_failures(callee).items()})
+            res.trouble.append(Trouble(
+                f"{label}{rate} setups/s: {step.successful} of {step.calls} calls completed, "
+                f"{step.failed} failed at the caller, {step.callee_failed} at the callee",
+                failures, r.log_tail(ALL_LINES) + "\n" + callee.log_tail(ALL_LINES),
+                problems + warnings))
+            break
+        if step.no_180:
+            res.trouble.append(Trouble(
+                f"{label}{rate} setups/s: {step.no_180} calls were answered (200) without a 180 reaching "
+                "the caller first (counted, not failed: a phone accepts that)"))
+        if warnings:
+            res.trouble.append(Trouble(f"{label}{rate} setups/s (clean): warnings in the PBX log",
+                                       pbx_log=warnings))
+
+
+# --- 5. trunk to extension: the same measures with a carrier on an IP trunk as the caller ------------
+
+@dataclass
+class TrunkResult:
+    calls: CallsResult = field(default_factory=CallsResult)    # concurrent calls with RTP
+    setups: SetupResult = field(default_factory=SetupResult)   # setups/s and post-dial delay
+
+    @property
+    def trouble(self) -> list[Trouble]:
+        return self.calls.trouble + self.setups.trouble
+
+
+TRUNK_LABEL = "trunk -> extension, "
+
+
+def trunk_calls(workdir: Path, plan: Plan) -> TrunkResult:
+    """A SIPp carrier on CARRIER calls DID (inbound route -> CALLEE, answered by SIPp): concurrent
+    calls with RTP both ways, then post-dial delay, then setups/s, all against one fresh PBX."""
+    res = TrunkResult()
+    bench = BenchPbx(workdir, "trunk", trunk=True).start()
+    carrier = dict(local_ip=CARRIER, service=DID, params={"caller": CARRIER_CALLER_ID})
+    try:
+        time.sleep(1)  # as in concurrent_calls: the idle row, then the steps
+        pids = bench.pids()
+        idle = procstat.CpuWindow(pids).start()
+        time.sleep(3)
+        res.calls.idle_cpu = idle.stop()
+        res.calls.idle = {name: procstat.memory(p) for name, p in pids.items()}
+        res.calls.event_loop = "uvloop" if procstat.maps(bench.pbx.proc.pid, "uvloop") else "asyncio"
+        bench.mark_log()
+
+        def caller(count: int, hold: float) -> Sipp:
+            return Sipp(CARRIER_LOAD, bench.pbx.registrar, calls=count, rate=plan.ramp_rate,
+                        duration_ms=hold * 1000, timeout=hold + 40, workdir=bench.workdir, **carrier)
+        step_up_calls(bench, plan, plan.trunk_call_steps, caller, res.calls, TRUNK_LABEL)
+        setup = dict(carrier, scenario=CARRIER_SETUP)
+        post_dial_delay(bench, plan, setup, setup, res.setups, TRUNK_LABEL)
+        bench.wait_idle()
+        setup_rates(bench, plan, plan.trunk_rates, setup, res.setups, TRUNK_LABEL)
     finally:
         bench.stop()
     return res

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .phases import CallsResult, Plan, SetupResult, footprint, per_call_memory
+from .phases import (CALLEE, CARRIER, DID, CallsResult, Plan, SetupResult, TrunkResult, footprint,
+                     per_call_memory)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- bench:begin (written by `make bench`) -->", "<!-- bench:end -->"
@@ -84,15 +85,16 @@ def summary_rows(calls: CallsResult, setups: SetupResult, plan: Plan) -> list[li
     return rows
 
 
-def render(calls: CallsResult, setups: SetupResult, plan: Plan, markdown: bool) -> list[str]:
-    out = []
-    h = (lambda t: ["", f"### {t}", ""]) if markdown else (lambda t: ["", t])
-    out += h("Against the targets")
-    out += _table(["measure", "measured", "target", "Asterisk 22", "Kamailio+rtpengine", "verdict"],
-                  summary_rows(calls, setups, plan), markdown)
+CALLS_HEADER = ["calls", "up before/after", "call service", "per call", "Kamailio", "SIPp",
+                "machine (of 200)", "RTP a->b", "RTP b->a", "PBX drops", "memory MB"]
+RATES_HEADER = ["rate", "calls", "completed", "failed (caller)", "failed (callee)", "200 without 180",
+                "retransmissions", "call service %", "Kamailio %", "edge shm peak MB",
+                "log errors / warnings", "clean"]
+DELAY_HEADER = ["path", "calls", "p50", "p90", "p99", "max", "failed", "SIPp rtd p50 / p99 (4 ms ticks)"]
 
-    out += h("1. Concurrent bridged G.711 calls, RTP both ways, 20 ms packets "
-             f"(CPU in % of one core over {plan.window:.0f} s; call service on {calls.event_loop})")
+
+def calls_rows(calls: CallsResult) -> list[list[str]]:
+    """Table 1 (and 5a): the idle row, then one row per concurrent-calls step."""
     rows = [["idle", "-", _f(calls.idle_cpu.get("call service"), "{:.2f}"), "-",
              _f(calls.idle_cpu.get("kamailio"), "{:.2f}"), "-", _f(calls.idle_cpu.get("machine"), "{:.0f}"),
              "-", "-", "-", _f(footprint(calls.idle) if calls.idle else None, "{:.1f}")]]
@@ -102,28 +104,27 @@ def render(calls: CallsResult, setups: SetupResult, plan: Plan, markdown: bool) 
                      _f(s.cpu.get("sipp"), "{:.0f}"), _f(s.cpu.get("machine"), "{:.0f}"),
                      _f(s.delivered_ab, "{:.1%}"), _f(s.delivered_ba, "{:.1%}"), str(s.pbx_drops),
                      _f(footprint(s.memory) if s.memory else None, "{:.1f}")])
-    out += _table(["calls", "up before/after", "call service", "per call", "Kamailio", "SIPp",
-                   "machine (of 200)", "RTP a->b", "RTP b->a", "PBX drops", "memory MB"], rows, markdown)
-    out.append("")
-    out.append(f"Failed calls: {calls.callers_failed} at the callers, {calls.callee_failed} at the callee; "
-               f"SIP retransmissions seen by the callers: {calls.retransmissions}.")
+    return rows
 
-    out += h(f"2. Call setups per second (no RTP, {plan.hold_ms} ms calls, "
-             f"{plan.rate_seconds:.0f} s per step)")
-    rows = [[f"{s.rate}/s", str(s.calls), str(s.successful), str(s.failed), str(s.callee_failed),
+
+def calls_footer(calls: CallsResult) -> str:
+    return (f"Failed calls: {calls.callers_failed} at the callers, {calls.callee_failed} at the callee; "
+            f"SIP retransmissions seen by the callers: {calls.retransmissions}.")
+
+
+def rates_rows(setups: SetupResult) -> list[list[str]]:
+    """Table 2 (and 5b): one row per setup rate."""
+    return [[f"{s.rate}/s", str(s.calls), str(s.successful), str(s.failed), str(s.callee_failed),
              str(s.no_180), str(s.retransmissions), _f(s.cpu.get("call service"), "{:.0f}"),
              _f(s.cpu.get("kamailio"), "{:.0f}"),
              f"{_f(s.edge_shm.get('max_used'), '{:.0f}')} of {_f(s.edge_shm.get('total'), '{:.0f}')}",
              f"{s.log_problems} / {s.log_warnings}",
              "yes" if s.clean else "NO"]
             for s in setups.steps]
-    out += _table(["rate", "calls", "completed", "failed (caller)", "failed (callee)", "200 without 180",
-                   "retransmissions",
-                   "call service %", "Kamailio %", "edge shm peak MB",
-                   "log errors / warnings", "clean"], rows, markdown)
 
-    out += h(f"3. Post-dial delay, INVITE with credentials -> 180 at the caller "
-             f"({plan.pdd_rate} setups/s, ms)")
+
+def delay_rows(setups: SetupResult) -> list[list[str]]:
+    """Table 3 (and 5c): through the PBX, peer to peer, and the difference."""
     rows = []
     for name, d in (("through the PBX", setups.pdd), ("SIPp to SIPp, no PBX", setups.baseline)):
         rows.append([name, str(d.samples), _f(d.p50, "{:.2f}"), _f(d.p90, "{:.2f}"), _f(d.p99, "{:.2f}"),
@@ -133,8 +134,69 @@ def render(calls: CallsResult, setups: SetupResult, plan: Plan, markdown: bool) 
     if p.p50 is not None and b.p50 is not None:
         rows.append(["added by the PBX", "-", _f(p.p50 - b.p50, "{:.2f}"), _f(p.p90 - b.p90, "{:.2f}"),
                      _f(p.p99 - b.p99, "{:.2f}"), "-", "-", "-"])
-    out += _table(["path", "calls", "p50", "p90", "p99", "max", "failed",
-                   "SIPp rtd p50 / p99 (4 ms ticks)"], rows, markdown)
+    return rows
+
+
+def _step_at(calls: CallsResult, n: int | None):
+    return next((s for s in calls.steps if s.calls == n and s.held), None)
+
+
+def trunk_rows(trunk: TrunkResult, calls: CallsResult, setups: SetupResult, plan: Plan) -> list[list[str]]:
+    """Section 5's headline: each measure for trunk -> extension beside extension -> extension of the
+    same run (at the same number of calls), with the targets of the first table."""
+    ref = _reference_step(trunk.calls, max(plan.trunk_call_steps))
+    n = ref.calls if ref else max(plan.trunk_call_steps)
+    ext = _step_at(calls, n)
+    per_call = ref.per_call if ref else None
+    rows = [[f"CPU per bridged call, call service ({n} calls)", _f(per_call, "{:.3f} %"),
+             _f(ext.per_call if ext else None, "{:.3f} %", "not measured"),
+             f"<= {CPU_TARGET} % (goal {CPU_GOAL} %)", _verdict(per_call, CPU_TARGET, CPU_GOAL)]]
+    kam = ref.cpu.get("kamailio") / ref.calls if ref else None
+    rows.append([f"CPU per bridged call, Kamailio edge ({n} calls)", _f(kam, "{:.4f} %"),
+                 _f(ext.cpu.get("kamailio") / ext.calls if ext else None, "{:.4f} %", "not measured"),
+                 "(no media in the edge)", "info"])
+
+    def best(s: SetupResult) -> str:
+        if not s.steps:
+            return "-"
+        top = s.best_clean_rate
+        if not top:
+            return "none clean"
+        return f"{top}/s" + (" (highest step tried)" if top == s.steps[-1].rate and s.steps[-1].clean else "")
+    top = trunk.setups.best_clean_rate if trunk.setups.steps else None
+    rows.append(["Call setups/s with no failed call (no RTP)", best(trunk.setups), best(setups),
+                 f"{RATE_TARGET}/s (goal {RATE_GOAL}/s)",
+                 _verdict(top, RATE_TARGET, RATE_GOAL, lower_is_better=False)])
+    tp, ep = trunk.setups.pdd, setups.pdd
+    rows.append([f"Post-dial delay INVITE -> 180, p99 at {plan.pdd_rate}/s",
+                 _f(tp.p99, "{:.1f} ms") + f" (p50 {_f(tp.p50, '{:.1f}')} ms)",
+                 _f(ep.p99, "{:.1f} ms") + f" (p50 {_f(ep.p50, '{:.1f}')} ms)",
+                 f"< {PDD_P99_TARGET:.0f} ms", _verdict(tp.p99, PDD_P99_TARGET)])
+    return rows
+
+
+def render(calls: CallsResult, setups: SetupResult, plan: Plan, markdown: bool,
+           trunk: TrunkResult | None = None) -> list[str]:
+    out = []
+    h = (lambda t: ["", f"### {t}", ""]) if markdown else (lambda t: ["", t])
+    h4 = (lambda t: ["", f"#### {t}", ""]) if markdown else (lambda t: ["", t])
+    out += h("Against the targets")
+    out += _table(["measure", "measured", "target", "Asterisk 22", "Kamailio+rtpengine", "verdict"],
+                  summary_rows(calls, setups, plan), markdown)
+
+    out += h("1. Concurrent bridged G.711 calls, RTP both ways, 20 ms packets "
+             f"(CPU in % of one core over {plan.window:.0f} s; call service on {calls.event_loop})")
+    out += _table(CALLS_HEADER, calls_rows(calls), markdown)
+    out.append("")
+    out.append(calls_footer(calls))
+
+    out += h(f"2. Call setups per second (no RTP, {plan.hold_ms} ms calls, "
+             f"{plan.rate_seconds:.0f} s per step)")
+    out += _table(RATES_HEADER, rates_rows(setups), markdown)
+
+    out += h(f"3. Post-dial delay, INVITE with credentials -> 180 at the caller "
+             f"({plan.pdd_rate} setups/s, ms)")
+    out += _table(DELAY_HEADER, delay_rows(setups), markdown)
 
     out += h("4. Memory (MB; PSS shares each page among the processes mapping it, so Kamailio's "
              "shared pool counts once)")
@@ -150,7 +212,24 @@ def render(calls: CallsResult, setups: SetupResult, plan: Plan, markdown: bool) 
                    + (f", {footprint(step.memory):.1f} MB with {step.calls} calls up: {per:.3f} MB per call."
                       if step is not None else "."))
 
-    trouble = calls.trouble + setups.trouble
+    if trunk is not None:
+        out += h(f"5. Trunk to extension: a carrier on an IP trunk ({CARRIER}, not challenged) calls DID "
+                 f"{DID}, routed to extension {CALLEE}")
+        out += _table(["measure", "trunk -> extension", "extension -> extension (above)", "target",
+                       "verdict"], trunk_rows(trunk, calls, setups, plan), markdown)
+        out += h4(f"5a. Concurrent trunk calls, G.711 RTP both ways (CPU in % of one core over "
+                  f"{plan.window:.0f} s; a = carrier, b = extension)")
+        out += _table(CALLS_HEADER, calls_rows(trunk.calls), markdown)
+        out.append("")
+        out.append(calls_footer(trunk.calls))
+        out += h4(f"5b. Trunk call setups per second (no RTP, {plan.hold_ms} ms calls, "
+                  f"{plan.rate_seconds:.0f} s per step)")
+        out += _table(RATES_HEADER, rates_rows(trunk.setups), markdown)
+        out += h4(f"5c. Post-dial delay, carrier's INVITE -> 180 at the carrier "
+                  f"({plan.pdd_rate} setups/s, ms)")
+        out += _table(DELAY_HEADER, delay_rows(trunk.setups), markdown)
+
+    trouble = calls.trouble + setups.trouble + (trunk.trouble if trunk is not None else [])
     if trouble:
         out += h("What went wrong under load (as seen)")
         for t in trouble:

@@ -1,6 +1,6 @@
 """`make bench`: load the PBX with SIPp, print the table, record it in docs/benchmarks.md.
 
-    .venv/bin/python -m tests.bench.run            # full run, about 5 minutes, writes the doc
+    .venv/bin/python -m tests.bench.run            # full run, about 6 minutes, writes the doc
     .venv/bin/python -m tests.bench.run --quick    # small loads to check the harness, no doc
 """
 
@@ -23,13 +23,19 @@ logger = logging.getLogger(__name__)
 def method(plan: phases.Plan) -> list[str]:
     steps = "/".join(str(n) for n in plan.call_steps)
     rates = ", ".join(str(r) for r in plan.rates)
+    trunk_steps = "/".join(str(n) for n in plan.trunk_call_steps)
+    trunk_rates = ", ".join(str(r) for r in plan.trunk_rates)
     return [
         "Method (all on loopback; each load against a freshly started `pbx run`: call service + Kamailio "
         "edge, no web UI, temporary data directory, free ports, 127.0.0.1 exempt from the flood limit):",
         "",
-        f"- Callers and callees are SIPp. Caller = extension {phases.CALLER}, callee = extension "
-        f"{phases.CALLEE}, registered with digest from the port its SIPp UAS then answers on. Every INVITE "
-        "is challenged by the edge (407) and re-sent with credentials.",
+        f"- Callers and callees are SIPp. Callers = extension {phases.CALLER} and as many more (1002, 1003, "
+        f"...) as the edge's per-account limit ({phases.ACCOUNT_LIMIT[0]} INVITEs per "
+        f"{phases.ACCOUNT_LIMIT[1]:.0f} s) needs at a load's rate, four times over, each call taking the "
+        f"next in turn ({len(phases.caller_numbers(plan.ramp_rate))} for the concurrent calls, "
+        f"{len(phases.caller_numbers(max(plan.rates + (plan.pdd_rate,))))} for the setups); callee = "
+        f"extension {phases.CALLEE}, registered with digest from the port its SIPp UAS then answers on. "
+        "Every INVITE is challenged by the edge (407) and re-sent with credentials.",
         f"- Concurrent calls: tests/sipp/uac_load.xml -> uas_load.xml, G.711 A-law both ways from each "
         f"call's own socket (rtp_stream, 20 ms packets). Calls are added at {plan.ramp_rate}/s up to "
         f"{steps}; {plan.settle:.0f} s after the last one is answered, utime+stime of each process group "
@@ -52,8 +58,18 @@ def method(plan: phases.Plan) -> list[str]:
         "\"added by the PBX\" = through the PBX minus baseline, percentile by percentile.",
         "- Memory, from /proc/PID/smaps_rollup: RSS of `pbx run` (the call service, one process) plus "
         "PSS of the Kamailio processes (its forked workers share one memory pool: PSS counts it once, "
-        f"RSS once per worker). Idle = before the first call, one phone registered; per call = (at "
-        f"{plan.memory_at} calls - idle) / {plan.memory_at}.",
+        f"RSS once per worker). Idle = before the first call, one phone registered (the callers "
+        f"configured); per call = (at {plan.memory_at} calls - idle) / {plan.memory_at}.",
+        f"- Trunk to extension (section 5, its own fresh PBX): the callers are a SIPp carrier on its own "
+        f"loopback address {phases.CARRIER}, the host of an IP trunk without registration; the edge knows "
+        f"it by its source address and neither challenges nor flood-limits it. It calls DID {phases.DID}, "
+        f"whose inbound route rings extension {phases.CALLEE}, answered by the same SIPp UAS as above. "
+        f"Concurrent calls: "
+        f"tests/sipp/carrier_uac_load.xml -> uas_load.xml, G.711 A-law both ways (rtp_stream), "
+        f"{trunk_steps} calls added at {plan.ramp_rate}/s, measured as in 1. Then post-dial delay "
+        f"(carrier's INVITE -> 180, {plan.pdd_rate} calls/s for {plan.pdd_seconds:.0f} s, baseline the "
+        f"same pair peer to peer) and setups/s at {trunk_rates} calls/s, {plan.rate_seconds:.0f} s per "
+        f"step, both with tests/bench/carrier_setup.xml, measured and judged clean as in 2 and 3.",
         "- Peers (Asterisk 22.10 chan_pjsip with media anchored; Kamailio 5.6 + rtpengine 10.5 userspace) "
         "were measured on the same kind of 2-core machine with SIPp and 30 s windows "
         "(shared/notes/sip-and-media.md).",
@@ -93,18 +109,19 @@ def main(argv=None) -> int:
         logger.info("bench work directory %s", workdir)
         calls = phases.concurrent_calls(workdir, plan)
         setups = phases.setups_and_delay(workdir, plan)
+        trunk = phases.trunk_calls(workdir, plan)
     except RuntimeError as exc:
         print(f"error: the bench could not run: {exc}", file=sys.stderr)
         print(f"(work directory kept: {workdir})", file=sys.stderr)
         return 1
     seconds = time.monotonic() - t0
     print("\n".join(header(machine, started, seconds, plan)[:2]))
-    print("\n".join(report.render(calls, setups, plan, markdown=False)))
+    print("\n".join(report.render(calls, setups, plan, markdown=False, trunk=trunk)))
     if not (args.quick or args.no_doc):
-        path = report.write_doc(report.render(calls, setups, plan, markdown=True),
+        path = report.write_doc(report.render(calls, setups, plan, markdown=True, trunk=trunk),
                                 header(machine, started, seconds, plan))
         print(f"\nwritten to {path}")
-    if args.keep or calls.trouble or setups.trouble:
+    if args.keep or calls.trouble or setups.trouble or trunk.trouble:
         print(f"work directory (SIPp logs, DATA/pbx.log): {workdir}")
     else:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -4,7 +4,7 @@ import os
 import socket
 import time
 
-from tests.bench import phases, procstat
+from tests.bench import phases, procstat, report
 
 MESSAGE_LOG = """\
 ----------------------------------------------- 2026-11-25 20:51:57.500000
@@ -114,3 +114,89 @@ def test_footprint_counts_the_call_service_by_rss_and_kamailio_by_pss():
     groups = {"call service": procstat.Memory(rss_kb=40 * 1024, pss_kb=30 * 1024),
               "kamailio": procstat.Memory(rss_kb=90 * 1024, pss_kb=12 * 1024)}
     assert phases.footprint(groups) == 52.0
+
+
+CARRIER_LOG = """\
+----------------------------------------------- 2026-11-28 12:00:00.100000
+UDP message sent (620 bytes):
+
+INVITE sip:441632960999@127.0.0.1:5060;transport=UDP SIP/2.0
+Call-ID: 7-42@127.0.0.61
+CSeq: 1 INVITE
+
+----------------------------------------------- 2026-11-28 12:00:00.101000
+UDP message received [300] bytes :
+
+SIP/2.0 100 Trying
+Call-ID: 7-42@127.0.0.61
+CSeq: 1 INVITE
+
+----------------------------------------------- 2026-11-28 12:00:00.104500
+UDP message received [300] bytes :
+
+SIP/2.0 180 Ringing
+Call-ID: 7-42@127.0.0.61
+CSeq: 1 INVITE
+
+"""
+
+
+def test_a_carriers_post_dial_delay_runs_from_its_only_invite_to_the_180(tmp_path):
+    # a trunk call is not challenged: the INVITE with CSeq 1 is the one the 180 answers
+    (tmp_path / "carrier_setup_42_messages.log").write_text(CARRIER_LOG)
+    delays = phases.read_post_dial_delays(tmp_path)
+    assert len(delays) == 1 and abs(delays[0] - 4.5) < 1e-6
+
+
+def test_callers_take_turns_so_no_account_passes_a_quarter_of_the_edges_limit():
+    requests, seconds = phases.ACCOUNT_LIMIT
+    for rate in (1, 20, 50, 500):
+        numbers = phases.caller_numbers(rate)
+        assert numbers[0] == phases.CALLER and phases.CALLEE not in numbers
+        assert len(set(numbers)) == len(numbers)
+        # round robin: each account sends rate / len(numbers) INVITEs with credentials per second
+        assert rate * seconds / len(numbers) <= requests / 4
+    assert phases.caller_numbers(0) == [phases.CALLER]
+
+
+def _results():
+    m = procstat.Memory
+    calls = phases.CallsResult(idle={"call service": m(40 * 1024, 30 * 1024),
+                                     "kamailio": m(90 * 1024, 12 * 1024)},
+                               idle_cpu={"call service": 0.1, "kamailio": 0.0, "machine": 3},
+                               event_loop="uvloop")
+    for n in (50, 100):
+        calls.steps.append(phases.CallStep(n, n, n, {"call service": n * 0.18, "kamailio": 0.05, "sipp": 7,
+                                                      "machine": 30}, 20.0, 1.0, 1.0, 0, {}))
+    setups = phases.SetupResult(
+        steps=[phases.RateStep(100, 1000, 1000), phases.RateStep(200, 2000, 1990, 10)],
+        pdd=phases.Delay(500, 3.8, 4.8, 7.9, 51.3), baseline=phases.Delay(250, 0.1, 0.2, 0.3, 1.5))
+    trunk = phases.TrunkResult()
+    trunk.calls.steps.append(phases.CallStep(100, 100, 100, {"call service": 15.0, "kamailio": 0.0}, 20.0))
+    trunk.setups = phases.SetupResult(
+        steps=[phases.RateStep(r, r * 10, r * 10) for r in (100, 200, 300)],
+        pdd=phases.Delay(500, 3.0, 4.0, 6.0, 9.0), baseline=phases.Delay(250, 0.1, 0.2, 0.3, 1.0))
+    trunk.setups.trouble.append(phases.Trouble("trunk -> extension, 300 setups/s: warnings in the PBX log"))
+    return calls, setups, trunk
+
+
+def test_the_trunk_section_adds_to_the_report_and_leaves_the_other_tables_as_they_were():
+    calls, setups, trunk = _results()
+    plan = phases.Plan()
+    for markdown in (False, True):
+        without = report.render(calls, setups, plan, markdown=markdown)
+        with_trunk = report.render(calls, setups, plan, markdown=markdown, trunk=trunk)
+        title = next(i for i, line in enumerate(with_trunk) if "5. Trunk to extension" in line)
+        assert with_trunk[:title - 1] == without
+        assert any("trunk -> extension, 300 setups/s" in line for line in with_trunk[title:])
+
+
+def test_the_trunk_headline_sets_each_measure_beside_the_extension_calls_of_the_same_run():
+    calls, setups, trunk = _results()
+    rows = {r[0]: r[1:] for r in report.trunk_rows(trunk, calls, setups, phases.Plan())}
+    cpu = rows["CPU per bridged call, call service (100 calls)"]
+    assert cpu[:2] == ["0.150 %", "0.180 %"] and cpu[-1] == "SHORT"
+    # every trunk step was clean: the ceiling lies higher than the bench tried
+    assert rows["Call setups/s with no failed call (no RTP)"] == [
+        "300/s (highest step tried)", "100/s", "200/s (goal 500/s)", "met"]
+    assert rows["Post-dial delay INVITE -> 180, p99 at 50/s"][0] == "6.0 ms (p50 3.0 ms)"
