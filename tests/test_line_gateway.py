@@ -23,7 +23,7 @@ from hw.lines import LineBoard
 from hw.lines.gateway import GatewayRunner, LineGateway
 from hw.lines.simulator import BoardSimulator
 from tests.pbxproc import ROOT, PbxProcess
-from tests.phones.audio import tone_present
+from tests.phones.audio import read_wav, tone_fraction, tone_present
 from tests.phones.pj import PjPhone
 
 pytestmark = pytest.mark.e2e
@@ -31,17 +31,22 @@ pytestmark = pytest.mark.e2e
 ANALOG_HZ, SIP_HZ = 600, 1100
 PSTN_CALLER = "01632960123"
 FXS_EXT, SIP_EXT, FXO_DEST, FXO_ACCOUNT, SERVICE_EXT = "1050", "1051", "1052", "1053", "1054"
+TARGET_EXT, TARGET_HZ = "1055", 1400       # the third party of a flash-hook transfer
+PSTN_NUMBER = "01632960999"                # what a phone dials out on the exchange line, after the 9
 
 
 @pytest.fixture(scope="module")
 def pbx(tmp_path_factory):
     proc = PbxProcess(tmp_path_factory.mktemp("linepbx"),
-                      extensions=[FXS_EXT, SIP_EXT, FXO_DEST, FXO_ACCOUNT, SERVICE_EXT],
+                      extensions=[FXS_EXT, SIP_EXT, FXO_DEST, FXO_ACCOUNT, SERVICE_EXT, TARGET_EXT],
                       settings={"busy_tone_seconds": 1, "no_answer_timeout": 20, "country": "uk"})
     proc.start()
     # Added after the start: `pbx run` would otherwise run a gateway of its own on a simulator.
     proc.store.add_line_port(1, "fxs", FXS_EXT, name="Reception analog")
     proc.store.add_line_port(2, "fxo", FXO_ACCOUNT, destination=FXO_DEST, name="BT line")
+    # 9 then a number goes out on the exchange line (the call service INVITEs the FXO port's
+    # account with X-PBX-Dial: <number>)
+    proc.store.add_outbound_route("pstn", "_9X.", "line:2", strip=1)
     yield proc
     proc.stop()
 
@@ -70,8 +75,8 @@ def lines(pbx, tmp_path_factory):
             os.environ["ALSA_CONFIG_PATH"] = saved
 
 
-def sip_phone(pbx, number, tmp_path):
-    p = PjPhone(user=number, secret=pbx.secrets[number], registrar=pbx.registrar, tone_hz=SIP_HZ,
+def sip_phone(pbx, number, tmp_path, hz=SIP_HZ):
+    p = PjPhone(user=number, secret=pbx.secrets[number], registrar=pbx.registrar, tone_hz=hz,
                 record_dir=tmp_path)
     p.start()
     assert p.register() == 200
@@ -87,6 +92,13 @@ def heard_fraction(pcm, hz, skip_s=0.0):
     pcm = pcm[int(skip_s * 16000):]
     frames = [pcm[i:i + 800] for i in range(0, len(pcm) - 799, 800)]
     return sum(detect.tone_present(f, hz) for f in frames) / max(1, len(frames))
+
+
+def music_fraction(path, **window):
+    """Share of the window in which the PBX's music on hold (any of its notes) is heard."""
+    from firmware.dsp.tones import _HOLD_CHORDS
+    notes = sorted({hz for chord in _HOLD_CHORDS for hz in chord})
+    return max(tone_fraction(path, hz, min_snr_db=6, **window) for hz in notes)
 
 
 def wait_for(predicate, timeout, what):
@@ -299,6 +311,8 @@ def test_line_service_runs_the_gateway_which_registers_and_unregisters_on_stop(p
     data.mkdir()
     shutil.copy(pbx.data / "config.json", data / "config.json")
     store = ConfigStore(data)
+    for route in store.outbound_routes():
+        store.remove_outbound_route(route.name)
     for port in store.line_ports():
         store.remove_line_port(port.number)
     store.add_line_port(1, "fxs", SERVICE_EXT)
@@ -362,3 +376,133 @@ def test_line_port_config_names_the_bad_field_and_the_fix(tmp_path):
     with pytest.raises(ValidationError, match="used by line port"):
         store.remove_extension("2000")
     assert [p.number for p in store.line_ports()] == [1]
+
+
+# --- in-call DTMF, flash-hook transfer, calls out on the exchange line (issue 8) -----------------
+
+def analog_calls(sim, runner, callee, number=SIP_EXT):
+    """The analog phone dials number, the SIP phone callee answers: the FXS line is talking."""
+    analog = sim.ports[0]
+    callee.auto_answer(200)
+    analog.off_hook()
+    analog.dial(number + "#")
+    callee.wait_incoming(timeout=8)
+    callee.wait_state("CONFIRMED", timeout=5)
+    wait_for(lambda: line_state(runner, 1) == "talking", 3, "the FXS line to be talking")
+    return analog
+
+
+def test_digits_pressed_in_a_call_go_out_as_rfc4733_events_not_as_tones(pbx, lines, tmp_path):
+    sim, runner = lines
+    callee = sip_phone(pbx, SIP_EXT, tmp_path)
+    try:
+        analog = analog_calls(sim, runner, callee)
+        time.sleep(0.5)
+        analog.dial("159#", on_ms=120, off_ms=120)
+        try:
+            wait_for(lambda: callee.dtmf_received == "159#", 5, "RFC 4733 digits at the SIP phone")
+        except AssertionError:
+            raise AssertionError(f"the SIP phone got {callee.dtmf_received!r}; the port sent "
+                                 f"{runner.status()[0].get('dtmf_sent')!r}") from None
+        time.sleep(0.5)
+        analog.on_hook()
+        callee.wait_state("DISCONNECTED", timeout=5)
+        # the in-band tones are cut out of the audio once recognised: the far end does not hear them
+        # as well (it would see each digit twice if it listened to both)
+        samples, rate = read_wav(callee.recording_path)
+        in_call = samples[int(rate * 0.3):]             # after the tail of the # that ended dialling
+        assert detect.detect_dtmf(in_call.astype("<i2").tobytes()) == ""
+    finally:
+        callee.stop()
+    rec = pbx.wait_cdr(lambda r: r.src == FXS_EXT and r.dst == SIP_EXT and r.legs[0].get("dtmf"))
+    assert rec.legs[0]["dtmf"] == "159#"
+    wait_for(lambda: line_state(runner, 1) == "idle", 3, "the FXS line to be idle")
+
+
+def test_flash_holds_the_call_with_music_gives_dial_tone_and_a_second_flash_returns(pbx, lines, tmp_path):
+    sim, runner = lines
+    callee = sip_phone(pbx, SIP_EXT, tmp_path)
+    try:
+        analog = analog_calls(sim, runner, callee)
+        analog.send_audio(sine(ANALOG_HZ, 12.0))
+        time.sleep(1.0)
+        analog.flash()
+        wait_for(lambda: line_state(runner, 1) == "held", 3, "the call to be on hold")
+        t_hold = time.monotonic()
+        analog.heard(clear=True)
+        time.sleep(2.0)
+        assert heard_fraction(analog.heard(), (350, 440), skip_s=0.2) > 0.8, "no dial tone after the flash"
+        analog.flash()                                  # nothing dialled: back to the held call
+        wait_for(lambda: line_state(runner, 1) == "talking", 3, "the call to be back")
+        t_back = time.monotonic()
+        analog.heard(clear=True)
+        time.sleep(2.0)
+        assert heard_fraction(analog.heard(), SIP_HZ, skip_s=0.3) > 0.7, "not back with the SIP phone"
+        t_end = time.monotonic()
+        analog.on_hook()
+        analog.clear_audio()
+        callee.wait_state("DISCONNECTED", timeout=5)
+        path = callee.recording_path
+        held = dict(start_s=-(t_end - t_hold - 0.5), end_s=-(t_end - t_back + 0.3))
+        assert tone_fraction(path, ANALOG_HZ, **held) < 0.1, "the held party still heard the analog phone"
+        assert music_fraction(path, **held) > 0.15, "the held party heard no music"
+        assert tone_present(path, ANALOG_HZ, start_s=-1.5, end_s=-0.3), "the SIP phone did not get the call back"
+    finally:
+        callee.stop()
+    wait_for(lambda: line_state(runner, 1) == "idle", 3, "the FXS line to be idle")
+
+
+def test_flash_dial_and_hang_up_transfers_the_held_party_to_the_answered_target(pbx, lines, tmp_path):
+    sim, runner = lines
+    held = sip_phone(pbx, SIP_EXT, tmp_path)
+    target = sip_phone(pbx, TARGET_EXT, tmp_path, hz=TARGET_HZ)
+    try:
+        analog = analog_calls(sim, runner, held)
+        time.sleep(0.5)
+        analog.flash()
+        wait_for(lambda: line_state(runner, 1) == "held", 3, "the call to be on hold")
+        target.auto_answer(200, after_ms=300)
+        analog.dial(TARGET_EXT + "#")
+        target.wait_incoming(timeout=8)
+        target.wait_state("CONFIRMED", timeout=5)
+        wait_for(lambda: line_state(runner, 1) == "consulting", 3, "the consultation call")
+        analog.heard(clear=True)
+        time.sleep(1.5)
+        assert heard_fraction(analog.heard(), TARGET_HZ, skip_s=0.3) > 0.7, "the analog phone did not talk to C"
+        analog.on_hook()                                # hanging up transfers (REFER with Replaces)
+        wait_for(lambda: line_state(runner, 1) == "idle", 8, "the FXS line to be idle after the transfer")
+        time.sleep(3.0)
+        assert held.events()[-1]["state"] == "CONFIRMED" and target.events()[-1]["state"] == "CONFIRMED"
+        held.hangup()
+        held.wait_state("DISCONNECTED", timeout=5)
+        target.wait_state("DISCONNECTED", timeout=5)
+        assert tone_present(held.recording_path, TARGET_HZ, start_s=-2.0, end_s=-0.3), "B does not hear C"
+        assert tone_present(target.recording_path, SIP_HZ, start_s=-2.0, end_s=-0.3), "C does not hear B"
+    finally:
+        held.stop()
+        target.stop()
+
+
+def test_analog_phone_calls_out_on_the_exchange_line_which_is_seized_dialled_and_answered(pbx, lines, tmp_path):
+    sim, runner = lines
+    line = sim.ports[1]
+    caller = sip_phone(pbx, SIP_EXT, tmp_path)
+    try:
+        line.heard(clear=True)
+        caller.call(pbx.uri("9" + PSTN_NUMBER))
+        assert line.wait_state("seized", timeout=5), "the gateway did not seize the line"
+        wait_for(lambda: line.dialled == PSTN_NUMBER, 10, f"the number on the line (got {line.dialled!r})")
+        # after dialling the call counts as answered (no answer signal on a plain line)
+        caller.wait_state("CONFIRMED", timeout=5)
+        line.answer()
+        line.heard(clear=True)
+        line.send_audio(sine(ANALOG_HZ, 3.0))
+        time.sleep(3.0)
+        assert heard_fraction(line.heard(), SIP_HZ, skip_s=0.3) > 0.7, "the PSTN party did not hear the phone"
+        caller.hangup()
+        caller.wait_state("DISCONNECTED", timeout=5)
+        assert tone_present(caller.recording_path, ANALOG_HZ, start_s=-2.5), "the phone did not hear the PSTN party"
+        assert line.wait_state("idle", timeout=3), "the line was not released"
+    finally:
+        caller.stop()
+    wait_for(lambda: line_state(runner, 2) == "idle", 3, "the FXO line to be idle")

@@ -18,6 +18,9 @@ from .model import NAME_MAX, number_errors
 logger = logging.getLogger(__name__)
 
 KINDS = ("fxs", "fxo")
+DIALLING = ("dtmf", "pulse")        # how an FXO port dials out on its exchange line
+ANSWER = ("dialled", "reversal")    # when an outgoing FXO call counts as answered
+FLASH_LIMITS_MS = (20, 2000)
 MAX_PORTS = 32          # far above any line board a Pi drives, small enough to catch typos
 # An outbound route may send calls out on an analog exchange line as it would on a SIP trunk:
 # its trunk field then names the FXO port as "line:N".
@@ -31,12 +34,22 @@ def line_trunk_name(port_number: int) -> str:
 @dataclass(frozen=True)
 class LinePortConfig:
     """One port of the line board. `extension` is the SIP account the port registers as;
-    `destination` (FXO only) is the extension an incoming call on the line rings."""
+    `destination` (FXO only) is the extension an incoming call on the line rings.
+
+    FXS: an on-hook of flash_min_ms..flash_max_ms is a flash-hook (the board times it), longer is
+    hanging up. FXO, calls out on the line: `dialling` dtmf (tones) or pulse (loop disconnect);
+    `answer` dialled (the call counts as answered once the number is dialled, as most FXO
+    gateways do: a plain line signals no answer) or reversal (when the exchange reverses the line
+    polarity, for lines with answer supervision)."""
     number: int
     kind: str
     extension: str
     destination: str = ""
     name: str = ""
+    flash_min_ms: int = 100
+    flash_max_ms: int = 700
+    dialling: str = "dtmf"
+    answer: str = "dialled"
 
     def validate(self) -> None:
         errors = []
@@ -60,6 +73,19 @@ class LinePortConfig:
         elif self.destination:
             errors.append(ValidationError("destination", "only FXO lines have a destination; an FXS port "
                                                          "simply is its extension"))
+        lo, hi = FLASH_LIMITS_MS
+        flash = (self.flash_min_ms, self.flash_max_ms)
+        if any(isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi for v in flash) \
+                or self.flash_min_ms >= self.flash_max_ms:
+            errors.append(ValidationError("flash_max_ms", f"a flash is an on-hook of flash_min_ms to flash_max_ms "
+                                                          f"milliseconds, both {lo}-{hi} and min below max "
+                                                          f"(e.g. 100 and 700), not {flash[0]!r}-{flash[1]!r}"))
+        if self.dialling not in DIALLING:
+            errors.append(ValidationError("dialling", f"{self.dialling!r}: use 'dtmf' (tones) or 'pulse' "
+                                                      "(loop disconnect, for old exchanges)"))
+        if self.answer not in ANSWER:
+            errors.append(ValidationError("answer", f"{self.answer!r}: use 'dialled' (answered once dialled) or "
+                                                    "'reversal' (the exchange reverses polarity on answer)"))
         if not isinstance(self.name, str) or len(self.name) > NAME_MAX or not self.name.isprintable():
             errors.append(ValidationError("name", f"must be plain text of at most {NAME_MAX} characters"))
         if errors:

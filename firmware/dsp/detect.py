@@ -212,6 +212,12 @@ class DtmfDetector:
             return None
         return DTMF_KEYS[r][c]
 
+    @property
+    def active(self) -> str | None:
+        """The digit whose tone is still on (reported by feed() and not ended yet), or None. It
+        ends after WINDOWS_OFF windows without the tone (~30 ms after the key is released)."""
+        return self._active
+
     def feed(self, pcm16le: bytes) -> str:
         """Add audio; returns the digits whose detection completed in it (usually "")."""
         x = _as_samples(pcm16le)

@@ -83,3 +83,37 @@ class EventReceiver:
             return None
         logger.debug("RTP event digit %s (timestamp %d)", digit, ts)
         return digit
+
+
+class EventSender:
+    """The payloads of one DTMF event as it goes on, for a sender on a 20 ms clock (section 2.5.1).
+
+    The sender stops sending audio frames for the digit and instead calls `update()` once per
+    frame while the key is held (the first payload goes out with the RTP marker bit and, like all
+    of them, with the RTP timestamp of the event's start), then `end()` once: three copies of the
+    end packet. An event longer than 0xFFFF units is cut at that duration (8 s at 8 kHz, far
+    beyond a key press)."""
+
+    def __init__(self, digit: str, frame_units: int = 160, volume: int = 10) -> None:
+        pack_event(digit, False, volume, duration=0)          # validates digit and volume
+        self.digit = digit.upper()
+        self.frame_units = frame_units
+        self.volume = volume
+        self.duration = 0
+        self.packets = 0
+
+    @property
+    def marker(self) -> bool:
+        """True for the first packet of the event (RTP marker bit)."""
+        return self.packets == 0
+
+    def update(self) -> bytes:
+        self.duration = min(self.duration + self.frame_units, _MAX_DURATION)
+        self.packets += 1
+        return pack_event(self.digit, False, self.volume, duration=self.duration)
+
+    def end(self) -> list[bytes]:
+        if self.duration == 0:
+            self.duration = self.frame_units
+        self.packets += 3
+        return [pack_event(self.digit, True, self.volume, duration=self.duration)] * 3

@@ -136,7 +136,7 @@ class LineGateway:
                 continue
             # The board came back (replugged, rebooted) with fresh port states: a phone that is
             # on-hook now, or a line no longer seized, has no call any more.
-            if line.kind == "fxs" and port.state == "onhook" and line.state != "ringing":
+            if line.kind == "fxs" and port.state == "onhook" and line.state not in ("ringing", "recall"):
                 line.on_event("on_hook")
             elif line.kind == "fxo" and line.state == "talking" and port.state != "seized":
                 line.on_event("disconnect", "board reset")
@@ -149,6 +149,9 @@ class LineGateway:
             logger.error("line port %d is configured %s but the board at %s says %s: fix the line port config",
                          line.number, line.kind.upper(), self.board.port_url, found)
             return
+        if line.kind == "fxs":
+            # the port's flash window (protocol rev 2; an older board NAKs it and keeps 100-700 ms)
+            line.board(port.set_flash_times, line.cfg.flash_min_ms, line.cfg.flash_max_ms)
         if line.kind == "fxo":
             try:
                 port.open_audio()     # caller ID and ringing are heard before any call exists

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from typing import TYPE_CHECKING
 
 from firmware.config.lines import LinePortConfig
@@ -22,6 +23,9 @@ logger = logging.getLogger(__name__)
 
 # A-law is the European G.711, mu-law the North American one: offer the country's first.
 CODEC_ORDER = {"uk": ["PCMA", "PCMU"], "us": ["PCMU", "PCMA"]}
+# RFC 4733 telephone-event in our offers (the payload type most phones use); in an answer, the
+# offerer's type.
+DTMF_PT = 101
 
 
 class AnalogLine:
@@ -35,6 +39,9 @@ class AnalogLine:
         self.call: SipCall | None = None
         self.media: PortMedia | None = None
         self.calls = 0
+        self._offered_dtmf: int | None = None
+        self._sdp_id = secrets.randbits(31)
+        self._sdp_version = 0
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.cfg.number} as {self.account.user} {self.state}>"
@@ -74,12 +81,17 @@ class AnalogLine:
         if media is not None:
             self.gw.loop.run_in_executor(None, media.stop)
 
-    def offer(self) -> bytes:
-        return sdp.build(self.media.address, self.media.local_port, CODEC_ORDER.get(self.gw.country, ["PCMU", "PCMA"]),
-                         None)
+    def offer(self, direction: str = "sendrecv") -> bytes:
+        return self._sdp(CODEC_ORDER.get(self.gw.country, ["PCMU", "PCMA"]), DTMF_PT, direction)
 
     def answer_body(self, codec: str) -> bytes:
-        return sdp.build(self.media.address, self.media.local_port, [codec], None)
+        return self._sdp([codec], self._offered_dtmf, "sendrecv")
+
+    def _sdp(self, codecs: list[str], dtmf_pt: int | None, direction: str) -> bytes:
+        # one session id per port, its version counting up with every SDP (RFC 3264 section 8)
+        self._sdp_version += 1
+        return sdp.build(self.media.address, self.media.local_port, codecs, dtmf_pt, direction,
+                         self._sdp_id, self._sdp_version)
 
     def apply_sdp(self, body: bytes) -> str | None:
         """Point RTP at the far end's SDP (offer or answer); returns the codec, None if unusable."""
@@ -92,7 +104,9 @@ class AnalogLine:
             logger.warning("line %d: the PBX offered no G.711 codec", self.number)
             return None
         codec = remote.codecs[0][0]
-        self.media.set_remote(remote.address if remote.direction in ("sendrecv", "recvonly") else None, codec)
+        self._offered_dtmf = remote.dtmf_pt
+        self.media.set_remote(remote.address if remote.direction in ("sendrecv", "recvonly") else None, codec,
+                              remote.dtmf_pt)
         return codec
 
     def board(self, func, *args) -> None:

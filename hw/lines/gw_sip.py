@@ -13,6 +13,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from typing import Callable
+from urllib.parse import quote
 
 from aiosipua import SipRequest, SipResponse
 from aiosipua.auth import SipDigestAuth, answer_challenge
@@ -24,7 +25,7 @@ from services.callsvc.sip import (ServerTransaction, SipEndpoint, make_response,
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "OfficePBX-LineGateway"
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, NOTIFY"
 REGISTER_EXPIRES = 300
 REFRESH_FRACTION = 0.8
 RETRY_BACKOFF = (2.0, 60.0)        # failed registrations: doubling, capped so a bad secret stays polite
@@ -52,7 +53,8 @@ class Dialog:
 class SipCall:
     """One call of one account, either direction. Callbacks run on the UA's event loop:
     on_progress(response) for 1xx, on_bye() when the far end hangs up, on_cancel() when an
-    incoming call is withdrawn, on_reinvite(request) for a session change."""
+    incoming call is withdrawn, on_reinvite(request) for a session change, on_notify(request) for
+    an in-dialog NOTIFY (the progress of a REFER we sent)."""
 
     def __init__(self, ua: "GatewayUA", account: Account, incoming: bool, dialog: Dialog) -> None:
         self.ua = ua
@@ -70,6 +72,8 @@ class SipCall:
         self.on_bye: Callable[[], None] | None = None
         self.on_cancel: Callable[[], None] | None = None
         self.on_reinvite: Callable[[SipRequest], bytes | None] | None = None
+        self.on_notify: Callable[[SipRequest], None] | None = None
+        self._session_lock = asyncio.Lock()
 
     @property
     def call_id(self) -> str:
@@ -158,6 +162,11 @@ class SipCall:
         if self.state == "early" and self.invite_tx is not None:
             self.ua.respond(self.invite_tx, 180, self, dialog=True)
 
+    def progress(self, sdp_body: bytes) -> None:
+        """183 Session Progress with our SDP: the caller hears our audio before the answer."""
+        if self.state == "early" and self.invite_tx is not None:
+            self.ua.respond(self.invite_tx, 183, self, dialog=True, body=sdp_body)
+
     def answer(self, sdp_body: bytes) -> None:
         if self.state != "early" or self.invite_tx is None:
             return
@@ -172,6 +181,39 @@ class SipCall:
         self.ua.forget(self)
 
     # --- both ----------------------------------------------------------------------------------
+    async def reinvite(self, sdp_body: bytes) -> SipResponse | None:
+        """A new offer in the dialog (hold: sendonly, resume: sendrecv); the final response, or
+        None when the call is not up. Offers go one at a time (a second would meet 491)."""
+        async with self._session_lock:
+            if self.state != "confirmed":
+                return None
+            self.dialog.local_cseq += 1
+            cseq = self.dialog.local_cseq
+            req = self.ua.request("INVITE", self.dialog, self.dialog.target, body=sdp_body, cseq=cseq)
+            resp = await self.ua.endpoint.request(req).final
+            if 200 <= resp.status_code < 300:
+                self.ua.send_ack(self, cseq)
+            else:
+                self.ua.ack_non_2xx(req, resp)
+            return resp
+
+    async def refer(self, refer_to: str) -> SipResponse | None:
+        """Send REFER (RFC 3515) naming refer_to; the final response (202 when accepted). The
+        progress arrives later as NOTIFY with a message/sipfrag body (on_notify)."""
+        if self.state != "confirmed":
+            return None
+        self.dialog.local_cseq += 1
+        req = self.ua.request("REFER", self.dialog, self.dialog.target, cseq=self.dialog.local_cseq,
+                              extra=[("Refer-To", refer_to),
+                                     ("Referred-By", f"<sip:{self.account.user}@{self.ua.domain}>")])
+        return await self.ua.endpoint.request(req).final
+
+    def replaces(self) -> str:
+        """This dialog as the Replaces parameter of a Refer-To URI (RFC 3891), URI-escaped:
+        call-id;to-tag=<the far end's tag>;from-tag=<ours>."""
+        value = f"{self.call_id};to-tag={tag_of(self.dialog.remote)};from-tag={tag_of(self.dialog.local)}"
+        return quote(value, safe="")
+
     async def hangup(self) -> None:
         """BYE a confirmed call, CANCEL an outgoing early one, 480 an incoming early one."""
         if self.state == "early":
@@ -283,7 +325,7 @@ class GatewayUA:
         h.append("To", dialog.remote)
         h.append("Call-ID", dialog.call_id)
         h.append("CSeq", f"{cseq} {method}")
-        if method in ("INVITE", "REGISTER"):
+        if method in ("INVITE", "REGISTER", "REFER"):
             h.append("Contact", self.contact(user_of(dialog.local)))
         if method == "INVITE":
             h.append("Allow", ALLOW)
@@ -357,7 +399,11 @@ class GatewayUA:
             else:
                 call.reinvite_tx = tx
                 self.respond(tx, 200, call, dialog=True, body=body)
-        elif method in ("INFO", "UPDATE", "NOTIFY") and not req.body:
+        elif method == "NOTIFY":
+            self.respond(tx, 200)
+            if call.on_notify is not None:
+                call.on_notify(req)
+        elif method in ("INFO", "UPDATE") and not req.body:
             self.respond(tx, 200)
         else:
             self.respond(tx, 501)

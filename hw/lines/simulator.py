@@ -139,6 +139,12 @@ class SimPort:
         with self.board._lock:
             self._script.append(bytes(pcm16le))
 
+    def clear_audio(self) -> None:
+        """Drop audio queued by send_audio() that has not been sent yet."""
+        with self.board._lock:
+            self._script.clear()
+            self._pending = b""
+
     def heard(self, clear: bool = False) -> bytes:
         """Everything the host played to this port (the last minute)."""
         with self.board._lock:
