@@ -506,3 +506,92 @@ def test_analog_phone_calls_out_on_the_exchange_line_which_is_seized_dialled_and
     finally:
         caller.stop()
     wait_for(lambda: line_state(runner, 2) == "idle", 3, "the FXO line to be idle")
+
+
+def test_hanging_up_while_the_target_rings_is_a_blind_transfer(pbx, lines, tmp_path):
+    sim, runner = lines
+    held = sip_phone(pbx, SIP_EXT, tmp_path)
+    target = sip_phone(pbx, TARGET_EXT, tmp_path, hz=TARGET_HZ)
+    try:
+        analog = analog_calls(sim, runner, held)
+        analog.flash()
+        wait_for(lambda: line_state(runner, 1) == "held", 3, "the call to be on hold")
+        analog.dial(TARGET_EXT + "#")
+        target.wait_incoming(timeout=8)                 # the consultation call rings
+        wait_for(lambda: line_state(runner, 1) == "consult_calling", 3, "the consultation call to ring")
+        target.auto_answer(200, after_ms=1000)
+        analog.on_hook()                                # blind: REFER to 1055, CANCEL of the ringing call
+        target.wait_incoming(timeout=8)                 # the PBX rings the target for the held party
+        target.wait_state("CONFIRMED", timeout=5)
+        wait_for(lambda: line_state(runner, 1) == "idle", 5, "the FXS line to be idle")
+        time.sleep(2.5)
+        held.hangup()
+        held.wait_state("DISCONNECTED", timeout=5)
+        target.wait_state("DISCONNECTED", timeout=5)
+        assert tone_present(held.recording_path, TARGET_HZ, start_s=-2.0, end_s=-0.3), "B does not hear C"
+        assert tone_present(target.recording_path, SIP_HZ, start_s=-2.0, end_s=-0.3), "C does not hear B"
+    finally:
+        held.stop()
+        target.stop()
+
+
+def test_hanging_up_on_a_held_call_rings_the_phone_back_and_answering_resumes_it(pbx, lines, tmp_path):
+    sim, runner = lines
+    callee = sip_phone(pbx, SIP_EXT, tmp_path)
+    try:
+        analog = analog_calls(sim, runner, callee)
+        analog.flash()
+        wait_for(lambda: line_state(runner, 1) == "held", 3, "the call to be on hold")
+        analog.on_hook()
+        assert analog.wait_state("ringing", timeout=3), "the phone was not rung back"
+        assert callee.events()[-1]["state"] == "CONFIRMED"
+        analog.off_hook()
+        wait_for(lambda: line_state(runner, 1) == "talking", 3, "the held call to be back")
+        analog.heard(clear=True)
+        time.sleep(1.5)
+        assert heard_fraction(analog.heard(), SIP_HZ, skip_s=0.3) > 0.7, "not back with the SIP phone"
+        callee.send_dtmf("7")                           # RFC 4733 from the SIP phone: a tone on the line
+        time.sleep(0.6)
+        assert "7" in detect.detect_dtmf(analog.heard())
+        analog.on_hook()
+        callee.wait_state("DISCONNECTED", timeout=5)
+    finally:
+        callee.stop()
+    wait_for(lambda: line_state(runner, 1) == "idle", 3, "the FXS line to be idle")
+
+
+def test_a_line_with_answer_supervision_answers_the_call_out_on_polarity_reversal(pbx, lines, tmp_path):
+    sim, runner = lines
+    line = sim.ports[1]
+    pbx.store.update_line_port(2, answer="reversal")
+    caller = sip_phone(pbx, SIP_EXT, tmp_path)
+    try:
+        wait_for(lambda: fxo_answers_by(runner, "reversal"), 5, "the FXO port back in service with the change")
+        caller.call(pbx.uri("9" + PSTN_NUMBER))
+        assert line.wait_state("seized", timeout=5), "the gateway did not seize the line"
+        wait_for(lambda: line.dialled == PSTN_NUMBER, 10, f"the number on the line (got {line.dialled!r})")
+        time.sleep(3.5)                                # the exchange rings the number: early media
+        assert caller.events()[-1]["state"] == "EARLY"
+        line.heard(clear=True)
+        t_answer = time.monotonic()
+        line.answer(reversal=True)
+        caller.wait_state("CONFIRMED", timeout=5)
+        time.sleep(1.5)
+        assert heard_fraction(line.heard(), SIP_HZ, skip_s=0.3) > 0.7, "the PSTN party did not hear the phone"
+        caller.hangup()
+        t_end = time.monotonic()
+        caller.wait_state("DISCONNECTED", timeout=5)
+        assert line.wait_state("idle", timeout=3), "the line was not released"
+        # the caller heard the exchange's ringback before the answer (UK 400+450 Hz, 0.4 on 0.2 off
+        # 0.4 on 2.0 off, from 2 s after the last digit)
+        before = -(t_end - t_answer)
+        assert tone_fraction(caller.recording_path, (400, 450), start_s=before - 1.4, end_s=before) > 0.25
+    finally:
+        caller.stop()
+        pbx.store.update_line_port(2, answer="dialled")
+        wait_for(lambda: fxo_answers_by(runner, "dialled"), 5, "the FXO port back as it was")
+
+
+def fxo_answers_by(runner, how):
+    line = runner.gateway.lines.get(2)
+    return line is not None and line.cfg.answer == how and runner.wait_registered(1)

@@ -491,8 +491,8 @@ class BoardSimulator:
                 port.flash_ms = (int(times[0]), int(times[1]))
             elif cmd == "SEIZE":
                 self._cancel(port.number)
-                was, port.state = port.state, "seized"
-                port._seized(was)
+                port._seized(port.state)           # fresh exchange state before the state says so
+                port.state = "seized"
             elif cmd == "RELEASE":
                 self._cancel(port.number)
                 port.state = "idle"
