@@ -79,8 +79,15 @@ def bad_values(path, action) -> list[str]:
             or not action.option_strings else ["x" * 300]) + (["-", "--"] if not action.option_strings else [])
 
 
+# Subcommands that need one of several optional options to have anything to do.
+ONE_OF = {("ext", "set"): ("name", ["--name", "Test"])}
+
+
 def baseline(path, parser, skip_dest=None) -> list[str]:
     argv = list(path)
+    dest, extra = ONE_OF.get(path, (None, []))
+    if dest != skip_dest:
+        argv += extra
     for action in parser._actions:
         if not takes_value(action) or action.dest == skip_dest or action.dest == "data":
             continue

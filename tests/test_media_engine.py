@@ -99,16 +99,25 @@ def test_three_legs_in_a_mix_each_hear_the_other_two_and_not_themselves():
 
 
 class _FakeSession:
+    def __init__(self):
+        self.channels = []
+
     def event(self, *args, **kw):
         pass
 
 
 class _FakeChannel:
-    """What a Bridge needs of a channel: its RTP leg, a session to log to, hold and gone state."""
+    """What a Bridge needs of a channel: its RTP leg, a call to log to, hold and gone state."""
 
-    def __init__(self, rtp):
-        self.rtp, self.session, self.held, self.is_gone = rtp, _FakeSession(), False, False
+    def __init__(self, rtp, session):
+        self.rtp, self.session, self.held, self.is_gone = rtp, session, False, False
+        self.n = id(self)
+        self.sessions = [session]
+        session.channels.append(self)
         self.bridge = self.on_hold_change = None
+
+    def log(self, what, /, **data):
+        pass
 
 
 def test_a_bridge_mixes_from_three_members_and_goes_back_to_the_relay_at_two():
@@ -120,7 +129,8 @@ def test_a_bridge_mixes_from_three_members_and_goes_back_to_the_relay_at_two():
         class Svc:
             media = engine
 
-        channels = [_FakeChannel(await engine.open_leg()) for _ in range(3)]
+        session = _FakeSession()
+        channels = [_FakeChannel(await engine.open_leg(), session) for _ in range(3)]
         bridge = Bridge(Svc(), "test")
         bridge.add(channels[0])
         bridge.add(channels[1])

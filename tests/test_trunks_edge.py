@@ -245,7 +245,7 @@ def test_a_phones_x_pbx_trunk_is_removed(edge, cs):
     try:
         uri = f"sip:07700900123@127.0.0.1:{edge.cfg.sip_port}"
         call_id = uuid.uuid4().hex
-        extra = ["X-PBX-Trunk: iptrunk"]
+        extra = ["X-PBX-Trunk: iptrunk", "X-PBX-Dial: 0900123456"]
         first = phone.final_response(phone.request("INVITE", uri, "1000", to_user="07700900123",
                                                    call_id=call_id, extra=extra, body=SDP))
         assert first.status == 407, "an X-PBX-Trunk header does not spare a phone the challenge"
@@ -255,6 +255,7 @@ def test_a_phones_x_pbx_trunk_is_removed(edge, cs):
         invite, source = wait_for_request(cs, "INVITE")
         assert invite is not None
         assert invite.header("X-PBX-Trunk") == "" and "x-pbx-trunk" not in str(invite.headers).lower()
+        assert "x-pbx-dial" not in str(invite.headers).lower(), "only the call service tells a line what to dial"
         cs.send(response_to(invite, "486 Busy Here"), source)
     finally:
         phone.close()

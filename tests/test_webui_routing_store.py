@@ -118,7 +118,9 @@ def test_backup_carries_analog_line_ports_with_their_references(tmp_path, store)
     store.add_extension("290", "Analog line")
     store.add_line_port(1, "fxo", "290", destination="201")
     doc = store.export_config()
-    assert doc["line_ports"] == [{"number": 1, "kind": "fxo", "extension": "290", "destination": "201", "name": ""}]
+    assert doc["line_ports"] == [{"number": 1, "kind": "fxo", "extension": "290", "destination": "201", "name": "",
+                                  "flash_min_ms": 100, "flash_max_ms": 700, "dialling": "dtmf",
+                                  "answer": "dialled"}]
     other = ConfigStore(tmp_path / "other")
     assert other.import_config(doc)["line_ports"] == 1
     assert other.get_line_port(1).destination == "201"
