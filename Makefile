@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PBX := $(VENV)/bin/pbx
 APT_PACKAGES := kamailio kamailio-sqlite-modules kamailio-presence-modules \
 	sip-tester baresip-core sipsak sox espeak-ng sqlite3 iproute2 \
-	python3-venv python3-dev gcc libasound2-dev systemd chromium fonts-dejavu-core
+	python3-venv python3-dev gcc libasound2-dev systemd chromium fonts-dejavu-core linphone-cli
 DATA ?= var
 
 .PHONY: all deps sysdeps pydeps run test bench clean prompts security

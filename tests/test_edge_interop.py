@@ -184,7 +184,6 @@ def test_a_gruu_held_from_an_older_edge_resolves_through_the_location_table(box,
         b.close()
 
 
-@pytest.mark.skipif(linphone.DAEMON is None, reason="linphone-daemon not installed (Debian linphone-cli)")
 def test_linphone_caller_holds_and_gets_the_callees_bye_then_hangs_up_itself(box, rtp, tmp_path):
     """The real linphone (linphone-daemon 5.1, UDP) calls through the edge as the defect report did:
     its hold re-INVITE completes (Paused), the callee's BYE reaches it (call ended), and on a second
