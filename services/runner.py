@@ -393,7 +393,11 @@ class Pbx:
             log.warning("trunk states unavailable from the edge: %s", exc)
             trunks = [dict(t, state="unknown") for t in registration_states(edge.trunks(resolve=False), [], {})]
         st = self.calls.status()
-        return {"uptime": round(time.time() - self.started, 1), "version": VERSION,
+        from hw.lines.service import read_states
+        lines = [{"number": p.get("port"), "kind": p.get("kind"), "extension": p.get("extension"),
+                  "state": p.get("state") if p.get("registered") else "not registered"}
+                 for p in read_states(self.opts.data) or []]
+        return {"uptime": round(time.time() - self.started, 1), "version": VERSION, "lines": lines,
                 "registrations": regs, "calls": st["calls"], "completed_calls": st["completed"],
                 "sip": st["sip"], "trunks": trunks, "sip_addr": self.opts.sip_addr,
                 "sip_port": self.opts.sip_port, "cs_port": self.calls.endpoint.local[1],

@@ -344,6 +344,9 @@ def test_pbx_run_with_line_ports_and_no_board_runs_the_gateway_on_the_simulator(
         other.start()
         wait_for(lambda: "1060" in {r["aor"] for r in other.status()["registrations"]}, 10,
                  "the simulated analog phone's port to register")
+        # the port's live state reaches `pbx status` (and the web UI's line ports page)
+        wait_for(lambda: [(p["number"], p["state"]) for p in other.status()["lines"]] == [(1, "idle")], 10,
+                 "port 1 reported idle in the status")
         children = child_pids(other.proc.pid)
         assert len(children) >= 3                       # Kamailio, simulator, line service (at least)
     finally:

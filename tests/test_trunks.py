@@ -6,6 +6,7 @@ answers and echoes the RTP back (-rtp_echo), so the caller hearing its own tone 
 ways through the PBX and the trunk; for inbound calls a UAC delivering a DID.
 """
 
+import socket
 import time
 
 import pytest
@@ -19,7 +20,7 @@ from tests.phones.sipp import Sipp, free_port
 from tests.test_trunks_edge import received
 
 pytestmark = pytest.mark.e2e
-CARRIER = "127.0.0.61"
+CARRIER, BROKEN_CARRIER = "127.0.0.61", "127.0.0.62"
 DID = "441632960999"
 CALLER_ID = "441632960000"
 
@@ -30,11 +31,18 @@ def carrier_port():
 
 
 @pytest.fixture(scope="module")
-def pbx(tmp_path_factory, carrier_port):
+def broken_port():
+    return free_port("udp", BROKEN_CARRIER)
+
+
+@pytest.fixture(scope="module")
+def pbx(tmp_path_factory, carrier_port, broken_port):
     proc = PbxProcess(tmp_path_factory.mktemp("pbx"), extensions=["1000", "1001"],
                       settings={"no_answer_timeout": 15, "busy_tone_seconds": 1})
     proc.store.add_trunk("carrier", f"{CARRIER}:{carrier_port}", "acct1", "Carrier-Pass-1", register=False)
+    proc.store.add_trunk("primary", f"{BROKEN_CARRIER}:{broken_port}", register=False)
     proc.store.add_outbound_route("mobiles", "_07X.", "carrier", caller_id=CALLER_ID)
+    proc.store.add_outbound_route("international", "_00X.", "primary", fallback_trunk="carrier")
     proc.store.add_inbound_route(DID, "extension:1001", name="main number")
     proc.start()
     yield proc
@@ -103,3 +111,37 @@ def test_a_trunk_caller_cannot_dial_out_again_through_another_route(pbx, tmp_pat
     assert status == 404
     rec = pbx.wait_cdr(lambda r: r.dst == "07700900123" and r.disposition is Disposition.FAILED)
     assert rec.cause.startswith("404")
+
+
+def test_a_trunk_that_fails_by_itself_hands_the_call_to_the_routes_fallback_trunk(pbx, carrier_port,
+                                                                                   broken_port, tmp_path):
+    import threading
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((BROKEN_CARRIER, broken_port))
+    broken = RawPhone("primary", "", pbx.registrar, sock=sock)   # a provider whose proxy is down
+    seen = []
+
+    def answer_503():
+        req = broken.wait_request("INVITE", timeout=10)
+        if req is not None:
+            seen.append(req.start)
+            broken.reply(req, 503, "Service Unavailable", tag="down1")
+
+    t = threading.Thread(target=answer_503)
+    t.start()
+    uas = Sipp("uas_challenge.xml", local_ip=CARRIER, port=carrier_port, workdir=tmp_path, timeout=30,
+               rtp_echo=True, params={"username": "acct1", "password": "Carrier-Pass-1"}).start()
+    try:
+        with pj(pbx, "1000", tmp_path, 700) as a:
+            assert a.register() == 200
+            a.call(pbx.uri("0033123456789"))
+            a.wait_state("CONFIRMED", timeout=15)
+            a.hangup()
+            a.wait_state("DISCONNECTED", timeout=5)
+        assert uas.wait(15).ok
+    finally:
+        t.join(12)
+        broken.close()
+    assert seen and seen[0].startswith("INVITE sip:0033123456789@")
+    rec = pbx.wait_cdr(lambda r: r.dst == "0033123456789")
+    assert rec.disposition is Disposition.ANSWERED and rec.dst_trunk == "carrier"

@@ -15,11 +15,14 @@ service restarted too.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import sys
 import threading
+import time
+from pathlib import Path
 from typing import Callable
 
 from hw.lines.board import LineBoard
@@ -33,6 +36,32 @@ GATEWAY_ANSWER_S = 2.0   # the gateway loop must report its ports within this, o
 def port_states(board: LineBoard) -> str:
     ports = ", ".join(f"{p.number} {p.kind} {p.state}" for p in sorted(board.ports.values(), key=lambda p: p.number))
     return f"board {board.model} fw {board.firmware} on {board.port_url}: {ports or 'no ports'}"
+
+
+STATE_FILE = "run/lines.json"   # what the running line service last saw, for `pbx status` and the web UI
+
+
+def publish_states(data_dir, ports: list[dict]) -> None:
+    """Write the ports' states where the call service's status (and so the web UI) reads them.
+
+    The line service is a process of its own (a unit of its own under systemd); a small file in
+    the data directory, replaced atomically, is the one channel both setups share."""
+    path = Path(data_dir) / STATE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"time": time.time(), "ports": ports}))
+    os.replace(tmp, path)
+
+
+def read_states(data_dir, max_age: float = 15.0) -> list[dict] | None:
+    """The ports' states if the line service published them in the last max_age seconds."""
+    try:
+        doc = json.loads((Path(data_dir) / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or time.time() - float(doc.get("time", 0)) > max_age:
+        return None
+    return [p for p in doc.get("ports", []) if isinstance(p, dict)]
 
 
 def line_states(ports: list[dict]) -> str:
@@ -100,8 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     board = LineBoard(args.port, country=country, audio_device=args.audio).start()
     runner = start_gateway(store, board, (args.sip_addr, args.sip_port))
     try:
-        serve(board, notifier, stop, None if runner is None else
-              lambda: line_states(runner.status(timeout=GATEWAY_ANSWER_S)))
+        def lines() -> str:
+            ports = runner.status(timeout=GATEWAY_ANSWER_S)
+            try:
+                publish_states(args.data, ports)
+            except OSError as exc:
+                logger.warning("line states not published in %s: %s", args.data, exc)
+            return line_states(ports)
+
+        serve(board, notifier, stop, None if runner is None else lines)
     finally:
         notifier.stopping()
         if runner is not None:

@@ -457,6 +457,31 @@ class Channel:
             return digit_task.result()
         return None
 
+    async def record(self, path, max_s: float = 120.0, silence_s: float | None = None,
+                     stop_on_digits: str = "#") -> str | None:
+        """Record what the phone says to a WAV file until max_s, silence_s of quiet (after some
+        speech), a digit in stop_on_digits or the hang-up; returns the digit that ended it, if any."""
+        from services.media.wavfile import WavWriter
+        if self.rtp is None or self.is_gone:
+            return None
+        take = _Take(WavWriter(path), self.svc.loop)
+        self.rtp.record_to(take)
+        waiters = {asyncio.ensure_future(asyncio.shield(self.gone)), asyncio.ensure_future(asyncio.sleep(max_s))}
+        digit_task = asyncio.ensure_future(self._digit_in(stop_on_digits)) if stop_on_digits else None
+        if digit_task is not None:
+            waiters.add(digit_task)
+        if silence_s:
+            waiters.add(asyncio.ensure_future(take.quiet_for(silence_s)))
+        try:
+            done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            return digit_task.result() if digit_task is not None and digit_task in done else None
+        finally:
+            if self.rtp is not None:
+                self.rtp.record_to(None)
+            take.close()
+
     async def _digit_in(self, allowed: str) -> str:
         while True:
             digit = await self.digits.get()
@@ -603,3 +628,28 @@ class Channel:
                 log.info("BYE on %s answered %d", self.call_id, resp.status_code)
         except asyncio.TimeoutError:
             log.warning("BYE on %s got no answer", self.call_id)
+
+
+class _Take:
+    """A recording in progress: writes the phone's audio and notices when it has gone quiet."""
+
+    QUIET_RMS = 300.0   # about -40 dBm0: below speech, above a line's idle noise
+
+    def __init__(self, writer, loop):
+        self.writer, self.loop = writer, loop
+        self.spoke = False
+        self.last_loud = loop.time()
+
+    def write(self, pcm: bytes) -> None:
+        import numpy as np
+        self.writer.write(pcm)
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+        if samples.size and float(np.sqrt(np.mean(samples ** 2))) > self.QUIET_RMS:
+            self.spoke, self.last_loud = True, self.loop.time()
+
+    async def quiet_for(self, seconds: float) -> None:
+        while not (self.spoke and self.loop.time() - self.last_loud >= seconds):
+            await asyncio.sleep(0.1)
+
+    def close(self) -> None:
+        self.writer.close()
