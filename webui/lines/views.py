@@ -1,9 +1,9 @@
 """Line port pages: what `pbx line add|list|rm` does, in the browser.
 
 Live state: each port registers with the SIP edge as its extension (decision 007), so the
-registrations in the PBX's status tell whether the port is up. The hook/line state of a port is not
-reported by the running services (the control socket's "status" has no line section): the page
-says "unknown" rather than guessing; a "lines" list in the status, when it appears, is shown.
+registrations in the PBX's status tell whether the port is up; the line service publishes what each
+port is doing (hw/lines/service.py), which the status carries as "lines". Without it (the line
+service not running) the page says "unknown" rather than guessing.
 """
 from __future__ import annotations
 
