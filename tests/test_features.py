@@ -83,6 +83,8 @@ def test_star90_forwards_when_busy(pbx, tmp_path):
         a.hangup()
         c.wait_state("DISCONNECTED", timeout=5)
         dial_code(pbx, b, "*91")
+    rec = pbx.wait_cdr(lambda r: r.src == "1005" and r.dst == "1007")
+    assert rec.disposition is Disposition.ANSWERED and rec.forwarded_from == "1006"
 
 
 def test_star52_forwards_when_not_answered(pbx, tmp_path):
@@ -105,6 +107,8 @@ def test_star52_forwards_when_not_answered(pbx, tmp_path):
             dial_code(pbx, b, "*53")
     finally:
         pbx.store.update_settings(no_answer_timeout=30)
+    rec = pbx.wait_cdr(lambda r: r.src == "1008" and r.dst == "1010")
+    assert rec.disposition is Disposition.ANSWERED and rec.forwarded_from == "1009"
 
 
 @pytest.mark.parametrize("code", ["*8", "**1012"])
