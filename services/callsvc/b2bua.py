@@ -1,4 +1,4 @@
-"""The call service: SIP from the edge in, sessions of channels out (decision 009).
+"""The call service: SIP from the edge in, sessions of channels out (decision 010).
 
 Every new INVITE becomes a session with the caller's inbound channel; the routing decision picks a
 feature flow (services/callsvc/flows/) that drives channels with the primitives (ring, answer,

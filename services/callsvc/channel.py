@@ -1,4 +1,4 @@
-"""Channels: one SIP dialog with its RTP leg, the unit every call flow works with (decision 009).
+"""Channels: one SIP dialog with its RTP leg, the unit every call flow works with (decision 010).
 
 A channel is inbound (a phone or trunk called us: we answer its INVITE) or outbound (we called a
 phone or a trunk). Flows drive it with primitives (ring, progress, answer, play, collect, hangup)

@@ -1,4 +1,4 @@
-"""The dial primitive: ring one or many targets for a caller, first answer wins (decision 009).
+"""The dial primitive: ring one or many targets for a caller, first answer wins (decision 010).
 
 As FreeSWITCH's originate: targets ring at once (ring all) or one after another (hunt), each with
 its own ring time, start delay and caller ID. The caller hears ringing (180) as soon as any target

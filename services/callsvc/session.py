@@ -1,4 +1,4 @@
-"""Sessions: everything that belongs to one call from its first INVITE (decision 009).
+"""Sessions: everything that belongs to one call from its first INVITE (decision 010).
 
 A session holds the channels born for that call (the caller's and every leg dialled for it), their
 bridges, and an event log in the manner of Asterisk's CEL (chan_start, answer, bridge_enter,
