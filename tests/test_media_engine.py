@@ -148,3 +148,29 @@ def test_a_bridge_mixes_from_three_members_and_goes_back_to_the_relay_at_two():
     assert two == (True, 0)
     assert three == (1, {True}, None)
     assert back == (0, True, None)
+
+
+def test_merging_two_bridges_makes_one_mixed_call_of_all_their_members():
+    from services.callsvc.bridge import Bridge
+
+    async def run():
+        engine = MediaEngine("127.0.0.1", free_rtp_range(20))
+
+        class Svc:
+            media = engine
+
+        session = _FakeSession()
+        a, b, c, d = [_FakeChannel(await engine.open_leg(), session) for _ in range(4)]
+        first, second = Bridge(Svc(), "one"), Bridge(Svc(), "two")
+        for bridge, pair in ((first, (a, b)), (second, (c, d))):
+            for ch in pair:
+                bridge.add(ch)
+        first.merge(second)
+        result = (len(first.members), second.members, {ch.bridge is first for ch in (a, b, c, d)},
+                  len(first.mixer.inbox), len(engine.mixers))
+        for ch in (a, b, c, d):
+            engine.close_leg(ch.rtp)
+        engine.close()
+        return result
+
+    assert uvloop.run(run()) == (4, [], {True}, 4, 1)

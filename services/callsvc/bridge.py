@@ -135,6 +135,12 @@ class Bridge:
         if other is not None and other.rtp is not None:
             other.rtp.send_dtmf(digit)
 
+    def merge(self, other: "Bridge") -> None:
+        """Bring every member of other into this bridge (two calls become one three-way call)."""
+        for ch in list(other.members):
+            other.remove(ch)
+            self.add(ch)
+
     def dissolve(self) -> None:
         for ch in list(self.members):
             self.remove(ch)
