@@ -11,12 +11,14 @@
 Addresses stay on loopback: `net_interface 127.0.0.1` makes baresip put 127.0.0.1 in its SDP, so
 no network namespace is needed. It plays a long sine WAV (aufile hangs up when the file ends, so
 the file lasts longer than any test call) and dumps received audio with the sndfile module.
-DTMF sending is not offered: baresip 1.0 only sends DTMF from stdio keypresses.
+DTMF: baresip 1.0 sends DTMF only from keypresses on its console, so the phone runs its stdio
+UI on a pseudo-terminal and `send_dtmf` types the digits there.
 """
 
 import json
 import logging
 import math
+import os
 import select
 import socket
 import struct
@@ -89,6 +91,7 @@ class BaresipPhone:
             "module aufile.so",
             "module alsa.so",
             "module sndfile.so",
+            "module stdio.so",  # console keys: the only way baresip 1.0 sends DTMF
             "module_app account.so",
             "module_app menu.so",  # dial, accept, hangup, quit commands
             "module_app ctrl_tcp.so",
@@ -111,9 +114,10 @@ class BaresipPhone:
     # --- process ------------------------------------------------------------
     def start(self):
         self._log = open(self.dir / "baresip.log", "wb")
+        self._keys, console = os.openpty()
         self._proc = subprocess.Popen(["baresip", "-f", str(self.dir)], cwd=self.dir,
-                                      stdin=subprocess.DEVNULL, stdout=self._log,
-                                      stderr=subprocess.STDOUT)
+                                      stdin=console, stdout=self._log, stderr=subprocess.STDOUT)
+        os.close(console)
         deadline = time.monotonic() + self._start_timeout
         while True:
             try:
@@ -147,6 +151,7 @@ class BaresipPhone:
                 self._proc.wait(timeout)
         if self._sock is not None:
             self._sock.close()
+        os.close(self._keys)
         self._log.close()
         self._proc = None
 
@@ -217,6 +222,12 @@ class BaresipPhone:
 
     def hangup(self):
         self.command("hangup")
+
+    def send_dtmf(self, digits, gap=0.25):
+        """Press digits on baresip's console during a call: it sends them as RFC 4733 events."""
+        for digit in str(digits):
+            os.write(self._keys, digit.encode())
+            time.sleep(gap)
 
     def wait_event(self, types, timeout=5.0, after=0):
         """Wait for a ctrl_tcp event of type(s), e.g. CALL_ESTABLISHED, CALL_CLOSED, CALL_INCOMING."""
