@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import os
-import select
 import socket
 import struct
 import subprocess
