@@ -93,7 +93,7 @@ class CallService:
             if session.state != "answered" or len(live) < 2:
                 continue
             counts = tuple(ch.rtp.rx for ch in live)
-            seen = getattr(session, "media_seen", None)
+            seen = session.media_seen
             if seen is None or seen[0] != counts:
                 session.media_seen = (counts, now)
             elif now - seen[1] > RTP_TIMEOUT and not any(ch.held for ch in live):

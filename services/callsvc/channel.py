@@ -125,7 +125,6 @@ class Channel:
         self.dtmf_log = ""
         self.bridge = None           # the Bridge this channel is in, if any
         self.on_hold_change = None   # callable(channel) set by the bridge
-        self.recording: str | None = None
         # inbound: the INVITE we answer; outbound: the INVITE we sent
         self.invite: SipRequest | None = None
         self.tx: ServerTransaction | None = None
@@ -136,7 +135,6 @@ class Channel:
         self.on_ringing = None       # callable(channel), outbound
         self.on_progress = None      # callable(channel), outbound: 183 with SDP (early media)
         self.reinvite_tx: ServerTransaction | None = None
-        self.reinvite_pending = False
         self.credentials: tuple[str, str] | None = None  # (user, password) for a provider's challenge
         self.trunk = ""              # the trunk this outbound channel goes out on
 
