@@ -35,7 +35,7 @@ def panel_service(tmp_path):
     assert not thread.is_alive()
 
 
-def _wait(condition, timeout=2.0):
+def _wait(condition, timeout=5.0):  # a loaded CI box fsyncs slowly: wait for the state, not a time
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():

@@ -18,8 +18,7 @@ from ..childproc import die_with_parent
 from .config import EdgeConfig, EdgeError
 from .rpc import KamailioRpc, RpcError
 from .subscribers import ensure_db, ensure_location_db, write_peers, write_subscribers
-from .trunks import (Backoff, EdgeTrunk, registration_states, write_trunk_addresses, write_trunks,
-                     _DISABLED, _ONLINE)
+from .trunks import Backoff, EdgeTrunk, registration_states, write_trunk_addresses, write_trunks
 
 logger = logging.getLogger(__name__)
 

@@ -129,27 +129,37 @@ def ensure_location_db(path: Path) -> None:
         db.close()
 
 
-def write_peers(path: Path, networks: list[ipaddress.IPv4Network]) -> bool:
-    """Make `networks` the complete trusted set (address table); True when it changed."""
-    rows = sorted({(str(n.network_address), n.prefixlen) for n in networks})
-    ensure_db(path)
+def replace_address_group(path: Path, group: int, rows, what: str) -> bool:
+    """Make rows ((ip, mask, tag), ...) the whole of one group of Kamailio's address table (the
+    permissions module's trusted peers, trunk source addresses); True when it changed."""
+    rows = sorted(set(rows))
     db = _connect(path)
     try:
         db.execute("BEGIN IMMEDIATE")
-        old = sorted(db.execute("SELECT ip_addr, mask FROM address WHERE grp = ?", (PEER_GROUP,)))
+        old = sorted(db.execute("SELECT ip_addr, mask, tag FROM address WHERE grp = ?", (group,)))
         if old == rows:
             db.execute("COMMIT")
             return False
-        db.execute("DELETE FROM address WHERE grp = ?", (PEER_GROUP,))
-        db.executemany("INSERT INTO address (grp, ip_addr, mask, port, tag) VALUES (?, ?, ?, 0, 'peer')",
-                       [(PEER_GROUP, ip, mask) for ip, mask in rows])
+        db.execute("DELETE FROM address WHERE grp = ?", (group,))
+        db.executemany("INSERT INTO address (grp, ip_addr, mask, port, tag) VALUES (?, ?, ?, 0, ?)",
+                       [(group, ip, mask, tag) for ip, mask, tag in rows])
         db.execute("COMMIT")
     except sqlite3.Error as exc:
         db.rollback()
-        raise EdgeError(f"cannot write trusted peers to {path}: {exc}") from exc
+        raise EdgeError(f"cannot write {what} to {path}: {exc}") from exc
     finally:
         db.close()
-    logger.info("edge trusted peers synced: %s", ", ".join(f"{ip}/{m}" for ip, m in rows) or "none")
+    return True
+
+
+def write_peers(path: Path, networks: list[ipaddress.IPv4Network]) -> bool:
+    """Make `networks` the complete trusted set (address table); True when it changed."""
+    ensure_db(path)
+    rows = [(str(n.network_address), n.prefixlen, "peer") for n in networks]
+    if not replace_address_group(path, PEER_GROUP, rows, "trusted peers"):
+        return False
+    logger.info("edge trusted peers synced: %s",
+                ", ".join(f"{ip}/{m}" for ip, m, _ in sorted(set(rows))) or "none")
     return True
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .config import EdgeError
+from .subscribers import _connect, replace_address_group
 
 logger = logging.getLogger(__name__)
 
@@ -208,24 +209,8 @@ def write_trunks(path: Path, trunks: Iterable[EdgeTrunk], sip_addr: str, sip_por
 
 def write_trunk_addresses(path: Path, trunks: Iterable[EdgeTrunk]) -> bool:
     """Trunk source addresses (address group 2, tag = trunk name); True when they changed."""
-    rows = sorted({(t.ip, t.name) for t in trunks if t.ip})
-    db = _connect(path)
-    try:
-        db.execute("BEGIN IMMEDIATE")
-        old = sorted(db.execute("SELECT ip_addr, tag FROM address WHERE grp = ?", (TRUNK_GROUP,)))
-        if old == rows:
-            db.execute("COMMIT")
-            return False
-        db.execute("DELETE FROM address WHERE grp = ?", (TRUNK_GROUP,))
-        db.executemany("INSERT INTO address (grp, ip_addr, mask, port, tag) VALUES (?, ?, 32, 0, ?)",
-                       [(TRUNK_GROUP, ip, name) for ip, name in rows])
-        db.execute("COMMIT")
-    except sqlite3.Error as exc:
-        db.rollback()
-        raise EdgeError(f"cannot write trunk addresses to {path}: {exc}") from exc
-    finally:
-        db.close()
-    return True
+    return replace_address_group(path, TRUNK_GROUP, [(t.ip, 32, t.name) for t in trunks if t.ip],
+                                 "trunk addresses")
 
 
 class Backoff:
@@ -298,7 +283,3 @@ def _int(value) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(path, timeout=5.0, isolation_level=None)
