@@ -54,11 +54,11 @@ def create_app(data_dir: str | Path, config: dict | None = None) -> Flask:
     app.session_interface = guard.PbxSessionInterface()
     app.extensions["pbx.accounts"] = AccountStore(data_dir)
 
-    from webui import (api, auth, cdr, dashboard, extensions, lines, me, recordings, routing, settings,
-                       system, trunks, wizard)
-    for module in (auth, wizard, dashboard, extensions, trunks, routing, lines, cdr, recordings,
-                   settings, system, me, api):
-        app.register_blueprint(module.bp)
+    import importlib
+
+    from webui import nav, wizard
+    for package in nav.blueprint_packages():
+        app.register_blueprint(importlib.import_module(f"webui.{package}").bp)
 
     # A global, not a context variable: imported form macros see globals only.
     app.jinja_env.globals["csrf_token"] = guard.csrf_token
@@ -72,7 +72,7 @@ def create_app(data_dir: str | Path, config: dict | None = None) -> Flask:
             site = config_store().settings().site_name
         except Exception:  # a broken config file must not take the login page down with it
             site = "Office PBX"
-        return {"site_name": site}
+        return {"site_name": site, "main_pages": nav.MAIN_PAGES, "feature_pages": nav.FEATURE_PAGES}
 
     @app.template_filter("destination")
     def _destination(value, names=None):

@@ -5,3 +5,5 @@ from .store import ConfigStore
 
 __all__ = ["ConfigStore", "Extension", "Settings", "ValidationError", "ValidationErrors",
            "ConfigFileError", "SchemaVersionError", "ConfigLockTimeout"]
+
+import firmware.features  # noqa: E402,F401  (registers every feature's records and destination kinds)

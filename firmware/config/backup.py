@@ -18,6 +18,7 @@ from .model import Extension, Settings
 from .routing import INBOUND_ROUTES, OUTBOUND_ROUTES, TRUNKS, InboundRoute, OutboundRoute, Trunk
 from .routing_store import reference_errors
 from .lines import LINE_PORTS, LinePortConfig, line_port_reference_errors
+from .records import RECORD_KINDS, missing_references
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,12 @@ SECTIONS = {
     "outbound_routes": (OutboundRoute, "name"),
     "line_ports": (LinePortConfig, "number"),
 }
+
+
+def _sections() -> dict:
+    """The built-in sections and every registered feature collection (firmware/config/records.py)."""
+    return {**SECTIONS, **{table: (kind.collection.record_type, kind.collection.key)
+                           for table, kind in RECORD_KINDS.items()}}
 
 
 def _records(doc: dict, section: str, record_type, key: str, errors: list) -> list:
@@ -91,7 +98,8 @@ def parse_backup(doc: object) -> tuple[Settings, dict[str, list]]:
             "schema_version", f"backup has schema version {version!r}, this firmware uses {SCHEMA_VERSION}; "
                               "restore it on the firmware that made it")])
     errors: list[ValidationError] = []
-    unknown = sorted(set(doc) - set(SECTIONS) - set(CARRIED_SECTIONS)
+    sections = _sections()
+    unknown = sorted(set(doc) - set(sections) - set(CARRIED_SECTIONS)
                      - {"format", "schema_version", "exported", "settings"})
     if unknown:
         errors.append(ValidationError("file", f"unknown section(s) {', '.join(unknown)}"))
@@ -110,14 +118,20 @@ def parse_backup(doc: object) -> tuple[Settings, dict[str, list]]:
                 settings.validate()
             except ValidationErrors as e:
                 errors.extend(ValidationError(f"settings.{err.field}", err.message) for err in e.errors)
-    records = {name: _records(doc, name, rt, key, errors) for name, (rt, key) in SECTIONS.items()}
+    records = {name: _records(doc, name, rt, key, errors) for name, (rt, key) in sections.items()}
     trunks = {t.name for t in records["trunks"]}
     numbers = {e.number for e in records["extensions"]}
-    for section in ("inbound_routes", "outbound_routes"):
+    known = {table: {str(getattr(r, sections[table][1])) for r in records[table]} for table in RECORD_KINDS}
+    known.update(extensions=numbers, trunks=trunks)
+    for section in ("inbound_routes", "outbound_routes", "extensions"):
         key = SECTIONS[section][1]
         for record in records[section]:
             errors.extend(ValidationError(f"{section}[{getattr(record, key)}].{err.field}", err.message)
-                          for err in reference_errors(record, trunks, numbers))
+                          for err in reference_errors(record, trunks, numbers, known))
+    for table, kind in RECORD_KINDS.items():
+        for record in records[table]:
+            errors.extend(ValidationError(f"{table}[{getattr(record, kind.collection.key)}].{err.field}", err.message)
+                          for err in missing_references(kind.references(record), known))
     for port in records["line_ports"]:
         errors.extend(ValidationError(f"line_ports[{port.number}].{err.field}", err.message)
                       for err in line_port_reference_errors(port, records["line_ports"], numbers))
@@ -144,6 +158,8 @@ class BackupMixin:
                 "inbound_routes": [dataclasses.asdict(r) for r in INBOUND_ROUTES.all(db)],
                 "outbound_routes": [dataclasses.asdict(r) for r in OUTBOUND_ROUTES.all(db)],
                 "line_ports": [dataclasses.asdict(r) for r in LINE_PORTS.all(db)],
+                **{table: [dataclasses.asdict(r) for r in kind.collection.all(db)]
+                   for table, kind in RECORD_KINDS.items()},
             }
 
     def import_config(self, doc: object) -> dict[str, int]:
@@ -152,7 +168,8 @@ class BackupMixin:
         settings, records = parse_backup(doc)
         collections = {"extensions": EXTENSIONS, "trunks": TRUNKS,
                        "inbound_routes": INBOUND_ROUTES, "outbound_routes": OUTBOUND_ROUTES,
-                       "line_ports": LINE_PORTS}
+                       "line_ports": LINE_PORTS,
+                       **{table: kind.collection for table, kind in RECORD_KINDS.items()}}
         with self._write() as db:
             for section, collection in collections.items():
                 db.table(collection.table).truncate()

@@ -25,10 +25,12 @@ def _known_fields(record_type, changes: dict) -> None:
                                 for k in unknown])
 
 
-def reference_errors(record, trunks: set[str], numbers: set[str]) -> list[ValidationError]:
+def reference_errors(record, trunks: set[str], numbers: set[str],
+                     others: dict[str, set[str]] | None = None) -> list[ValidationError]:
     """What a record names must exist: a route's trunks and extensions, an extension's forward
-    targets (checked on every write and on restore)."""
-    known = {"extensions": numbers}
+    targets (checked on every write and on restore). `others`: feature collections' keys, for
+    destinations such as "voicemail:1000"."""
+    known = {**(others or {}), "extensions": numbers}
     errors = []
     if isinstance(record, InboundRoute):
         errors += destination_reference_errors("destination", record.destination, known)
@@ -91,6 +93,9 @@ class RoutingStoreMixin:
             if users:
                 raise ValidationError("name", f"trunk {name} is used by outbound route(s) {', '.join(users)}: "
                                               "change or delete those routes first")
+            others = self._users_of(db, "trunks", name)
+            if others:
+                raise ValidationError("name", f"trunk {name} is {'; '.join(others)}: change or delete those first")
             TRUNKS.remove(db, name)
         logger.info("trunk %s removed", name)
 
@@ -173,11 +178,7 @@ class RoutingStoreMixin:
         return record
 
     def _check_references(self, db, record) -> None:
-        from .lines import LINE_PORTS, line_trunk_name
-        from .store import EXTENSIONS
-        trunks = {t.name for t in TRUNKS.all(db)} | {line_trunk_name(p.number) for p in LINE_PORTS.all(db)
-                                                    if p.kind == "fxo"}
-        numbers = {e.number for e in EXTENSIONS.all(db)}
-        errors = reference_errors(record, trunks, numbers)
+        known = self.known_keys(db)
+        errors = reference_errors(record, known["trunks"], known["extensions"], known)
         if errors:
             raise ValidationErrors(errors)

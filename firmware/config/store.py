@@ -28,6 +28,7 @@ from .storage import AtomicJSONStorage
 from .backup import BackupMixin
 from .routing_store import RoutingStoreMixin, extension_users
 from .lines import LinesStoreMixin
+from .records import RECORD_KINDS, destination_refs, missing_references, users_of
 
 logger = logging.getLogger(__name__)
 
@@ -149,11 +150,105 @@ class ConfigStore(RoutingStoreMixin, LinesStoreMixin, BackupMixin):
             if ports:
                 raise ValidationError("number", f"extension {number} is used by line port(s) "
                                                 f"{', '.join(map(str, ports))}: change or delete those first")
-            users = extension_users(db, number)
+            users = extension_users(db, number) + users_of(self._feature_records(db), "extensions", number)
             if users:
                 raise ValidationError("number", f"extension {number} is {'; '.join(users)}: "
                                                 "change or delete those first")
         logger.info("extension %s removed", number)
+
+    # Feature records (firmware/config/records.py): ring groups, mailboxes, IVR menus...
+    def records(self, table: str) -> list:
+        with self._mutex:
+            self._refresh()
+            return RECORD_KINDS[table].collection.all(self._db)
+
+    def record(self, table: str, key):
+        with self._mutex:
+            self._refresh()
+            return RECORD_KINDS[table].collection.get(self._db, key)
+
+    def add_record(self, table: str, record):
+        collection = RECORD_KINDS[table].collection
+        record.validate()
+        with self._write() as db:
+            collection.insert(db, record)
+            self._check_feature_references(db, table, record)
+        logger.info("%s %s added", collection.noun, getattr(record, collection.key))
+        return record
+
+    def update_record(self, table: str, key, /, **changes):
+        collection = RECORD_KINDS[table].collection
+        names = {f.name for f in dataclasses.fields(collection.record_type)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise ValidationErrors([ValidationError(k, f"unknown field; known: {', '.join(sorted(names))}")
+                                    for k in unknown])
+        if collection.key in changes and changes[collection.key] != key:
+            raise ValidationError(collection.key, f"cannot be changed; delete and re-create the {collection.noun}")
+        with self._write() as db:
+            record = dataclasses.replace(collection.require(db, key), **changes)
+            record.validate()
+            collection.replace(db, record)
+            self._check_feature_references(db, table, record)
+        logger.info("%s %s updated (%s)", collection.noun, key, ", ".join(sorted(changes)) or "no change")
+        return record
+
+    def replace_record(self, table: str, record):
+        """Store a whole new version of an existing record (a form that edits every field)."""
+        collection = RECORD_KINDS[table].collection
+        record.validate()
+        with self._write() as db:
+            collection.replace(db, record)
+            self._check_feature_references(db, table, record)
+        logger.info("%s %s updated", collection.noun, getattr(record, collection.key))
+        return record
+
+    def remove_record(self, table: str, key) -> None:
+        collection = RECORD_KINDS[table].collection
+        with self._write() as db:
+            collection.remove(db, key)
+            users = self._users_of(db, table, key)
+            if users:
+                raise ValidationError(collection.key, f"{collection.noun} {key} is {'; '.join(users)}: "
+                                                      "change or delete those first")
+        logger.info("%s %s removed", collection.noun, key)
+
+    def _feature_records(self, db) -> dict[str, list]:
+        return {table: kind.collection.all(db) for table, kind in RECORD_KINDS.items()}
+
+    def known_keys(self, db) -> dict[str, set[str]]:
+        """Every collection's keys, for reference checks: extensions, trunks and feature records."""
+        from .lines import LINE_PORTS, line_trunk_name
+        from .routing import TRUNKS
+        known = {table: {str(getattr(r, kind.collection.key)) for r in kind.collection.all(db)}
+                 for table, kind in RECORD_KINDS.items()}
+        known["extensions"] = {e.number for e in EXTENSIONS.all(db)}
+        known["trunks"] = {t.name for t in TRUNKS.all(db)} | {line_trunk_name(p.number) for p in LINE_PORTS.all(db)
+                                                             if p.kind == "fxo"}
+        return known
+
+    def _check_feature_references(self, db, table: str, record) -> None:
+        errors = missing_references(RECORD_KINDS[table].references(record), self.known_keys(db))
+        if errors:
+            raise ValidationErrors(errors)
+
+    def _users_of(self, db, collection: str, key) -> list[str]:
+        """What still names collection/key: feature records, inbound routes, extension forwards."""
+        from .model import FORWARDS
+        from .routing import INBOUND_ROUTES
+        key = str(key)
+        users = users_of(self._feature_records(db), collection, key)
+        dids = [r.did for r in INBOUND_ROUTES.all(db)
+                if any(ref.collection == collection and ref.key == key
+                       for ref in destination_refs(("destination", r.destination)))]
+        if dids:
+            users.append(f"the destination of inbound route(s) {', '.join(dids)}")
+        forwarders = [e.number for e in EXTENSIONS.all(db)
+                      if any(ref.collection == collection and ref.key == key
+                             for ref in destination_refs(*((f, getattr(e, f)) for f in FORWARDS)))]
+        if forwarders:
+            users.append(f"the forward target of extension(s) {', '.join(forwarders)}")
+        return users
 
     # Settings
     def settings(self) -> Settings:

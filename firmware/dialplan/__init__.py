@@ -45,3 +45,5 @@ __all__ = ["route_call", "route_plan", "Caller", "ConfigView", "RuntimeView", "c
            "Plan", "Ring", "Dial", "TrunkAttempt", "FeatureCode", "Reject", "Next", "describe",
            "Destination", "DESTINATION_KINDS", "EMERGENCY_NUMBERS", "MAX_FORWARD_HOPS",
            "Action", "Decision"]
+
+import firmware.features  # noqa: E402,F401  (registers every feature's steps, handlers and codes)

@@ -97,6 +97,9 @@ class Reject:
     on: Next = field(default=NOTHING_NEXT, kw_only=True)
 
 
+# A feature adds its own step types: a frozen dataclass with `on: Next` (kw_only, default
+# NOTHING_NEXT) and `describe() -> str`; the call service registers how to carry it out
+# (services/callsvc/flows/plan.py: `runs(StepType)`).
 Plan = Union[Ring, Dial, FeatureCode, Reject]
 
 
@@ -113,8 +116,10 @@ def describe(plan: Plan | None, depth: int = 0) -> str:
             " EMERGENCY" if plan.emergency else "")
     elif isinstance(plan, FeatureCode):
         text = f"feature {plan.code}: {plan.action} {plan.argument!r} for {plan.extension}"
-    else:
+    elif isinstance(plan, Reject):
         text = f"reject {plan.code} {plan.cause}" + (f" ({plan.reason})" if plan.reason else "")
+    else:
+        text = plan.describe()     # a feature's own step (voicemail, ring group, IVR...)
     branches = [(name, getattr(plan.on, name)) for name in ("busy", "no_answer", "unavailable")]
     shown = [f"{name.replace('_', ' ')}: {describe(p, depth + 1)}" for name, p in branches if p is not None]
     return text + (f" [{'; '.join(shown)}]" if shown and depth < 3 else "")

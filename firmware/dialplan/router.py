@@ -38,14 +38,34 @@ DESTINATION_HANDLERS: dict[str, Callable[[Destination, Context], Plan]] = {
     "external": lambda dest, ctx: dial_out(dest.target, ctx),
     "hangup": lambda dest, ctx: Reject(603, "hangup", "the destination is 'hang up'"),
 }
-_unhandled = set(DESTINATION_KINDS) - set(DESTINATION_HANDLERS)
-assert not _unhandled, f"destination kind(s) {_unhandled} have no handler in the dialplan"
+
+
+def check_handlers() -> None:
+    """Every destination kind has a handler (features register theirs with DESTINATION_HANDLERS)."""
+    unhandled = set(DESTINATION_KINDS) - set(DESTINATION_HANDLERS)
+    if unhandled:
+        raise RuntimeError(f"destination kind(s) {sorted(unhandled)} have no handler in the dialplan")
+
+
+def plan_for_destination(destination: str, caller: Caller, config: ConfigView, now: datetime,
+                         runtime: RuntimeView = RuntimeView()) -> Plan:
+    """The plan for sending a call in progress to a configured destination string (an IVR key,
+    a ring group's no-answer destination, a parked call's timeout...). The administrator chose
+    it, so every outbound route may carry it, as for an inbound route."""
+    try:
+        dest = Destination.parse(destination)
+    except ValueError as e:
+        return Reject(404, "not_found", f"destination {destination!r}: {e}", prompt="not_found")
+    ctx = Context(caller, config, runtime, now, dial_as=ADMIN,
+                  seen=(caller.id,) if caller.kind == "extension" else ())
+    return resolve(dest, ctx)
 
 
 def route_plan(dialled: str, caller: Caller, config: ConfigView, now: datetime,
                runtime: RuntimeView = RuntimeView()) -> Plan:
     """The plan for a call from `caller` to `dialled`."""
     ctx = Context(caller, config, runtime, now)
+    check_handlers()
     if caller.kind == "trunk":
         return _from_trunk(dialled, ctx)
     if caller.kind == "line":
@@ -91,6 +111,8 @@ def _feature_code(dialled: str, ctx: Context) -> Plan:
     if parsed.needs_number and not parsed.argument:
         return Reject(404, "not_found", f"{parsed.code} needs a number after it, e.g. {parsed.code}1001",
                       prompt="not_found")
+    if parsed.definition is not None and parsed.definition.plan is not None:
+        return parsed.definition.plan(parsed, ctx)
     argument = parsed.argument
     if parsed.action == "pickup" and argument:
         target = ctx.config.extensions.get(argument)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from firmware.config.lines import LinePortConfig, line_trunk_name
 from firmware.config.model import Extension, Settings
+from firmware.config.records import RECORD_KINDS
 from firmware.config.routing import InboundRoute, OutboundRoute, Trunk
 
 CALLER_KINDS = ("extension", "trunk", "line")
@@ -72,6 +73,12 @@ class ConfigView:
     generation: int = field(default=0, compare=False)
     # analog exchange lines an outbound route may use like a trunk, by "line:N" (FXO ports only)
     lines: Mapping[str, LinePortConfig] = field(default_factory=lambda: MappingProxyType({}))
+    # feature records by table and key (firmware/config/records.py): records["ring_groups"]["600"]
+    records: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+
+    def table(self, name: str) -> Mapping[str, Any]:
+        """A feature's records by key ({} when it has none)."""
+        return self.records.get(name, MappingProxyType({}))
 
     def carrier(self, name: str) -> bool:
         """name is a SIP trunk or an FXO line that can carry a call out."""
@@ -81,17 +88,22 @@ class ConfigView:
     def of(cls, extensions: Iterable[Extension] = (), trunks: Iterable[Trunk] = (),
            inbound_routes: Iterable[InboundRoute] = (), outbound_routes: Iterable[OutboundRoute] = (),
            settings: Settings | None = None, emergency_numbers: Iterable[str] = EMERGENCY_NUMBERS,
-           generation: int = 0, line_ports: Iterable[LinePortConfig] = ()) -> "ConfigView":
+           generation: int = 0, line_ports: Iterable[LinePortConfig] = (),
+           records: Mapping[str, Iterable[Any]] | None = None) -> "ConfigView":
         """Build a view from records (what the store returns, or what a test writes)."""
         return cls(MappingProxyType({e.number: e for e in extensions}),
                    MappingProxyType({t.name: t for t in trunks}),
                    tuple(inbound_routes), tuple(outbound_routes), settings or Settings(),
                    tuple(emergency_numbers), generation,
-                   MappingProxyType({line_trunk_name(p.number): p for p in line_ports if p.kind == "fxo"}))
+                   MappingProxyType({line_trunk_name(p.number): p for p in line_ports if p.kind == "fxo"}),
+                   MappingProxyType({table: MappingProxyType({str(getattr(r, RECORD_KINDS[table].collection.key)): r
+                                                              for r in items})
+                                     for table, items in (records or {}).items()}))
 
 
 def config_view(store) -> ConfigView:
     """The ConfigView of a ConfigStore now; rebuild it when `store.generation` changes."""
     generation = store.generation
     return ConfigView.of(store.extensions(), store.trunks(), store.inbound_routes(), store.outbound_routes(),
-                         store.settings(), generation=generation, line_ports=store.line_ports())
+                         store.settings(), generation=generation, line_ports=store.line_ports(),
+                         records={table: store.records(table) for table in RECORD_KINDS})

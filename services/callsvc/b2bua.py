@@ -20,6 +20,7 @@ from aiosipua import SipRequest, SipResponse
 
 from firmware.cdr import Disposition
 from firmware.dialplan import Caller, RuntimeView, config_view, route_call
+from firmware.dialplan.router import plan_for_destination
 
 from . import sdp
 from .channel import Channel
@@ -288,14 +289,23 @@ class CallService:
                           name=shown)
         return Caller("extension", session.src, number=session.src, name=caller.name)
 
-    async def _route(self, session: Session, caller: Channel) -> None:
-        """Ask the routing plan what the dialled number means for this caller, and carry it out."""
+    def now(self) -> datetime:
+        """The time in the box's time zone (what time conditions and rates are judged by)."""
         try:
             zone = ZoneInfo(self.settings.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             zone = ZoneInfo("UTC")
-        plan = route_call(session.dst, session.who, self.view, now=datetime.now(zone), runtime=RuntimeView())
+        return datetime.now(zone)
+
+    async def _route(self, session: Session, caller: Channel) -> None:
+        """Ask the routing plan what the dialled number means for this caller, and carry it out."""
+        plan = route_call(session.dst, session.who, self.view, now=self.now(), runtime=RuntimeView())
         await plan_flow.run(self, caller, plan)
+
+    def plan_for(self, session: Session, destination: str):
+        """The plan for sending this call on to a configured destination string ("ivr:1", an IVR
+        key's target, a parked call's timeout...): a flow returns it to carry on with it."""
+        return plan_for_destination(destination, session.who, self.view, self.now(), RuntimeView())
 
     async def hangup_session(self, session: Session, by: str = "") -> None:
         """End every channel of the session and write its call record (once)."""

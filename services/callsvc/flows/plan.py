@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Awaitable, Callable
 
 from firmware.cdr import Disposition
 from firmware.dialplan import Dial, FeatureCode, Reject, Ring, describe
 
 from ..bridge import Bridge
 from ..channel import Channel
-from ..dial import Outcome, Target, dial
+from ..dial import DialResult, Outcome, Target, dial
 from . import announce, feature_codes, outside
 
 log = logging.getLogger(__name__)
@@ -26,24 +27,37 @@ MAX_STEPS = 12  # a plan is finite by construction (firmware limits forward hops
 DISPOSITIONS = {"busy": Disposition.BUSY, "no_answer": Disposition.NO_ANSWER}
 
 
+# How each kind of plan step is carried out: `runner(svc, caller, step)` returns
+#   None          the runner saw the call to its end (answered and hung up, rejected, failed);
+#   a DialResult  someone answered (bridge the caller to them), or the outcome whose `on` branch
+#                 of the step comes next (busy, no answer, unavailable);
+#   a plan step   carry on with that plan (an IVR key, a ring group's overflow...).
+STEP_RUNNERS: dict[type, Callable[..., Awaitable]] = {}
+
+
+def runs(step_type: type):
+    """Register the runner of a plan step type: `@runs(Voicemail) async def ...(svc, caller, step)`."""
+    def register(runner):
+        STEP_RUNNERS[step_type] = runner
+        return runner
+    return register
+
+
 async def run(svc, caller: Channel, plan) -> None:
     session = caller.session
     for _ in range(MAX_STEPS):
         if plan is None or caller.is_gone:
             return
         log.info("call %d %s -> %s: %s", session.n, session.src, session.dst, describe(plan))
-        if isinstance(plan, Reject):
-            await reject(svc, caller, plan)
+        runner = STEP_RUNNERS.get(type(plan))
+        if runner is None:
+            raise TypeError(f"no runner for plan step {plan!r}")
+        result = await runner(svc, caller, plan)
+        if result is None:
             return
-        if isinstance(plan, FeatureCode):
-            await feature_codes.run(svc, caller, plan)
-            return
-        if isinstance(plan, Ring):
-            result = await ring(svc, caller, plan)
-        elif isinstance(plan, Dial):
-            result = await outside.dial_out(svc, caller, plan)
-        else:
-            raise TypeError(f"unknown plan step {plan!r}")
+        if not isinstance(result, DialResult):
+            plan = result
+            continue
         if result.outcome is Outcome.ANSWERED:
             await talk(svc, caller, result)
             return
@@ -62,6 +76,7 @@ async def run(svc, caller: Channel, plan) -> None:
     caller.reject(482, "Loop Detected")
 
 
+@runs(Reject)
 async def reject(svc, caller: Channel, step: Reject) -> None:
     disposition = DISPOSITIONS.get(step.cause, Disposition.FAILED)
     cause = f"{step.code} {step.reason or step.cause}"
@@ -76,6 +91,7 @@ async def reject(svc, caller: Channel, step: Reject) -> None:
     await announce.fail(svc, caller, step.code, disposition, cause, prompt=step.prompt, tone_name=step.tone)
 
 
+@runs(Ring)
 async def ring(svc, caller: Channel, step: Ring):
     """Ring one extension's phone (through the edge, which knows where it is registered)."""
     target = Target(f"sip:{step.extension}@{svc.edge[0]}:{svc.edge[1]}", step.extension,
@@ -113,3 +129,7 @@ async def talk(svc, caller: Channel, result) -> None:
     caller.answer()
     log.info("call %d %s -> %s answered (%s)", session.n, session.src, session.dst, caller.codec)
     await session.done()
+
+
+runs(Dial)(outside.dial_out)
+runs(FeatureCode)(feature_codes.run)

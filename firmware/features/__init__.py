@@ -1,0 +1,8 @@
+"""The office features, one module each: model + validation + pure decisions (no I/O).
+
+Each module registers what it adds when it is imported: its config records
+(firmware/config/records.py), destination kinds (firmware/config/destination.py), dialplan
+handlers (firmware/dialplan/router.py DESTINATION_HANDLERS), plan steps and feature codes
+(firmware/dialplan/feature_codes.py). This package imports them all; firmware.config and
+firmware.dialplan import this package, so whoever reads the config sees every feature.
+"""
