@@ -6,3 +6,7 @@ handlers (firmware/dialplan/router.py DESTINATION_HANDLERS), plan steps and feat
 (firmware/dialplan/feature_codes.py). This package imports them all; firmware.config and
 firmware.dialplan import this package, so whoever reads the config sees every feature.
 """
+from . import moh  # noqa: F401
+from . import daynight  # noqa: F401
+from . import timeconditions  # noqa: F401
+from . import ringgroups  # noqa: F401
