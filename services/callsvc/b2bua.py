@@ -22,12 +22,13 @@ from firmware.cdr import Disposition
 from firmware.dialplan import Caller, RuntimeView, config_view, route_call
 from firmware.dialplan.router import plan_for_destination
 
-from . import sdp
+from . import hooks, sdp
 from .channel import Channel
 from .flows import plan as plan_flow
 from .flows import transfer
 from .flows.outside import TRUNK_HEADER
 from .media import MediaCapacityError, MediaEngine
+from .presence import Presence
 from .session import Session
 from .sip import LINGER, ServerTransaction, SipEndpoint, make_response, new_branch, new_tag, tag_of, user_of
 
@@ -39,6 +40,14 @@ log = logging.getLogger(__name__)
 # PBX_RTP_TIMEOUT (seconds) overrides it.
 RTP_TIMEOUT = float(os.environ.get("PBX_RTP_TIMEOUT") or 60)
 SWEEP_EVERY = min(10.0, RTP_TIMEOUT / 3)
+
+
+def _run_hook(hook, what: str, *args) -> None:
+    """A feature's hook failing must not stop the call service (nor the other hooks)."""
+    try:
+        hook(*args)
+    except Exception:
+        log.exception("%s hook %r failed", what, hook)
 
 
 class CallService:
@@ -66,6 +75,7 @@ class CallService:
         self._settings = None
         self._generation = -1
         self.in_call_codes = transfer.InCallCodes(self)  # `##` / `*2` while bridged
+        self.presence = Presence(self)            # MWI and BLF lamps, published to the edge
 
     def spawn(self, coro) -> asyncio.Task:
         """Run a flow in the background; the loop keeps only weak references to tasks, so a flow
@@ -84,6 +94,9 @@ class CallService:
         self.contact = f"<sip:pbx@{self.listen[0]}:{self.endpoint.local[1]}>"
         self.refresh_config()
         self._sweeper = self.loop.call_later(SWEEP_EVERY, self._sweep)
+        self.presence.start()
+        for hook in hooks.ON_START:
+            _run_hook(hook, "start", self)
         log.info("call service listening on udp %s:%d, edge %s:%d", *self.endpoint.local, *self.edge)
 
     def _sweep(self) -> None:
@@ -108,6 +121,7 @@ class CallService:
     async def stop(self) -> None:
         if getattr(self, "_sweeper", None) is not None:
             self._sweeper.cancel()
+        self.presence.stop()
         # Hang every call up at once and give the BYEs a moment, not their full 32 s time-out:
         # a service stop must finish well inside systemd's (and the tests') stop timeout.
         hangups = [self.hangup_session(s, "shutdown") for s in list(self.calls.values())]
@@ -125,7 +139,11 @@ class CallService:
             self.view = config_view(self.store)
             self._extensions = dict(self.view.extensions)
             self._settings = self.view.settings
+            first = self._generation < 0
             self._generation = self.view.generation
+            if not first:
+                for hook in hooks.ON_CONFIG_CHANGE:
+                    _run_hook(hook, "config change", self, self.view)
 
     @property
     def settings(self):

@@ -107,6 +107,10 @@ class EdgeConfig:
         return self.run_dir / "location.sqlite"
 
     @property
+    def presence_db_path(self) -> Path:
+        return self.run_dir / "presence.sqlite"
+
+    @property
     def trunks_db_path(self) -> Path:
         return self.run_dir / "trunks.sqlite"
 
@@ -163,6 +167,8 @@ class EdgeConfig:
             "ul_sync_seconds": self.ul_sync_seconds,
             "location_db": self.location_db_path,
             "trunks_db": self.trunks_db_path,
+            "presence_db": self.presence_db_path,
+            "presence_domain": self.realm,
             "trunk_timer": self.trunk_timer_seconds,
             "ban_seconds": self.ban_seconds,
             "children": self.children,

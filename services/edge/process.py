@@ -17,7 +17,7 @@ from typing import Mapping
 from ..childproc import die_with_parent
 from .config import EdgeConfig, EdgeError
 from .rpc import KamailioRpc, RpcError
-from .subscribers import ensure_db, ensure_location_db, write_peers, write_subscribers
+from .subscribers import ensure_db, ensure_location_db, ensure_presence_db, write_peers, write_subscribers
 from .trunks import Backoff, EdgeTrunk, registration_states, write_trunk_addresses, write_trunks
 
 logger = logging.getLogger(__name__)
@@ -203,6 +203,7 @@ class Edge:
             self._stop_leftover()
             ensure_db(cfg.db_path)
             ensure_location_db(cfg.location_db_path)
+            ensure_presence_db(cfg.presence_db_path)
             write_peers(cfg.db_path, self.peer_networks())
             trunks = self.trunks()
             write_trunk_addresses(cfg.db_path, trunks)

@@ -203,3 +203,25 @@ def _checked_rows(subscribers: Mapping[str, str]) -> list[tuple[str, str]]:
 def _connect(path: Path) -> sqlite3.Connection:
     # Kamailio holds short read locks; wait for them rather than fail.
     return sqlite3.connect(path, timeout=5.0, isolation_level=None)
+
+
+PRESENCE_SCHEMAS = (Path("/usr/share/kamailio/db_sqlite/standard-create.sql"),
+                    Path("/usr/share/kamailio/db_sqlite/presence-create.sql"))
+
+
+def ensure_presence_db(path: Path) -> None:
+    """The presence module's tables (Kamailio's own schema from the kamailio-sqlite-modules
+    package). The module keeps state in memory (publ_cache 2, subs_db_mode 0) but checks
+    the table versions at start."""
+    db = _connect(path)
+    try:
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name='presentity'").fetchone() is None:
+            for schema in PRESENCE_SCHEMAS:
+                db.executescript(schema.read_text())
+    except OSError as exc:
+        raise EdgeError(f"cannot read Kamailio's presence schema {exc.filename}: reinstall "
+                        "kamailio-sqlite-modules") from exc
+    except sqlite3.Error as exc:
+        raise EdgeError(f"cannot create the presence database {path}: {exc}") from exc
+    finally:
+        db.close()

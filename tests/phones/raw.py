@@ -243,6 +243,48 @@ class RawPhone:
     def bye(self, dialog: Dialog) -> int:
         return self.in_dialog(dialog, "BYE")
 
+    # --- lamps: MWI (message-summary) and BLF (dialog) subscriptions ------------------------------
+    def subscribe(self, resource: str, event: str, expires: int = 600,
+                  timeout: float = 5.0) -> tuple[int, Dialog | None]:
+        """SUBSCRIBE to `resource` ("1000", "*33") for `event`, answering the digest challenge.
+        Returns (status, dialog); the NOTIFYs that follow are read with next_notify()."""
+        host = f"{self.edge[0]}:{self.edge[1]}"
+        uri = f"sip:{resource}@{host}"
+        call_id = secrets.token_hex(10)
+        from_ = f"<sip:{self.user}@{host}>;tag={secrets.token_hex(4)}"
+        accept = {"message-summary": "application/simple-message-summary",
+                  "dialog": "application/dialog-info+xml"}.get(event, "*/*")
+        extra = [f"Event: {event}", f"Expires: {expires}", f"Accept: {accept}"]
+        self.provisional = []
+        for cseq in (1, 2):
+            self.send(self._request("SUBSCRIBE", uri, call_id, from_, f"<{uri}>", cseq, extra=extra))
+            resp = self._final(call_id, cseq, timeout)
+            if resp is None:
+                return 0, None
+            if resp.status in (401, 407) and cseq == 1:
+                extra = extra + [self._authorization(resp, "SUBSCRIBE", uri)]
+                continue
+            break
+        if resp.status >= 300:
+            return resp.status, None
+        target = re.search(r"<([^>]+)>", resp.header("contact")).group(1)
+        return resp.status, Dialog(call_id, from_, resp.header("to"), target,
+                                   list(reversed(resp.all("record-route"))), cseq)
+
+    def next_notify(self, dialog: Dialog | None = None, timeout: float = 5.0, match=None) -> Message | None:
+        """The next NOTIFY (of `dialog` when given) whose body satisfies match(body); each NOTIFY
+        read is answered 200, as a phone does."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            msg = self.recv(left, lambda m: not m.is_response and m.method == "NOTIFY"
+                            and (dialog is None or m.header("call-id") == dialog.call_id))
+            if msg is None:
+                return None
+            self.reply(msg, 200)
+            if match is None or match(msg.body):
+                return msg
+        return None
+
     # --- being called ----------------------------------------------------------------------------
     def wait_request(self, method: str, timeout: float = 5.0) -> Message | None:
         return self.recv(timeout, lambda m: not m.is_response and m.method == method)

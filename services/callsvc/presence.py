@@ -1,0 +1,177 @@
+"""The lamps on the phones: the call service publishes state, the edge tells the watchers.
+
+Message-waiting lamps (RFC 3842, Event: message-summary) and BLF keys (RFC 4235, Event: dialog)
+are the Kamailio edge's presence module's business: phones SUBSCRIBE there and it sends the
+NOTIFYs (initial, on change, on refresh). The call service knows the state (a mailbox's counts,
+an extension ringing, the *33 toggle, a park slot) and PUBLISHes it (RFC 3903) to the edge.
+
+    svc.presence.publish_mwi("1000", new=1, old=0)
+    svc.presence.publish_dialog("1001", "early")        # "early" ringing, "confirmed" busy / lit,
+                                                        # "terminated" idle / off
+
+Each (event, resource) is one publication: its entity tag is kept and sent back in SIP-If-Match
+so the edge replaces the state instead of adding another; a 412 (the edge restarted and forgot
+it) publishes afresh. Publications are refreshed before they expire, so a restarted edge has
+every state again within REFRESH_S. Publishing never blocks a call flow: the newest state per
+resource is sent by one task, older unsent states are dropped.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from xml.sax.saxutils import escape, quoteattr
+
+from aiosipua import SipRequest
+from aiosipua.headers import CaseInsensitiveDict
+
+from .sip import new_branch, new_tag
+
+log = logging.getLogger(__name__)
+
+EXPIRES_S = 600
+REFRESH_S = 300          # re-publish every state this often (and after a 412)
+DIALOG_STATES = ("terminated", "early", "confirmed")
+
+
+@dataclass
+class _Publication:
+    event: str
+    resource: str
+    content_type: str
+    body: str
+    etag: str = ""
+    sent: str | None = None        # the body the edge has (None: not yet / must re-send)
+    version: int = 0
+    state: tuple = ()              # dialog: (state, direction, remote) of the body
+
+
+class Presence:
+    def __init__(self, svc):
+        self.svc = svc
+        self._pubs: dict[tuple[str, str], _Publication] = {}
+        self._dirty: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._refresh: asyncio.TimerHandle | None = None
+        self._cseq = 0
+        self.sent = 0              # PUBLISHes answered 2xx (status, tests)
+
+    # --- what features call ------------------------------------------------------------------
+    def publish_mwi(self, mailbox: str, new: int, old: int, urgent_new: int = 0, urgent_old: int = 0) -> None:
+        """The message-waiting lamp of `mailbox` (its extension's phones that subscribed)."""
+        body = (f"Messages-Waiting: {'yes' if new else 'no'}\r\n"
+                f"Message-Account: sip:{mailbox}@{self.svc.edge[0]}\r\n"
+                f"Voice-Message: {new}/{old} ({urgent_new}/{urgent_old})\r\n")
+        self._set("message-summary", mailbox, "application/simple-message-summary", body)
+
+    def publish_dialog(self, resource: str, state: str, *, direction: str = "recipient",
+                       remote: str = "") -> None:
+        """The BLF lamp of `resource` (an extension, "*33", a park slot "701"): "terminated"
+        (idle / off), "early" (ringing: flashing) or "confirmed" (busy / on)."""
+        if state not in DIALOG_STATES:
+            raise ValueError(f"dialog state {state!r}: use one of {', '.join(DIALOG_STATES)}")
+        self._set("dialog", resource, "application/dialog-info+xml", (state, direction, remote))
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._dirty = asyncio.Event()
+        self._task = self.svc.loop.create_task(self._sender())
+        self._refresh = self.svc.loop.call_later(REFRESH_S, self._refresh_all)
+
+    def stop(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+        if self._task is not None:
+            self._task.cancel()
+
+    def _set(self, event: str, resource: str, content_type: str, body) -> None:
+        key = (event, resource)
+        pub = self._pubs.get(key)
+        if pub is None:
+            pub = self._pubs[key] = _Publication(event, resource, content_type, "")
+        if event == "dialog":
+            if body == pub.state and pub.body:
+                return                      # no change: nothing to tell the watchers
+            pub.state = body
+            pub.version += 1
+            body = _dialog_info(resource, self.svc.edge[0], *body, pub.version)
+        if body == pub.body:
+            return
+        pub.body = body
+        if self._dirty is not None:
+            self._dirty.set()
+
+    def _refresh_all(self) -> None:
+        for pub in self._pubs.values():
+            pub.sent = None
+        if self._dirty is not None:
+            self._dirty.set()
+        self._refresh = self.svc.loop.call_later(REFRESH_S, self._refresh_all)
+
+    async def _sender(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            for pub in list(self._pubs.values()):
+                if pub.sent != pub.body:
+                    try:
+                        await self._publish(pub)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:   # one bad publication must not stop the lamps
+                        log.exception("presence: publishing %s of %s failed", pub.event, pub.resource)
+
+    async def _publish(self, pub: _Publication) -> None:
+        body = pub.body
+        for _ in range(2):
+            resp = await self.svc.endpoint.request(self._request(pub, body)).final
+            if resp.status_code == 412 and pub.etag:    # the edge forgot it (restart): publish afresh
+                pub.etag = ""
+                continue
+            break
+        if 200 <= resp.status_code < 300:
+            pub.etag = resp.headers.get_first("sip-etag") or pub.etag
+            if pub.event == "dialog" and pub.state and pub.state[0] == "terminated":
+                # the edge ends a publication whose dialogs all terminated: the next state is a
+                # new publication, not a refresh of this one
+                pub.etag = ""
+            pub.sent = body
+            self.sent += 1
+            log.info("presence: %s %s published", pub.event, pub.resource)
+        else:
+            log.warning("presence: %s %s refused by the edge: %d %s", pub.event, pub.resource,
+                        resp.status_code, resp.reason_phrase)
+
+    def _request(self, pub: _Publication, body: str) -> SipRequest:
+        svc = self.svc
+        self._cseq += 1
+        uri = f"sip:{pub.resource}@{svc.edge[0]}:{svc.edge[1]}"
+        h = CaseInsensitiveDict()
+        h.append("Via", svc.via())
+        h.append("Max-Forwards", "70")
+        h.append("From", f"<sip:pbx@{svc.edge[0]}>;tag={new_tag()}")
+        h.append("To", f"<sip:{pub.resource}@{svc.edge[0]}>")
+        h.append("Call-ID", f"{new_branch()[7:]}@pbx")
+        h.append("CSeq", f"{self._cseq} PUBLISH")
+        h.append("Event", pub.event)
+        h.append("Expires", str(EXPIRES_S))
+        if pub.etag:
+            h.append("SIP-If-Match", pub.etag)
+        h.append("Content-Type", pub.content_type)
+        return SipRequest(headers=h, body=body.encode(), method="PUBLISH", uri=uri)
+
+
+def _dialog_info(resource: str, host: str, state: str, direction: str, remote: str, version: int) -> str:
+    """An RFC 4235 dialog-info document for one resource in one state."""
+    entity = f"sip:{resource}@{host}"
+    remote_xml = (f"<remote><identity>{escape(remote)}</identity><target uri={quoteattr(remote)}/></remote>"
+                  if remote and state != "terminated" else "")
+    # idle is sent as a terminated dialog, not an empty document: some phones (Yealink) keep
+    # the lamp lit on an empty one
+    # a fresh dialog id per state: the edge's dialoginfo aggregation ignores a terminated
+    # dialog id coming back to life
+    dialog = (f'<dialog id={quoteattr(f"pbx-{version}")} direction={quoteattr(direction)}>'
+              f"<state>{state}</state>{remote_xml}</dialog>")
+    return ('<?xml version="1.0"?>\n'
+            f'<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="{version}" state="full" '
+            f"entity={quoteattr(entity)}>{dialog}</dialog-info>\n")
