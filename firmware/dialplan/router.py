@@ -40,6 +40,12 @@ DESTINATION_HANDLERS: dict[str, Callable[[Destination, Context], Plan]] = {
 }
 
 
+# Numbers a feature makes dialable from an extension (a ring group's 600, the park lot's 700 and its
+# slots): hook(dialled, ctx) -> the plan, or None when the number is not the feature's. Tried after
+# the extensions, before the outbound routes.
+NUMBER_HANDLERS: list[Callable[[str, Context], "Plan | None"]] = []
+
+
 def check_handlers() -> None:
     """Every destination kind has a handler (features register theirs with DESTINATION_HANDLERS)."""
     unhandled = set(DESTINATION_KINDS) - set(DESTINATION_HANDLERS)
@@ -100,6 +106,10 @@ def _from_extension(dialled: str, ctx: Context) -> Plan:
         return _feature_code(dialled, ctx)
     if dialled in config.extensions:
         return ring_extension(dialled, ctx, resolve)
+    for handler in NUMBER_HANDLERS:
+        plan = handler(dialled, ctx)
+        if plan is not None:
+            return plan
     return dial_out(dialled, ctx)
 
 

@@ -10,3 +10,4 @@ from . import moh  # noqa: F401
 from . import daynight  # noqa: F401
 from . import timeconditions  # noqa: F401
 from . import ringgroups  # noqa: F401
+from . import voicemail  # noqa: F401

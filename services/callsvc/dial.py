@@ -13,7 +13,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 from .bridge import Bridge
 from .channel import COMPLETED_ELSEWHERE, Channel
@@ -48,6 +48,9 @@ class Target:
     trunk: str = ""                    # trunk name, or "line:N"
     external: str = ""                 # the number as sent to the provider
     forwarded_from: str = ""
+    # asked once the target answers, before it wins: an outside leg hears "press 1 to accept" so a
+    # mobile's voicemail never takes the call (ring groups, Follow Me); False hangs that leg up
+    confirm: Callable[[Channel], Awaitable[bool]] | None = None
 
 
 @dataclass
@@ -142,6 +145,10 @@ async def _ring_all(svc, session, caller: Channel, targets: list[Target], timeou
         finally:
             if timer is not None:
                 timer.cancel()
+        if 200 <= status < 300 and target.confirm is not None and not finished:
+            if not await target.confirm(ch) or finished or caller.is_gone:
+                await ch.hangup("not accepted")
+                status = 480
         return target, ch, status
 
     finished = False

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# callables(session, what, channel) told of every event as it is logged (BLF lamps follow the
+# chan_start / answer / hangup of extensions' channels: services/callsvc/flows/blf.py)
+EVENT_LISTENERS: list = []
+
 
 class Session:
     ids = itertools.count(1)
@@ -50,6 +54,11 @@ class Session:
     def event(self, what: str, ch: "Channel | None", /, **data) -> None:
         """One entry of the event log (the schema is firmware/cel.py's; data may hold a 'kind')."""
         self.events.append((time.time(), what, ch.n if ch is not None else 0, data))
+        for listener in EVENT_LISTENERS:
+            try:
+                listener(self, what, ch)
+            except Exception:  # a lamp or a monitor must never break the call
+                log.exception("call %d: event listener %r failed on %s", self.n, listener, what)
 
     def start_channel(self, ch: "Channel", **cel) -> None:
         """A channel born for this call: chan_start with what the call record needs of it."""

@@ -38,6 +38,16 @@ PROMPTS: dict[str, str] = {
     "forward_on": "Call forwarding is on.",
     "forward_off": "Call forwarding is off.",
 }
+# ring groups, Follow Me, parking (the slot number and a group's name are spoken at run time:
+# services/callsvc/flows/speech.py)
+PROMPTS.update({
+    "press_1_to_accept": "Press 1 to accept the call, or 2 to reject it.",
+    "say_your_name": "Please say your name after the tone.",
+    "followme_on": "Follow me is on.",
+    "followme_off": "Follow me is off.",
+    "parking_empty": "There is no call parked there.",
+    "parking_full": "Every parking space is in use.",
+})
 
 # British English to match the wording ("dialled"); a little slower than espeak's default 175
 # words per minute because narrowband telephone audio loses consonants.

@@ -133,3 +133,4 @@ async def talk(svc, caller: Channel, result) -> None:
 
 runs(Dial)(outside.dial_out)
 runs(FeatureCode)(feature_codes.run)
+from . import blf, ringgroups  # noqa: E402,F401

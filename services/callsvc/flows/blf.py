@@ -1,0 +1,62 @@
+"""BLF lamps: each extension's dialog state is PUBLISHed to the edge as its calls ring, answer and
+end (services/callsvc/presence.py; the edge NOTIFYs the phones that SUBSCRIBEd to it).
+
+Every session event names a channel; when that channel is an extension's, the extension's state is
+worked out again from all its live legs (firmware/features/blf.py) and published when it changed.
+While ringing, the dialog names the caller (<remote>), which phones show and use for BLF pickup
+(they dial **NUM, the directed pickup code).
+"""
+from __future__ import annotations
+
+import logging
+import weakref
+
+from firmware.features.blf import Leg, dialog_state
+
+from .. import session as session_module
+
+log = logging.getLogger(__name__)
+
+_PUBLISHED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+WATCHED_EVENTS = ("chan_start", "answer", "hangup", "bridge_enter")
+
+
+def _legs(svc, number: str):
+    seen = set()
+    for session in list(svc.calls.values()):
+        for ch in session.channels:
+            if ch.n in seen or ch.number != number or ch.cel.get("kind") != "extension":
+                continue
+            seen.add(ch.n)
+            yield ch
+
+
+def refresh(svc, number: str) -> None:
+    """Publish `number`'s state if it changed since the last time."""
+    presence = getattr(svc, "presence", None)
+    if presence is None or svc.extension(number) is None:
+        return
+    legs = list(_legs(svc, number))
+    state = dialog_state(Leg(ch.inbound, "gone" if ch.is_gone else ch.state) for ch in legs)
+    remote = ""
+    if state == "early":
+        ringing = next((ch for ch in legs if not ch.is_gone and not ch.inbound), None)
+        caller = ringing.session.caller if ringing is not None else None
+        if caller is not None and caller.number:
+            remote = f"sip:{caller.number}@{svc.edge[0]}"
+    published = _PUBLISHED.setdefault(svc, {})
+    if published.get(number) == (state, remote):
+        return
+    published[number] = (state, remote)
+    log.info("BLF %s: %s%s", number, state, f" (call from {remote})" if remote else "")
+    presence.publish_dialog(number, state, remote=remote)
+
+
+def _on_event(session, what: str, ch) -> None:
+    if ch is None or what not in WATCHED_EVENTS or ch.cel.get("kind") != "extension":
+        return
+    refresh(session.svc, ch.number)
+
+
+if _on_event not in session_module.EVENT_LISTENERS:
+    session_module.EVENT_LISTENERS.append(_on_event)
