@@ -22,6 +22,8 @@ MAIN_PAGES = [
 
 # the same, for the call features (voicemail, IVR, ring groups, ...): the second menu row
 FEATURE_PAGES: list[tuple[str, str, str]] = [
+    ("timeconditions", "timeconditions.index", "Time conditions"),
+    ("moh", "moh.index", "Music on hold"),
 ]
 
 # blueprints without a menu entry
