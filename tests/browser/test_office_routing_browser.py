@@ -1,0 +1,66 @@
+"""Office call routing pages in real Chromium: time conditions (with the 14-day calendar),
+call blocking and feature codes. Screenshots go to docs/screenshots/ as laptop-/phone-NN-name.png."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from firmware.config import ConfigStore
+from tests.browser.test_webui_browser import browser, page, shot  # noqa: F401  (fixtures)
+from tests.browser.webui_env import ADMIN_PASSWORD, WebProcess
+from webui.auth.accounts import AccountStore
+
+
+@pytest.fixture
+def web(tmp_path):
+    data = tmp_path / "data"
+    store = ConfigStore(data)
+    store.add_extension("201", "Reception")
+    store.add_extension("202", "Night desk")
+    store.update_settings(timezone="Europe/London")
+    AccountStore(data).create("admin", ADMIN_PASSWORD, "admin")
+    proc = WebProcess(data).start()
+    proc.store = store
+    yield proc
+    proc.stop()
+
+
+def log_in(page, web):
+    page.goto(web.url + "/login")
+    page.fill("#f-username", "admin")
+    page.fill("#f-password", ADMIN_PASSWORD)
+    page.click("button:has-text('Log in')")
+    expect(page).to_have_url(re.compile(r"/dashboard$"))
+
+
+def test_admin_sets_office_hours_with_bank_holidays_and_sees_the_14_day_calendar(page, web):
+    log_in(page, web)
+    page.click("nav >> text=Time conditions")
+    expect(page).to_have_url(re.compile(r"/timeconditions$"))
+    page.click("text=New time condition")
+    page.fill("#f-number", "1")
+    page.fill("#f-name", "Office hours")
+    page.fill("#f-hours", "mon-fri 09:00-12:30,13:30-17:30\nsat 10:00-13:00")
+    page.fill("#f-special", "2026-12-24 09:00-12:00 Christmas Eve\n2026-12-28..2026-12-31 closed stocktaking")
+    page.select_option("#f-holidays", "GB/ENG")
+    page.select_option("#f-open_destination_kind", "extension")
+    page.select_option("#f-open_destination_extension", "201")
+    page.select_option("#f-closed_destination_kind", "extension")
+    page.select_option("#f-closed_destination_extension", "202")
+    page.fill("#f-hours", "mon-fry 09:00-17:30")
+    page.click("button:has-text('Add')")
+    expect(page.locator("#e-hours")).to_contain_text("'mon-fry' is not a day")
+    shot(page, "60-timecondition-error")
+    page.fill("#f-hours", "mon-fri 09:00-12:30,13:30-17:30\nsat 10:00-13:00")
+    page.click("button:has-text('Add')")
+    expect(page).to_have_url(re.compile(r"/timeconditions/1$"))
+    calendar = page.locator("#tc-calendar")
+    expect(calendar.locator("tr[data-day]")).to_have_count(14)
+    expect(calendar.locator(".tc-seg.open").first).to_be_visible()
+    shot(page, "61-timecondition-calendar")
+    page.goto(web.url + "/timeconditions")
+    expect(page.locator("#tc-1")).to_contain_text("Office hours")
+    expect(page.locator("#tc-1")).to_contain_text(re.compile(r"open|closed"))
+    shot(page, "62-timeconditions")
