@@ -15,9 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from firmware.dsp.tones import hold_music
-
-from .media import Player
+from . import moh
 
 if TYPE_CHECKING:
     from .channel import Channel
@@ -100,9 +98,9 @@ class Bridge:
             if other.rtp is None or other.is_gone:
                 continue
             if self.music_when_alone:
-                self.svc.media.play(other.rtp, Player(pcm=hold_music(), loop=True))
-            elif other.rtp.player is not None and other.rtp.player.pcm is hold_music():
-                self.svc.media.stop(other.rtp)
+                moh.service(self.svc).listen(other, holder=ch)  # the class of the one who left
+            else:
+                moh.service(self.svc).unlisten(other)
         if ch.is_gone and self.on_leave is not None:
             self.on_leave(self, ch)
 
@@ -121,9 +119,9 @@ class Bridge:
         if other is None or other.rtp is None or other.is_gone:
             return
         if ch.held:
-            self.svc.media.play(other.rtp, Player(pcm=hold_music(), loop=True))
+            moh.service(self.svc).listen(other, holder=ch)  # its route's or the holder's class
         else:
-            self.svc.media.stop(other.rtp)
+            moh.service(self.svc).unlisten(other)
 
     def on_dtmf(self, ch: "Channel", digit: str) -> None:
         for hook in list(self.dtmf_hooks):

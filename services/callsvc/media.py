@@ -86,6 +86,20 @@ class Player:
         return chunk
 
 
+class SharedFrame(bytes):
+    """A 20 ms linear frame that many legs send in one tick (music on hold, a page): each codec's
+    payload is encoded once, not once per leg."""
+
+    def __init__(self, pcm: bytes = b""):
+        self._payloads: dict[str, bytes] = {}
+
+    def payload(self, codec: str) -> bytes:
+        payload = self._payloads.get(codec)
+        if payload is None:
+            payload = self._payloads[codec] = g711.encoder(codec)(self)
+        return payload
+
+
 class RtpLeg(asyncio.DatagramProtocol):
     """One leg's RTP socket. `peer` is the bridged leg (packets go out of its socket).
 
@@ -239,7 +253,7 @@ class RtpLeg(asyncio.DatagramProtocol):
     def send_frame(self, pcm: bytes) -> None:
         if self.remote is None or self.transport is None:
             return
-        payload = g711.encoder(self.codec)(pcm)
+        payload = pcm.payload(self.codec) if type(pcm) is SharedFrame else g711.encoder(self.codec)(pcm)
         header = struct.pack("!BBHII", 0x80, PT[self.codec], self.seq, self.ts, self.ssrc)
         self.seq = (self.seq + 1) & 0xFFFF
         self.ts = (self.ts + FRAME) & 0xFFFFFFFF
@@ -288,6 +302,7 @@ class MediaEngine:
         self._tick: asyncio.TimerHandle | None = None
         self._next = 0.0
         self.legs = 0
+        self.ticks = 0  # 20 ms ticks so far: a shared source (music on hold) advances once per tick
 
     async def open_leg(self) -> RtpLeg:
         for _ in range(len(self.pool.free)):
@@ -386,6 +401,7 @@ class MediaEngine:
                 player.done.set_result(None)
 
     def _on_tick(self) -> None:
+        self.ticks += 1
         for leg in list(self.playing):
             try:
                 frame = leg.player.next_frame()
