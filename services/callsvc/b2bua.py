@@ -22,7 +22,7 @@ from firmware.cdr import Disposition
 from firmware.dialplan import Caller, RuntimeView, config_view, route_call
 from firmware.dialplan.router import plan_for_destination
 
-from . import hooks, sdp
+from . import hooks, moh, sdp
 from .channel import Channel
 from .flows import plan as plan_flow
 from .flows import transfer
@@ -75,6 +75,7 @@ class CallService:
         self._settings = None
         self._generation = -1
         self.in_call_codes = transfer.InCallCodes(self)  # `##` / `*2` while bridged
+        self.moh = moh.MohService(self)  # music on hold: listen(channel, class) / unlisten(channel)
         self.presence = Presence(self)            # MWI and BLF lamps, published to the edge
 
     def spawn(self, coro) -> asyncio.Task:
