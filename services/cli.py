@@ -209,6 +209,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.add_argument("--last", type=_whole(1, 100000), default=20, metavar="N",
                    help="the N most recent calls (default 20)")
+
+    m = sub.add_parser("mail", help="outgoing e-mail: test the SMTP settings, list the outbox")
+    msub = m.add_subparsers(dest="mail_cmd", required=True)
+    mt = msub.add_parser("test", parents=[common], help="queue a test e-mail and wait for the outcome")
+    mt.add_argument("address")
+    mt.add_argument("--wait", type=_whole(0, 600), default=30, metavar="SECONDS",
+                    help="how long to wait for sent/failed (default 30; 0: just queue it)")
+    ml = msub.add_parser("list", parents=[common], help="messages: sent, retrying, failed and why")
+    ml.add_argument("--json", action="store_true")
+    ml.add_argument("--last", type=_whole(1, 1000), default=50, metavar="N")
     return p
 
 
@@ -219,7 +229,7 @@ def main(argv=None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return {"run": cmd_run, "service": cmd_service, "ext": cmd_ext, "line": cmd_line,
-                "trunk": cmd_trunk, "status": cmd_status, "cdr": cmd_cdr}[args.cmd](args)
+                "trunk": cmd_trunk, "status": cmd_status, "cdr": cmd_cdr, "mail": cmd_mail}[args.cmd](args)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
@@ -427,6 +437,50 @@ def cmd_cdr(args) -> int:
     if not any(row[-1] for row in rows):   # trunk, forward, transfer: a column only when a call has them
         headers, rows = headers[:-1], [row[:-1] for row in rows]
     print(_table(headers, rows, right={"dur", "bill"}))
+    return 0
+
+
+def cmd_mail(args) -> int:
+    """`pbx mail test ADDRESS`: queue a test message, wait for the running PBX's sender to send it.
+    `pbx mail list`: the outbox, newest first (services/mailer)."""
+    import time
+    from firmware.config.store import open_data_dir
+    from .mailer import outbox
+    data = open_data_dir(args.data, create=False)
+    if args.mail_cmd == "test":
+        try:
+            message_id = outbox.enqueue_test(data, args.address, requested_by="pbx mail test")
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"queued test e-mail {message_id} to {args.address}")
+        deadline = time.monotonic() + args.wait
+        st = outbox.status(data, message_id)
+        while st["state"] in ("queued", "retrying") and time.monotonic() < deadline:
+            time.sleep(0.2)
+            st = outbox.status(data, message_id)
+        if st["state"] == "sent":
+            print(f"sent to {args.address}" + (f" ({st['last_error']})" if st["last_error"] else ""))
+            return 0
+        if st["state"] == "failed":
+            print(f"error: the test e-mail failed: {st['last_error']}", file=sys.stderr)
+            return 1
+        if args.wait == 0:
+            return 0
+        why = st["last_error"] or "not tried yet: is the PBX running? (`pbx status`)"
+        print(f"error: still {st['state']} after {args.wait} s: {why}", file=sys.stderr)
+        return 1
+    records = outbox.messages(data, args.last)
+    if args.json:
+        print(json.dumps(records, indent=2, ensure_ascii=False))
+        return 0
+
+    def when(t):
+        return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t else ""
+    rows = [(when(r["created"]), r["state"], str(r["attempts"]), ", ".join(r["to"]), r["subject"],
+             r["last_error"] or (f"next try {when(r['next_try'])}" if r["state"] == "retrying" else ""))
+            for r in records]
+    print(_table(("queued", "state", "tries", "to", "subject", "why"), rows, right={"tries"}))
     return 0
 
 

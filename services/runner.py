@@ -2,7 +2,7 @@
 
 `pbx run` starts, in order: the call service (asyncio + uvloop, in this process), the Kamailio edge
 (child process, config generated from the PBX config), the web UI (child process), the local control
-socket, and - when analog line ports are configured - the line service (board + gateway, child
+socket, the mail sender (a thread next to the call service, services/mailer), and - when analog line ports are configured - the line service (board + gateway, child
 process; on the board simulator unless --lines-tty names a board). On the appliance each part runs
 as its own systemd unit instead (`pbx service edge|calls`, pbx-lines.service), the same code with
 a subset of the components. Every child dies with `pbx run`, even when it is SIGKILLed
@@ -264,6 +264,8 @@ class Pbx:
         self.notifier = Notifier()
         self.edge_cfg: EdgeConfig | None = None
         self._trunks_tended = 0.0
+        self.mailer = None               # services.mailer.sender.MailSender, next to the call service
+        self._mailer_restarted = 0.0
 
     def _subscribers(self) -> dict[str, str]:
         return {e.number: e.secret for e in self.store.extensions() if e.enabled}
@@ -314,6 +316,8 @@ class Pbx:
         if self.calls is not None:
             self.control = ControlServer(o.data, {"status": self._status, "ping": self._ping})
             await self.control.start()
+            from .mailer.sender import MailSender, policy_from_env
+            self.mailer = MailSender(o.data, policy=policy_from_env()).start()
         if "web" in o.components and o.web:
             self._start_web()
         if "lines" in o.components and self.store.line_ports():
@@ -446,6 +450,10 @@ class Pbx:
                 self._check_web()
             if self.lines is not None:
                 self._check_lines()
+            if self.mailer is not None and not self.mailer.alive and time.monotonic() - self._mailer_restarted > 30:
+                log.error("mail sender thread ended; restarting it")   # its own log says why
+                self._mailer_restarted = time.monotonic()
+                self.mailer.start()
             given_up = self._given_up()
             if given_up:
                 return given_up
@@ -473,6 +481,8 @@ class Pbx:
         self.notifier.stopping()
         if self.control is not None:
             await self.control.stop()
+        if self.mailer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.mailer.stop)
         if self.lines is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.lines.stop)
         if self.web is not None:
