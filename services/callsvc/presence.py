@@ -131,6 +131,11 @@ class Presence:
             break
         if 200 <= resp.status_code < 300:
             pub.etag = resp.headers.get_first("sip-etag") or pub.etag
+            if pub.event == "dialog" and "<state>terminated</state>" in body:
+                # Kamailio's presence skips (with 200) any update of a presentity whose dialog is
+                # terminated ("Trying to update an already terminated state"): the next state
+                # is published afresh, without SIP-If-Match
+                pub.etag = ""
             if pub.event == "dialog" and pub.state and pub.state[0] == "terminated":
                 # the edge ends a publication whose dialogs all terminated: the next state is a
                 # new publication, not a refresh of this one

@@ -49,6 +49,72 @@ PROMPTS.update({
     "parking_full": "Every parking space is in use.",
 })
 
+# day/night toggles, call blocking (services/callsvc/flows/daynight.py, blocking.py)
+PROMPTS.update({
+    "night_mode_on": "Night mode on.",
+    "day_mode_on": "Day mode on.",
+    "enter_pin": "Please enter your PIN, then press hash.",
+    "pin_wrong": "That PIN is not correct.",
+    "caller_blocked": "The last caller has been blocked.",
+    "nothing_to_block": "There is no caller to block.",
+    "call_blocked": "Calls to this number are not allowed from this phone.",
+    "number_blocked": "This number does not accept your call.",
+})
+
+# voicemail (services/callsvc/flows/voicemail.py); numbers, days and months are spoken by
+# joining these (firmware/features/voicemail.py number_prompts)
+PROMPTS.update({
+    "vm_greeting_extension": "The person at extension",
+    "vm_greeting_unavailable": "is not available. Please leave a message after the tone, then hang up or "
+                               "press hash.",
+    "vm_greeting_busy": "is busy. Please leave a message after the tone, then hang up or press hash.",
+    "vm_mailbox_full": "Sorry, this mailbox is full and cannot take any more messages. Goodbye.",
+    "vm_message_saved": "Your message has been saved. Goodbye.",
+    "vm_enter_mailbox": "Please enter the mailbox number, then press hash.",
+    "vm_enter_pin": "Please enter your voicemail PIN, then press hash.",
+    "vm_wrong_pin": "That PIN is not correct.",
+    "vm_no_mailbox": "There is no such mailbox.",
+    "vm_goodbye": "Goodbye.",
+    "vm_you_have": "You have",
+    "vm_new_message": "new message",
+    "vm_new_messages": "new messages",
+    "vm_old_message": "old message",
+    "vm_old_messages": "old messages",
+    "vm_and": "and",
+    "vm_no_messages": "You have no messages.",
+    "vm_main_menu": "Press 1 to listen to your messages, 0 for mailbox options, or hash to hang up.",
+    "vm_message": "Message",
+    "vm_from": "from",
+    "vm_unknown_caller": "an unknown caller",
+    "vm_received": "received",
+    "vm_at": "at",
+    "vm_oh": "oh",
+    "vm_oclock": "o'clock",
+    "vm_message_menu": "Press 1 to replay, 2 to call back, 4 for the previous message, 5 for the envelope, "
+                       "6 for the next message, 7 to delete, 9 to save, or hash for the main menu.",
+    "vm_deleted": "Message deleted.",
+    "vm_saved": "Message saved.",
+    "vm_no_more": "There are no more messages.",
+    "vm_first": "This is the first message.",
+    "vm_invalid": "Sorry, that is not a valid choice.",
+    "vm_options_menu": "Press 1 to record your unavailable greeting, 2 for your busy greeting, 3 to record "
+                       "your name, 4 to change your PIN, or star to go back.",
+    "vm_record_after_tone": "Record after the tone, then press hash.",
+    "vm_greeting_saved": "Your recording has been saved.",
+    "vm_new_pin": "Please enter a new PIN of 4 to 10 digits, then press hash.",
+    "vm_new_pin_again": "Please enter the new PIN again, then press hash.",
+    "vm_pin_changed": "Your PIN has been changed.",
+    "vm_pin_not_changed": "The PINs did not match or were too easy to guess. Your PIN has not been changed.",
+})
+
+
+def _voicemail_words() -> dict[str, str]:
+    from firmware.features.voicemail import number_prompts
+    return number_prompts()
+
+
+PROMPTS.update(_voicemail_words())
+
 # British English to match the wording ("dialled"); a little slower than espeak's default 175
 # words per minute because narrowband telephone audio loses consonants.
 VOICE = "en-gb"

@@ -133,4 +133,6 @@ async def talk(svc, caller: Channel, result) -> None:
 
 runs(Dial)(outside.dial_out)
 runs(FeatureCode)(feature_codes.run)
-from . import blf, ringgroups  # noqa: E402,F401
+from . import blf, parking, ringgroups  # noqa: E402,F401
+from . import daynight  # noqa: E402,F401
+from . import voicemail  # noqa: E402,F401
