@@ -26,14 +26,15 @@ def parse_recipients(to: str | list[str] | tuple[str, ...]) -> list[str]:
     if not all(isinstance(i, str) for i in items):
         raise ValueError(f"mail recipients must be text, got {to!r}")
     addresses: list[str] = []
-    for name, addr in email.utils.getaddresses(items):
-        if not addr and not name:
-            continue
-        if not _ADDRESS.fullmatch(addr or ""):
-            shown = addr or name
-            raise ValueError(f"{shown[:80]!r} is not an e-mail address such as someone@example.com")
-        if addr.lower() not in (a.lower() for a in addresses):
-            addresses.append(addr)
+    for item in items:
+        for name, addr in email.utils.getaddresses([item]):
+            if not addr and not name:
+                continue
+            if not _ADDRESS.fullmatch(addr or ""):
+                shown = (addr or name) if "," in item else item.strip()    # what the user typed
+                raise ValueError(f"{shown[:80]!r} is not an e-mail address such as someone@example.com")
+            if addr.lower() not in (a.lower() for a in addresses):
+                addresses.append(addr)
     if not addresses:
         raise ValueError("the mail has no recipient: give an address such as someone@example.com")
     if len(addresses) > MAX_RECIPIENTS:

@@ -24,6 +24,7 @@ MAIN_PAGES = [
 FEATURE_PAGES: list[tuple[str, str, str]] = [
     ("timeconditions", "timeconditions.index", "Time conditions"),
     ("moh", "moh.index", "Music on hold"),
+    ("mail", "mail.index", "Mail"),
 ]
 
 # blueprints without a menu entry

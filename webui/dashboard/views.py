@@ -54,7 +54,17 @@ def snapshot(directory: Path) -> dict:
         "sip_addr": status.get("sip_addr"),
         "sip_port": status.get("sip_port"),
         "extensions": extensions,
+        "mail": mail_summary(directory),
     }
+
+
+def mail_summary(directory: Path) -> dict:
+    """Outgoing mail retrying or failed (services/mailer): the dashboard's mail banner."""
+    from services.mailer import outbox
+    try:
+        return outbox.summary(directory)
+    except OSError as e:
+        return {"queued": 0, "retrying": 0, "failed": 0, "last_error": f"outbox unreadable: {e}"}
 
 
 @bp.get("/")

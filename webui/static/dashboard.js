@@ -70,6 +70,13 @@
         tr.lastChild.dataset.since = c.answer || c.start || "";
       };
     }), "No calls.", 4);
+    var mail = s.mail || {}, banner = document.getElementById("mail-banner");
+    if (banner) {  // outgoing mail retrying or failed (the Mail page says why)
+      banner.hidden = !(mail.retrying || mail.failed);
+      document.getElementById("mail-counts").textContent =
+        (mail.retrying || 0) + " retrying, " + (mail.failed || 0) + " failed in the last week";
+      document.getElementById("mail-error").textContent = mail.last_error || "";
+    }
     fill("trunks", (s.trunks || []).map(function (t) {
       return function (tr) { cell(tr, t.name); cell(tr, t.state, t.state === "registered" ? "ok" : "off"); };
     }), "No trunks.", 2);
