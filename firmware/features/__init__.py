@@ -11,3 +11,7 @@ from . import daynight  # noqa: F401
 from . import timeconditions  # noqa: F401
 from . import ringgroups  # noqa: F401
 from . import voicemail  # noqa: F401
+from . import parking  # noqa: F401
+from . import ivr  # noqa: F401
+from . import directory  # noqa: F401
+from . import blocking  # noqa: F401

@@ -30,6 +30,11 @@ from ..sip import REASONS, uri_of, user_of
 
 log = logging.getLogger(__name__)
 
+# Features that take a blind-transferred call themselves instead of ringing a phone (parking's
+# 700): hook(svc, number) -> None, or `async take(transferee, transferrer) -> DialResult` (ANSWERED
+# when the feature has the call; anything else sends the transferee back as a failed transfer).
+BLIND_TRANSFER_TAKERS: list = []
+
 CODE_TIMEOUT = 2.0        # `##` / `*2`: both digits within this time
 DIGITS_FIRST = 6.0        # the first digit of the target number within this time
 DIGITS_NEXT = 3.0
@@ -104,9 +109,11 @@ async def blind(svc, transferrer: Channel, number: str, *, refer: bool) -> None:
     _event(transferrer, "blind_transfer", transferee=transferee.n, number=number)
     bridge.on_leave = None            # the transferrer leaving no longer ends the call
     bridge.remove(transferrer)
-    result = await _ring_for(svc, transferee, number)
+    take = next((t for t in (hook(svc, number) for hook in BLIND_TRANSFER_TAKERS) if t is not None), None)
+    result = await (take(transferee, transferrer) if take is not None else _ring_for(svc, transferee, number))
     if result.outcome is Outcome.ANSWERED:
-        _join(svc, transferee, result.channel)
+        if result.channel is not None:
+            _join(svc, transferee, result.channel)
         if refer:
             notify_sipfrag(transferrer, 200, final=True)
             # a phone that transferred usually hangs up on the NOTIFY; if it does not, we do
