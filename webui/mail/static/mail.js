@@ -43,7 +43,7 @@
     tr.appendChild(td("Tries", String(m.attempts)));
     tr.appendChild(td("Why", m.why, "why"));
     tr.appendChild(td("Sent", m.sent_at, "nowrap"));
-    var action = td("", "");
+    var action = td("", "", "nowrap");
     if (m.can_retry) { action.appendChild(retryForm(m.id)); }
     tr.appendChild(action);
     return tr;
