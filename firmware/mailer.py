@@ -52,7 +52,7 @@ class RetryPolicy:
 
     def delay(self, attempts: int) -> float:
         """Seconds to wait after the `attempts`-th failed attempt (1 = the first)."""
-        return min(self.first * 2 ** max(0, attempts - 1), self.cap)
+        return min(self.first * 2 ** min(max(0, attempts - 1), 32), self.cap)
 
     @classmethod
     def parse(cls, text: str) -> "RetryPolicy":
@@ -95,7 +95,7 @@ def after_attempt(message: dict, outcome: str, reason: str, now: float, policy: 
     if outcome == PERMANENT:
         return {"state": "failed", "attempts": attempts, "next_try": None, "last_error": reason,
                 "updated": now}
-    since = float(message.get("retry_from") or message.get("created") or now)
+    since = next((float(message[k]) for k in ("retry_from", "created") if message.get(k) is not None), now)
     wait = policy.delay(attempts)
     if now + wait - since > policy.give_up:
         hours = policy.give_up / 3600

@@ -74,6 +74,29 @@ def test_back_off_doubles_from_30_s_to_one_hour_and_gives_up_after_a_day():
     assert rules.after_attempt(message, PERMANENT, "550 no such user", 1000.0, policy)["state"] == "failed"
 
 
+def test_a_day_of_retries_is_30_attempts_and_a_hand_retry_starts_the_day_again():
+    policy, message, now = RetryPolicy(), {"created": 0.0, "attempts": 0}, 0.0
+    while message.get("state") != "failed":
+        message.update(rules.after_attempt(message, TEMPORARY, "connection refused", now, policy))
+        now = message["next_try"] or now
+    assert message["attempts"] == 30 and 23 * 3600 < message["updated"] < 24 * 3600
+    again = rules.after_attempt({"created": 0.0, "retry_from": 90000.0, "attempts": 30}, TEMPORARY, "x",
+                                90000.0, policy)
+    assert again["state"] == "retrying" and again["next_try"] == 90000.0 + 3600
+    assert RetryPolicy.parse("1,4,120") == RetryPolicy(1, 4, 120)
+    with pytest.raises(ValueError, match="FIRST,CAP,GIVE_UP"):
+        RetryPolicy.parse("fast")
+
+
+def test_the_dashboard_counts_retrying_and_last_weeks_failures():
+    now = 10 * 86400.0
+    found = rules.summary([{"state": "retrying", "last_error": "cannot connect"},
+                           {"state": "failed", "updated": now - 86400, "last_error": "550 no such user"},
+                           {"state": "failed", "updated": now - 8 * 86400},
+                           {"state": "sent"}, {"state": "queued"}], now)
+    assert found == {"queued": 1, "retrying": 1, "failed": 1, "last_error": "cannot connect"}
+
+
 def test_only_a_5xx_to_a_recipient_or_the_message_is_final():
     assert rules.classify("recipient", 550) == PERMANENT
     assert rules.classify("data", 554) == PERMANENT
