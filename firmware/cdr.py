@@ -18,6 +18,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from enum import Enum
 from pathlib import Path
 
@@ -54,7 +55,7 @@ class CallRecord:
     disposition: Disposition
     legs: list[dict] = field(default_factory=list)   # per leg: leg, peer, call_id, codec, final, hangup_by...
     cause: str = ""                  # e.g. "486 Busy Here"
-    cost: float | None = None
+    cost: Decimal | None = None      # in `currency`, exact (rating, firmware/rating); None = not rated
     # --- schema version 2: calls with many legs (firmware/cel.py) --------------------------------
     linkedid: str = ""               # the call this row belongs to (its first Call-ID); "" -> call_id
     seq: int = 1                     # 1, 2, 3... the rows of one linkedid in the order they began
@@ -66,8 +67,15 @@ class CallRecord:
     forwarded_from: str = ""         # the extension whose forward rang dst
     transfer: str = ""               # one of TRANSFER_KINDS
     transferred_by: str = ""         # the transferrer's number on a blind / attended row
+    # --- schema version 3: call charging (firmware/rating, docs/cdr.md) --------------------------
+    currency: str = ""               # ISO 4217 code of cost, "" when not rated
+    rate: str = ""                   # the rate per minute that applied, as decimal text ("0.0055")
+    dest_type: str = ""              # landline, mobile, freephone, premium, international... / inbound / internal
+    sheet_version: str = ""          # the rate sheet and version used: "uk-example@3"
 
     def __post_init__(self):
+        if isinstance(self.cost, (int, float)) and not isinstance(self.cost, bool) and math.isfinite(self.cost):
+            self.cost = Decimal(str(self.cost))        # a legacy float column value, made exact text first
         if self.linkedid == "" and isinstance(self.call_id, str):
             self.linkedid = self.call_id
         if isinstance(self.disposition, str) and not isinstance(self.disposition, Disposition):
@@ -181,8 +189,14 @@ def _record_errors(rec: CallRecord) -> list[ValidationError]:
             errors.append(ValidationError("legs", f"must hold only JSON values ({e})"))
     if not isinstance(rec.cause, str):
         errors.append(ValidationError("cause", f"must be text such as '486 Busy Here', got {rec.cause!r}"))
-    if rec.cost is not None and not _is_time(rec.cost):
-        errors.append(ValidationError("cost", f"must be a non-negative number or None, got {rec.cost!r}"))
+    if rec.cost is not None and not (isinstance(rec.cost, Decimal) and rec.cost.is_finite() and rec.cost >= 0):
+        errors.append(ValidationError("cost", f"must be a non-negative Decimal or None, got {rec.cost!r}"))
+    if not isinstance(rec.currency, str) or rec.currency not in ("",) and not (
+            len(rec.currency) == 3 and rec.currency.isalpha() and rec.currency.isupper()):
+        errors.append(ValidationError("currency", f"must be a 3-letter ISO code such as GBP (or empty), "
+                                                  f"got {rec.currency!r}"))
+    if not isinstance(rec.rate, str) or rec.rate and not _decimal_text(rec.rate):
+        errors.append(ValidationError("rate", f"must be decimal text such as '0.0055' (or empty), got {rec.rate!r}"))
     if not isinstance(rec.linkedid, str) or not rec.linkedid or len(rec.linkedid) > MAX_TEXT \
             or not rec.linkedid.isprintable():
         errors.append(ValidationError("linkedid", f"must be 1-255 printable characters, got {rec.linkedid!r}"))
@@ -195,11 +209,20 @@ def _record_errors(rec: CallRecord) -> list[ValidationError]:
     if rec.transfer not in TRANSFER_KINDS:
         errors.append(ValidationError("transfer", f"must be one of {', '.join(TRANSFER_KINDS[1:])} (or empty), "
                                                   f"got {rec.transfer!r}"))
-    for name in ("src_trunk", "dst_trunk", "external_number", "forwarded_from", "transferred_by"):
+    for name in ("src_trunk", "dst_trunk", "external_number", "forwarded_from", "transferred_by", "dest_type",
+                 "sheet_version"):
         value = getattr(rec, name)
         if not isinstance(value, str) or len(value) > MAX_TEXT or not value.isprintable():
             errors.append(ValidationError(name, f"must be up to 255 printable characters, got {value!r}"))
     return errors
+
+
+def _decimal_text(text: str) -> bool:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        return False
+    return value.is_finite() and value >= 0
 
 
 # MIGRATIONS[n] takes the database from user_version n to n+1. Append; never edit a shipped step.
@@ -240,23 +263,36 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "UPDATE calls SET linkedid = call_id",
         "CREATE INDEX calls_linkedid ON calls (linkedid, seq)",
     ),
+    # 3: call charging. cost_exact is the cost as decimal text (the REAL `cost` beside it keeps a
+    # float copy for old readers and quick SQL sums); rows from before are not rated ('').
+    (
+        "ALTER TABLE calls ADD COLUMN cost_exact TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE calls ADD COLUMN currency TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE calls ADD COLUMN rate TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE calls ADD COLUMN dest_type TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE calls ADD COLUMN sheet_version TEXT NOT NULL DEFAULT ''",
+        "UPDATE calls SET cost_exact = CAST(cost AS TEXT) WHERE cost IS NOT NULL",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # the columns of a CallRecord, in the order of its fields (webui/cdr/query.py reads the same)
 COLUMNS = ("call_id, src, dst, start_time, answer_time, end_time, disposition, legs, cause, cost, "
            "linkedid, seq, src_kind, dst_kind, src_trunk, dst_trunk, external_number, forwarded_from, "
-           "transfer, transferred_by")
+           "transfer, transferred_by, cost_exact, currency, rate, dest_type, sheet_version")
 _COLUMNS = COLUMNS
 _EXTRA = ("linkedid", "seq", "src_kind", "dst_kind", "src_trunk", "dst_trunk", "external_number",
           "forwarded_from", "transfer", "transferred_by")
+_CHARGING = ("currency", "rate", "dest_type", "sheet_version")
 
 
 def record_from_row(row) -> CallRecord:
     """A CallRecord from a row of COLUMNS (checked by its constructor like any other)."""
     call_id, src, dst, start, answer, end, disp, legs, cause, cost, *extra = row
-    return CallRecord(call_id, src, dst, start, answer, end, Disposition(disp), json.loads(legs), cause, cost,
-                      *extra)
+    extra, (cost_exact, *charging) = extra[:len(_EXTRA)], extra[len(_EXTRA):]
+    exact = Decimal(cost_exact) if cost_exact else None if cost is None else Decimal(str(cost))
+    return CallRecord(call_id, src, dst, start, answer, end, Disposition(disp), json.loads(legs), cause, exact,
+                      *extra, **dict(zip(_CHARGING, charging)))
 
 
 class CdrStore:
@@ -318,8 +354,9 @@ class CdrStore:
                          None if rec.answer is None else float(rec.answer), float(rec.end),
                          rec.disposition.value, json.dumps(rec.legs, separators=(",", ":")), rec.cause,
                          None if rec.cost is None else float(rec.cost),
-                         *(getattr(rec, name) for name in _EXTRA)))
-        marks = ", ".join("?" * (10 + len(_EXTRA)))
+                         *(getattr(rec, name) for name in _EXTRA),
+                         "" if rec.cost is None else str(rec.cost), *(getattr(rec, name) for name in _CHARGING)))
+        marks = ", ".join("?" * (11 + len(_EXTRA) + len(_CHARGING)))
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -369,6 +406,37 @@ class CdrStore:
         with self._lock:
             rows = self._db.execute(sql, (*args, limit)).fetchall()
         return [record_from_row(row) for row in rows]
+
+    def rows_since(self, since: float | datetime, until: float | datetime | None = None
+                   ) -> list[tuple[int, CallRecord]]:
+        """(row id, record) of the calls that started in [since, until), oldest first (re-rating)."""
+        args = [_epoch("since", since)]
+        sql = f"SELECT id, {_COLUMNS} FROM calls WHERE start_time >= ?"
+        if until is not None:
+            sql += " AND start_time < ?"
+            args.append(_epoch("until", until))
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY start_time, id", args).fetchall()
+        return [(row[0], record_from_row(row[1:])) for row in rows]
+
+    def set_charges(self, charges: list[tuple[int, CallRecord]]) -> int:
+        """Store new cost, currency, rate, dest_type and sheet_version of rows by id, in one
+        transaction (`pbx cdr rerate`); the other fields stay as they were. Returns rows changed."""
+        rows = []
+        for rowid, rec in charges:
+            rec.validate()
+            rows.append((None if rec.cost is None else float(rec.cost), "" if rec.cost is None else str(rec.cost),
+                         *(getattr(rec, name) for name in _CHARGING), int(rowid)))
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.executemany("UPDATE calls SET cost = ?, cost_exact = ?, currency = ?, rate = ?, "
+                                           "dest_type = ?, sheet_version = ? WHERE id = ?", rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return cur.rowcount
 
     def close(self) -> None:
         with self._lock:

@@ -23,6 +23,11 @@ from .context import ADMIN, NOBODY, Context
 from .plan import Dial, Next, Plan, Reject, TrunkAttempt
 
 
+# Checks of a call out before it goes (call blocking's barred prefixes): check(number, sent, ctx)
+# -> a Reject, or None to let it go. Emergency calls are never checked.
+DIAL_OUT_CHECKS: list = []
+
+
 def dial_out(number: str, ctx: Context) -> Plan:
     """The plan for dialling `number` out with ctx.dial_as's permissions."""
     config = ctx.config
@@ -35,10 +40,20 @@ def dial_out(number: str, ctx: Context) -> Plan:
         if emergency or ctx.dial_as == ADMIN or route.allows(ctx.dial_as):
             sent = _emergency_number(number, route, config.emergency_numbers) if emergency \
                 else route.dial_string(number)
+            for check in DIAL_OUT_CHECKS if not emergency else ():
+                refused = check(number, sent, ctx)
+                if refused is not None:
+                    return refused
             attempts = tuple(TrunkAttempt(t, sent, _caller_id(route, ctx))
                              for t in (route.trunk, route.fallback_trunk) if t and config.carrier(t))
             if not attempts:
                 return _unavailable(number, f"route {route.name} names no existing trunk")
+            if not emergency and ctx.runtime.spend is not None:      # call charging (firmware/rating/limits.py)
+                refused = ctx.runtime.spend.refusal(ctx.dial_as, attempts[0].trunk, sent)
+                if refused is not None:
+                    limit = refused.kind == "limit"
+                    return Reject(403, "call_limit" if limit else "barred", refused.reason,
+                                  prompt="call_limit_reached" if limit else "number_barred")
             return _dial(number, attempts, route.name, ctx, emergency)
     if number in config.emergency_numbers:
         # an emergency call no route matches goes out on anything that can carry it, SIP or analog

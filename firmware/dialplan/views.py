@@ -56,6 +56,9 @@ class RuntimeView:
     """
     registered: frozenset[str] | None = None
     busy: frozenset[str] = frozenset()
+    # call charging: spend so far, limits and rate sheets (firmware.rating.limits.SpendCheck);
+    # None: no limits are checked
+    spend: Any = None
 
     def reachable(self, extension: str) -> bool:
         return self.registered is None or extension in self.registered

@@ -15,3 +15,5 @@ from . import parking  # noqa: F401
 from . import ivr  # noqa: F401
 from . import directory  # noqa: F401
 from . import blocking  # noqa: F401
+from . import charging  # noqa: F401
+from . import queues  # noqa: F401

@@ -170,7 +170,10 @@ def _schemas() -> dict:
             "end": {"type": "string", "format": "date-time"}, "duration": {"type": "number"},
             "billsec": {"type": "integer"},
             "disposition": {"type": "string", "enum": ["ANSWERED", "BUSY", "NO ANSWER", "FAILED", "CANCELLED"]},
-            "cause": {"type": "string"}, "cost": {"type": ["number", "null"]}}},
+            "cause": {"type": "string"},
+            "cost": {"type": ["string", "null"], "description": "exact decimal in currency, e.g. '0.01100'"},
+            "currency": {"type": "string"}, "rate": {"type": "string"}, "dest_type": {"type": "string"},
+            "sheet_version": {"type": "string"}}},
         "Status": {"type": "object", "properties": {
             "running": {"type": "boolean"}, "uptime": {"type": ["number", "null"]},
             "version": {"type": ["string", "null"]}, "registrations": {"type": "array", "items": {"type": "object"}},

@@ -17,7 +17,7 @@ _PLAIN_NUMBER_RE = re.compile(r"\+?[0-9]+")
 CSV_COLUMNS = ("call_id", "src", "dst", "start", "answer", "end", "duration", "billsec",
                "disposition", "cause", "cost",
                "linkedid", "seq", "src_kind", "dst_kind", "src_trunk", "dst_trunk", "external_number",
-               "forwarded_from", "transfer", "transferred_by")
+               "forwarded_from", "transfer", "transferred_by", "currency", "rate", "dest_type", "sheet_version")
 NEW_FIELDS = CSV_COLUMNS[11:]
 
 
@@ -80,7 +80,7 @@ def record_dict(rec, tz: ZoneInfo) -> dict:
     return {"call_id": rec.call_id, "src": rec.src, "dst": rec.dst, "start": iso(rec.start),
             "answer": iso(rec.answer), "end": iso(rec.end), "duration": rec.duration,
             "billsec": rec.billsec, "disposition": rec.disposition.value, "cause": rec.cause,
-            "cost": rec.cost, **{name: getattr(rec, name) for name in NEW_FIELDS},
+            "cost": None if rec.cost is None else str(rec.cost), **{name: getattr(rec, name) for name in NEW_FIELDS},
             "details": details(rec)}
 
 
