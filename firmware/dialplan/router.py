@@ -45,6 +45,10 @@ DESTINATION_HANDLERS: dict[str, Callable[[Destination, Context], Plan]] = {
 # the extensions, before the outbound routes.
 NUMBER_HANDLERS: list[Callable[[str, Context], "Plan | None"]] = []
 
+# Screens of calls from the outside (trunks and exchange lines) before anything else: call
+# blocking's block list. hook(dialled, ctx) -> the plan for a screened-out caller, or None.
+INBOUND_SCREENS: list[Callable[[str, Context], "Plan | None"]] = []
+
 
 def check_handlers() -> None:
     """Every destination kind has a handler (features register theirs with DESTINATION_HANDLERS)."""
@@ -72,6 +76,10 @@ def route_plan(dialled: str, caller: Caller, config: ConfigView, now: datetime,
     """The plan for a call from `caller` to `dialled`."""
     ctx = Context(caller, config, runtime, now)
     check_handlers()
+    for screen in INBOUND_SCREENS if caller.is_outside else ():
+        plan = screen(dialled, ctx)
+        if plan is not None:
+            return plan
     if caller.kind == "trunk":
         return _from_trunk(dialled, ctx)
     if caller.kind == "line":

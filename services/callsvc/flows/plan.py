@@ -136,3 +136,5 @@ runs(FeatureCode)(feature_codes.run)
 from . import blf, parking, ringgroups  # noqa: E402,F401
 from . import daynight  # noqa: E402,F401
 from . import voicemail  # noqa: E402,F401
+from . import blocking  # noqa: E402,F401
+from . import directory, ivr, recording  # noqa: E402,F401
