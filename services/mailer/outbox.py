@@ -124,7 +124,8 @@ def _after_sent(data_dir, action: dict | None) -> dict | None:
 
 def build_message(*, to: list[str], subject: str, text: str, html: str | None, attachments, created: float
                   ) -> bytes:
-    msg = EmailMessage(policy=email.policy.SMTP)
+    # 7bit: non-ASCII text goes quoted-printable or base64, for servers without 8BITMIME
+    msg = EmailMessage(policy=email.policy.SMTP.clone(cte_type="7bit"))
     msg["To"] = ", ".join(to)
     msg["Subject"] = subject
     msg["Date"] = email.utils.formatdate(created, usegmt=True)

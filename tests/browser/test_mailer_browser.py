@@ -12,11 +12,13 @@ import urllib.request
 from playwright.sync_api import expect
 
 from firmware.config import ConfigStore
-from tests.browser.test_webui_browser import browser, page, shot  # noqa: F401 (fixtures)
+from tests.browser import test_webui_browser as specs
 from tests.browser.webui_env import ADMIN_PASSWORD
 from tests.mailer_smtp import SmtpServer
 from tests.pbxproc import PbxProcess
 from webui.auth.accounts import AccountStore
+
+browser, page, shot = specs.browser, specs.page, specs.shot    # the fixtures and screenshots of every page spec
 
 
 def wait_web(url: str, timeout: float = 20.0) -> None:
@@ -30,7 +32,7 @@ def wait_web(url: str, timeout: float = 20.0) -> None:
     raise AssertionError(f"web UI at {url} did not answer in {timeout} s")
 
 
-def test_smtp_settings_test_e_mail_retrying_while_the_server_is_down_then_sent(page, tmp_path):  # noqa: F811
+def test_smtp_settings_test_e_mail_retrying_while_the_server_is_down_then_sent(page, tmp_path):
     data = tmp_path / "pbx"
     AccountStore(data).create("admin", ADMIN_PASSWORD, "admin")
     server = SmtpServer()                   # its port, with nothing listening yet: the server is down

@@ -5,6 +5,7 @@ runs in `pbx run` (services/mailer). Admin-only (guard's default).
 """
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 from flask import Blueprint, current_app, flash, g, jsonify, redirect, render_template, request, url_for
@@ -35,6 +36,8 @@ def rows(limit: int = 200) -> list[dict]:
             why = f"{why} · next try {_when(m['next_try'], tz)[11:]}"
         elif m["state"] == "queued" and not why:
             why = "waiting for the sender"
+            if not m["attempts"] and time.time() - (m["created"] or 0) > 10:
+                why = "not tried yet: is the PBX running? (the dashboard says)"
         out.append({"id": m["id"], "created": _when(m["created"], tz), "to": ", ".join(m["to"]),
                     "subject": m["subject"], "ref": m["ref"], "state": m["state"],
                     "state_class": STATE_CLASS.get(m["state"], ""), "attempts": m["attempts"],
