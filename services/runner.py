@@ -290,11 +290,11 @@ class Pbx:
         self._check_ports(EdgeConfig(data_dir=o.data, sip_addr=o.sip_addr, sip_port=o.sip_port,
                                      cs_addr="127.0.0.1", cs_port=cs_port or 5080))
         if "calls" in o.components:
-            from .media.prompts import load_prompt
+            from .media.prompt_files import PromptLoader   # a replaced system prompt wins
             media = MediaEngine(o.sip_addr, o.rtp_ports)
             self.calls = CallService(store=self.store, cdr_sink=self.cdr, media=media,
                                      sip_addr=o.sip_addr, edge=(o.sip_addr, o.sip_port),
-                                     listen=("127.0.0.1", o.cs_port), prompts=load_prompt,
+                                     listen=("127.0.0.1", o.cs_port), prompts=PromptLoader(o.data),
                                      recordings_dir=o.data / "recordings")
             try:
                 await self.calls.start()
@@ -323,8 +323,10 @@ class Pbx:
         if "lines" in o.components and self.store.line_ports():
             await self._start_lines(loop)
         parts = ", ".join(sorted(c for c in o.components if c != "lines" or self.lines is not None))
-        log.info("PBX ready (%s): SIP udp+tcp %s:%d, web http://%s:%d/, data %s", parts, o.sip_addr,
-                 o.sip_port, o.sip_addr, o.web_port, o.data)
+        from webui.server import wants_tls
+        scheme = "https" if wants_tls("auto", o.sip_addr) else "http"
+        log.info("PBX ready (%s): SIP udp+tcp %s:%d, web %s://%s:%d/, data %s", parts, o.sip_addr,
+                 o.sip_port, scheme, o.sip_addr, o.web_port, o.data)
         self.notifier.ready(f"serving {parts}")
 
     def _start_web(self) -> None:

@@ -176,6 +176,7 @@ class Settings:
     mode: str = "day"              # "day"|"night": toggled by *33 and the panel button
     record_calls: bool = False     # record both sides of every answered call to DATA/recordings
     recording_retention_days: int = 0   # recordings older than this many days are deleted; 0 keeps them
+    recording_max_disk_percent: int = 0  # the oldest recordings go while the disk is fuller; 0 = no limit
     # Outgoing mail (voicemail to e-mail, alerts); an empty smtp_host means the box sends no mail.
     smtp_host: str = ""
     smtp_port: int = 587
@@ -201,6 +202,7 @@ class Settings:
         if not isinstance(self.record_calls, bool):
             errors.append(ValidationError("record_calls", f"must be true or false, got {self.record_calls!r}"))
         errors += _int_errors("recording_retention_days", self.recording_retention_days, 0, 3650, "days")
+        errors += _int_errors("recording_max_disk_percent", self.recording_max_disk_percent, 0, 99, "percent")
         errors += smtp_errors(self)
         errors += _network_list_errors("trusted_networks", self.trusted_networks)
         if errors:

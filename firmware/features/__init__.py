@@ -17,3 +17,5 @@ from . import directory  # noqa: F401
 from . import blocking  # noqa: F401
 from . import charging  # noqa: F401
 from . import queues  # noqa: F401
+from . import conference  # noqa: F401
+from . import followme  # noqa: F401

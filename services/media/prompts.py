@@ -115,6 +115,26 @@ def _voicemail_words() -> dict[str, str]:
 
 PROMPTS.update(_voicemail_words())
 
+# IVR menus, the dial-by-name directory, on-demand recording (services/callsvc/flows/ivr.py,
+# directory.py, recording.py); an IVR speaks its own phrases in its menu's language voice
+PROMPTS.update({
+    "ivr_invalid": "Sorry, that is not a valid option.",
+    "ivr_timeout": "Sorry, I did not hear your choice.",
+    "ivr_goodbye": "Thank you for calling. Goodbye.",
+    "ivr_record_prompt": "Record the menu prompt after the tone, then press hash.",
+    "ivr_prompt_saved": "The menu prompt has been saved.",
+    "directory_intro": "Please enter the first three letters of the person's name.",
+    "directory_no_match": "There is nobody with a name starting with those letters.",
+    "recording_on": "Recording.",
+    "recording_off": "Recording stopped.",
+})
+
+# call charging (firmware/rating/limits.py: a spend limit reached, a destination the rate sheet bars)
+PROMPTS.update({
+    "call_limit_reached": "Your call limit has been reached. This call cannot be made. Please contact your administrator.",
+    "number_barred": "Calls to this number are barred.",
+})
+
 # British English to match the wording ("dialled"); a little slower than espeak's default 175
 # words per minute because narrowband telephone audio loses consonants.
 VOICE = "en-gb"
@@ -161,10 +181,11 @@ def load_prompt(prompt_id: str, sounds_dir: str | os.PathLike | None = None) -> 
     return _load(str(path), st.st_mtime_ns, st.st_size)
 
 
-def synthesize(text: str) -> bytes:
-    """Speak `text` with espeak-ng; 8 kHz pcm16le at the prompt level, with lead-in and tail."""
+def synthesize(text: str, voice: str = VOICE) -> bytes:
+    """Speak `text` with espeak-ng (`voice`: en-gb, en-us...); 8 kHz pcm16le at the prompt level,
+    with lead-in and tail."""
     try:
-        proc = subprocess.run(["espeak-ng", "-v", VOICE, "-s", str(WORDS_PER_MINUTE), "--stdout"],
+        proc = subprocess.run(["espeak-ng", "-v", voice, "-s", str(WORDS_PER_MINUTE), "--stdout"],
                               input=text.encode(), capture_output=True, timeout=60, check=False)
     except FileNotFoundError:
         raise RuntimeError("espeak-ng is not installed: run `make deps` "

@@ -31,6 +31,12 @@ def form_changes() -> tuple[dict, dict[str, str]]:
         except ValueError:
             errors[name] = f"'{raw}' is not a whole number ({unit})"
     changes["record_calls"] = request.form.get("record_calls") == "on"
+    if "recording_max_disk_percent" in request.form:      # older API clients do not send it
+        raw = request.form["recording_max_disk_percent"].strip() or "0"
+        try:
+            changes["recording_max_disk_percent"] = int(raw)
+        except ValueError:
+            errors["recording_max_disk_percent"] = f"'{raw}' is not a whole number (percent)"
     if "trusted_networks" in request.form:    # one per line or comma separated; the model checks each
         items = request.form["trusted_networks"].replace(",", "\n").splitlines()
         changes["trusted_networks"] = tuple(item.strip() for item in items if item.strip())

@@ -133,8 +133,9 @@ async def talk(svc, caller: Channel, result) -> None:
 
 runs(Dial)(outside.dial_out)
 runs(FeatureCode)(feature_codes.run)
-from . import blf, parking, ringgroups  # noqa: E402,F401
+from . import blf, followme, parking, ringgroups  # noqa: E402,F401
 from . import daynight  # noqa: E402,F401
 from . import voicemail  # noqa: E402,F401
 from . import blocking  # noqa: E402,F401
 from . import directory, ivr, recording  # noqa: E402,F401
+from . import conference  # noqa: E402,F401

@@ -227,7 +227,8 @@ async def _back_or_fail(svc, transferee: Channel, transferrer: Channel, bridge: 
 
 
 class InCallCodes:
-    """Watches a bridged party's digits for `##` (blind) and `*2` (attended) transfer codes."""
+    """Watches a bridged party's digits for `##` (blind) and `*2` (attended) transfer codes, and
+    `*1` (record the call on demand)."""
 
     def __init__(self, svc):
         self.svc = svc
@@ -241,6 +242,11 @@ class InCallCodes:
         now = time.monotonic()
         self.last[ch.n] = (digit, now)
         code = prev + digit if now - at <= CODE_TIMEOUT else digit
+        if code == "*1":                 # on-demand recording (flows/recording.py)
+            self.last.pop(ch.n, None)
+            from .recording import toggle
+            toggle(self.svc, ch)
+            return
         if code in ("##", "*2"):
             self.last.pop(ch.n, None)
             self.busy.add(ch.n)

@@ -1,0 +1,239 @@
+"""Prompt files the administrator makes: replaced system prompts, IVR menu prompts, spoken names.
+
+    DATA/prompts/custom/<prompt>.wav           an uploaded replacement of a system prompt
+                                              (services/media/prompts.py PROMPTS); the call
+                                              service plays it instead of the built-in one
+    DATA/prompts/ivr/<menu>/tts-<key>.wav      a menu's text spoken in its language voice
+    DATA/prompts/ivr/<menu>/upload.wav         a menu's uploaded prompt
+    DATA/prompts/ivr/<menu>/recorded.wav       a menu's prompt recorded by phone (*95<menu>)
+    DATA/prompts/names/<ext>-<key>.wav         an extension's name for the dial-by-name directory
+
+Every file is 8 kHz mono 16-bit WAV. Uploads (WAV, MP3, OGG, FLAC, M4A...) are converted by
+ffmpeg from Debian with a wall-clock time-out and CPU, memory and output-size limits, reading only
+local files in audio container formats, so a hostile upload costs at most those limits.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import resource
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from services.media.prompts import PROMPTS, load_prompt, synthesize
+from services.media.wavfile import RATE, read_wav, write_wav
+
+log = logging.getLogger(__name__)
+
+UPLOAD_TYPES = ("wav", "mp3", "ogg", "oga", "flac", "m4a")
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+MAX_SECONDS = 300                 # a prompt longer than 5 minutes is a mistake
+MIN_SECONDS = 0.2
+FFMPEG = "ffmpeg"
+TIMEOUT_S = 60
+CPU_S = 45
+MEMORY = 1024 * 1024 * 1024
+OUTPUT_MAX = MAX_SECONDS * RATE * 2 + 4096
+FORMATS = "wav,w64,mp3,ogg,flac,mov,mp4,m4a,3gp,3g2,mj2,matroska,webm"
+# speech at about the level of the built-in prompts (-18 dBm0 active level is about -21 LUFS)
+LOUDNESS = "loudnorm=I=-21:TP=-3:LRA=11"
+
+
+class ConversionError(ValueError):
+    """An upload that could not become a prompt; the message says why, for the person."""
+
+
+def prompts_dir(data_dir) -> Path:
+    return Path(data_dir) / "prompts"
+
+
+def custom_dir(data_dir) -> Path:
+    return prompts_dir(data_dir) / "custom"
+
+
+def ivr_dir(data_dir, menu_number: str) -> Path:
+    return prompts_dir(data_dir) / "ivr" / menu_number
+
+
+def names_dir(data_dir) -> Path:
+    return prompts_dir(data_dir) / "names"
+
+
+def upload_error(filename: str, size: int) -> str | None:
+    """Why an upload is refused before it is converted (None when it may be tried)."""
+    ext = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+    if ext not in UPLOAD_TYPES:
+        return (f"'{filename}' is not a sound file this box takes: upload "
+                f"{', '.join(t.upper() for t in UPLOAD_TYPES if t != 'oga')}")
+    if size > MAX_UPLOAD_BYTES:
+        return f"'{filename}' is {size / 1048576:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 1048576} MB"
+    if size == 0:
+        return f"'{filename}' is empty"
+    return None
+
+
+def _limits() -> None:  # in the child, before exec
+    resource.setrlimit(resource.RLIMIT_CPU, (CPU_S, CPU_S + 5))
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (OUTPUT_MAX, OUTPUT_MAX))
+    os.nice(10)
+
+
+def convert(src, dst, *, label: str = "") -> float:
+    """Convert an uploaded sound file to an 8 kHz mono 16-bit WAV prompt at dst (atomically);
+    returns its length in seconds. ConversionError says why when it cannot."""
+    label = label or Path(src).name
+    if shutil.which(FFMPEG) is None:
+        raise ConversionError("ffmpeg is not installed on this box: install it (apt-get install ffmpeg, "
+                              "or `make deps`) and upload again")
+    problem = upload_error(label if "." in label else f"{label}.wav", Path(src).stat().st_size)
+    if problem:
+        raise ConversionError(problem)
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".upload-", suffix=".wav", dir=dst.parent)
+    os.close(fd)
+    cmd = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-protocol_whitelist", "file",
+           "-format_whitelist", FORMATS, "-i", str(src), "-map", "0:a:0", "-vn", "-sn", "-dn",
+           "-t", str(MAX_SECONDS + 1), "-af", f"aformat=channel_layouts=mono,{LOUDNESS},aresample={RATE}",
+           "-ar", str(RATE), "-ac", "1", "-c:a", "pcm_s16le", "-map_metadata", "-1", "-f", "wav", "-y", tmp]
+    try:
+        try:
+            proc = subprocess.run(cmd, capture_output=True, timeout=TIMEOUT_S, preexec_fn=_limits)
+        except subprocess.TimeoutExpired:
+            raise ConversionError(f"'{label}' took longer than {TIMEOUT_S} s to convert: upload a shorter "
+                                  "or simpler file") from None
+        if proc.returncode != 0:
+            raise ConversionError(f"'{label}' is not audio this box can read: {_reason(proc.stderr)}")
+        try:
+            pcm = read_wav(tmp)
+        except ValueError as exc:
+            raise ConversionError(f"'{label}' did not convert: {exc}") from None
+        seconds = len(pcm) / 2 / RATE
+        if seconds < MIN_SECONDS:
+            raise ConversionError(f"'{label}' holds {seconds:.2f} s of audio: upload a spoken prompt")
+        if seconds > MAX_SECONDS:
+            raise ConversionError(f"'{label}' is longer than {MAX_SECONDS // 60} minutes: shorten it")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dst)
+        log.info("prompt upload %s converted to %s (%.1f s)", label, dst, seconds)
+        return seconds
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _reason(stderr: bytes) -> str:
+    lines = [line.strip() for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+    text = " ".join(lines)
+    if any(s in text for s in ("matches no streams", "does not contain any stream")):
+        return "it holds no audio stream"
+    if not lines or any(s in text for s in ("Invalid data found", "Invalid argument", "could not find codec")):
+        return "its content is not in an audio format (WAV, MP3, OGG, FLAC or M4A)"
+    last = lines[-1]
+    if ": " in last and last.split(": ", 1)[0].startswith("/"):
+        last = last.split(": ", 1)[1]       # names our temporary path, not the user's file
+    return last[:200]
+
+
+# --- system prompts: the administrator's replacement wins -----------------------------------------
+def custom_path(data_dir, prompt_id: str) -> Path:
+    if prompt_id not in PROMPTS:
+        raise ValueError(f"unknown prompt {prompt_id!r}: choose one of {sorted(PROMPTS)}")
+    return custom_dir(data_dir) / f"{prompt_id}.wav"
+
+
+@functools.lru_cache(maxsize=64)
+def _read(path: str, _mtime_ns: int, _size: int) -> bytes:
+    return read_wav(path)
+
+
+def read_cached(path) -> bytes:
+    """A WAV's pcm16, read once and again only when the file changes."""
+    st = os.stat(path)
+    return _read(str(path), st.st_mtime_ns, st.st_size)
+
+
+class PromptLoader:
+    """What the call service plays for a prompt id: DATA/prompts/custom/<id>.wav when the
+    administrator uploaded one (System prompts page), else the built-in prompt."""
+
+    def __init__(self, data_dir, sounds_dir=None):
+        self.data_dir = Path(data_dir)
+        self.sounds_dir = sounds_dir
+
+    def __call__(self, prompt_id: str) -> bytes:
+        path = custom_dir(self.data_dir) / f"{prompt_id}.wav"
+        if prompt_id in PROMPTS and path.is_file():
+            try:
+                return read_cached(path)
+            except (OSError, ValueError) as exc:
+                log.warning("custom prompt %s unusable (%s): playing the built-in one", path, exc)
+        return load_prompt(prompt_id, self.sounds_dir)
+
+
+# --- IVR menu prompts -------------------------------------------------------------------------------
+def menu_tts_path(data_dir, menu) -> Path:
+    return ivr_dir(data_dir, menu.number) / f"tts-{menu.tts_key()}.wav"
+
+
+def menu_prompt_path(data_dir, menu) -> Path:
+    """The file a menu's prompt is played from (it may not exist yet)."""
+    if menu.prompt_kind == "tts":
+        return menu_tts_path(data_dir, menu)
+    return ivr_dir(data_dir, menu.number) / f"{menu.prompt_kind}.wav"
+
+
+def generate_menu_tts(data_dir, menu) -> Path:
+    """Speak the menu's text in its language voice into its tts file (kept until the words or the
+    voice change; older tts files of the menu are removed). RuntimeError when espeak-ng fails."""
+    path = menu_tts_path(data_dir, menu)
+    if not path.is_file():
+        pcm = synthesize(menu.prompt_text, voice=menu.voice)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_wav(path, pcm)
+        log.info("IVR menu %s: prompt spoken in %s (%.1f s) to %s", menu.number, menu.language,
+                 len(pcm) / 2 / RATE, path)
+    for old in path.parent.glob("tts-*.wav"):
+        if old != path:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def remove_menu_files(data_dir, menu_number: str) -> None:
+    shutil.rmtree(ivr_dir(data_dir, menu_number), ignore_errors=True)
+
+
+# --- names for the directory --------------------------------------------------------------------------
+def name_tts_path(data_dir, number: str, name: str, voice: str = "en-gb") -> Path:
+    key = hashlib.sha256(f"{voice}\n{name}".encode()).hexdigest()[:12]
+    return names_dir(data_dir) / f"{number}-{key}.wav"
+
+
+def voicemail_name_path(data_dir, number: str) -> Path:
+    """The name the mailbox owner recorded (voicemail's greeting-name.wav), if any."""
+    return Path(data_dir) / "voicemail" / number / "greeting-name.wav"
+
+
+def spoken_name(data_dir, number: str, name: str, voice: str = "en-gb") -> bytes:
+    """The extension's name as the directory says it: the recorded name when voicemail has one,
+    else TTS of the configured name, made once and kept in DATA/prompts/names/."""
+    recorded = voicemail_name_path(data_dir, number)
+    if recorded.is_file():
+        try:
+            return read_cached(recorded)
+        except (OSError, ValueError) as exc:
+            log.warning("recorded name %s unusable (%s): speaking the name", recorded, exc)
+    path = name_tts_path(data_dir, number, name, voice)
+    if path.is_file():
+        return read_cached(path)
+    pcm = synthesize(name, voice=voice)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for old in path.parent.glob(f"{number}-*.wav"):
+        old.unlink(missing_ok=True)           # the name changed
+    write_wav(path, pcm)
+    return pcm
