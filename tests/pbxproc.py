@@ -51,7 +51,9 @@ class PbxProcess:
     """`pbx run` in a child process with its own data directory and ports."""
 
     def __init__(self, data_dir: Path, extensions=(), settings=None, web=False, trusted=(),
-                 rtp_size=200, env=None, addr="127.0.0.1"):
+                 rtp_size=200, env=None, addr="127.0.0.1", voicemail=False):
+        """voicemail=False switches the test extensions' mailboxes off (they are on by default on a
+        real box): the call specs written before voicemail expect busy / unavailable answers."""
         self.data = Path(data_dir)
         self.data.mkdir(parents=True, exist_ok=True)
         self.addr = addr  # a LanHost's box_addr for attack tests from a LAN host
@@ -69,6 +71,8 @@ class PbxProcess:
         for number in extensions:
             ext = self.store.get_extension(number) or self.store.add_extension(number, f"Ext {number}")
             self.secrets[number] = ext.secret
+            if not voicemail:
+                self.store.update_record("mailboxes", number, enabled=False)
         if settings:
             self.store.update_settings(**settings)
 

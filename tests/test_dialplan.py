@@ -434,7 +434,7 @@ def test_destinations_round_trip_through_their_string_form(text, dest):
     ("extension:0123", "not an extension number"),
     ("external:07700 900123", "not a phone number"),
     ("hangup:now", "takes no target"),
-    ("voicemail:1000", "write kind:target, one of 'extension:1000'"),
+    ("fax:1000", "write kind:target, one of 'extension:1000'"),
     ("", "is empty"),
 ])
 def test_bad_destinations_are_refused_with_how_to_write_them(text, hint):

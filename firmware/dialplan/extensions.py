@@ -7,6 +7,9 @@ Rules (issue 8, section 5):
 - Not registered: the unavailable branch; rang out: the no-answer branch. Both use
   forward_no_answer (a phone that is off does not answer either), else 480 (with the
   "unavailable" prompt when nobody is registered).
+- Without a forward for the branch, an extension whose mailbox is on (the default,
+  firmware/features/voicemail.py) sends the call to voicemail instead of the 486 / 480:
+  the busy greeting for busy and DND, the unavailable one otherwise.
 - Loops: a forward to an extension already on this call's path (the caller included) or past
   MAX_FORWARD_HOPS is not followed. For forward_always that means ringing the extension whose
   forward would loop ("ring what is left"); for the other forwards the default answer, whose
@@ -22,6 +25,11 @@ from .context import MAX_FORWARD_HOPS, Context
 from .plan import Dial, Next, Plan, Reject, Ring
 
 
+# hook(extension, ctx, ring) -> a plan instead of `ring` (the Ring step with its busy / no-answer
+# branches), or None: Follow Me rings the user's list of phones in its place
+RING_HOOKS: list = []
+
+
 def ring_extension(number: str, ctx: Context, resolve) -> Plan:
     """The plan for ringing extension `number`; `resolve(destination, ctx)` plans a forward target."""
     ext = ctx.config.extensions.get(number)
@@ -34,21 +42,35 @@ def ring_extension(number: str, ctx: Context, resolve) -> Plan:
         plan, _ = _follow(ext, "forward_always", here, resolve)
         if plan is not None:
             return plan
-    busy = _branch(ext, "forward_busy", here, resolve, Reject(486, "busy", f"extension {number} is busy",
-                                                              tone="busy"))
+    busy = _branch(ext, "forward_busy", here, resolve, _unanswered(
+        number, ctx, "busy", Reject(486, "busy", f"extension {number} is busy", tone="busy")))
     if ext.dnd:
         return _because(busy, f"extension {number} is on do-not-disturb")
     if number in ctx.runtime.busy:
         return busy
-    unavailable = _branch(ext, "forward_no_answer", here, resolve,
-                          Reject(480, "unavailable", f"extension {number} is not registered", prompt="unavailable"))
+    unavailable = _branch(ext, "forward_no_answer", here, resolve, _unanswered(
+        number, ctx, "unavailable",
+        Reject(480, "unavailable", f"extension {number} is not registered", prompt="unavailable")))
     if not ctx.runtime.reachable(number):
         return unavailable
-    no_answer = _branch(ext, "forward_no_answer", here, resolve,
-                        Reject(480, "no_answer", f"extension {number} did not answer"))
-    return Ring(number, ctx.config.settings.no_answer_timeout, *_caller_id(ctx),
+    no_answer = _branch(ext, "forward_no_answer", here, resolve, _unanswered(
+        number, ctx, "unavailable", Reject(480, "no_answer", f"extension {number} did not answer")))
+    ring = Ring(number, ctx.config.settings.no_answer_timeout, *_caller_id(ctx),
                 forwarded_from=ctx.forwarded_from,
                 on=Next(busy=busy, no_answer=no_answer, unavailable=unavailable))
+    for hook in RING_HOOKS:   # a feature that rings this extension its own way (Follow Me)
+        plan = hook(ext, ctx, ring)
+        if plan is not None:
+            return plan
+    return ring
+
+
+def _unanswered(number: str, ctx: Context, greeting: str, reject: Reject) -> Plan:
+    """Where an unanswered call goes without a forward: the extension's voicemail when its mailbox
+    is on, else `reject`."""
+    from firmware.features.voicemail import extension_voicemail  # features import the dialplan
+    step = extension_voicemail(number, ctx, greeting)
+    return step if step is not None else reject
 
 
 def _caller_id(ctx: Context) -> tuple[str, str]:

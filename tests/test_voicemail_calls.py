@@ -1,0 +1,145 @@
+"""Voicemail end to end (issue 10 "Done when"): a pjsua2 caller leaves a message at an unanswered
+extension, the owner's message lamp (a raw SIP subscriber, RFC 3842 through the Kamailio edge)
+lights with 1 new message, the owner dials *97, enters the PIN, hears the envelope and the
+message (its tone decoded at the phone), deletes it, and the lamp goes off."""
+
+import threading
+import time
+
+import pytest
+
+from firmware.config import ConfigStore
+from firmware.features import voicemail as vm
+from tests.pbxproc import PbxProcess
+from tests.phones.audio import read_wav, tone_fraction
+from tests.phones.raw import RawPhone
+from tests.test_calls import CALLER_HZ, phone, registered
+from services.voicemail import VoicemailStore
+
+pytestmark = pytest.mark.e2e
+OWNER_HZ = 1500
+EXTENSIONS = ["2000", "2001", "2002", "2003"]
+
+
+@pytest.fixture(scope="module")
+def vpbx(tmp_path_factory):
+    """A PBX whose extensions have their mailboxes on (the product default)."""
+    proc = PbxProcess(tmp_path_factory.mktemp("voicemail"), extensions=EXTENSIONS, voicemail=True,
+                      settings={"busy_tone_seconds": 1, "no_answer_timeout": 5})
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def wait_for(check, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"no {what} within {timeout} s")
+
+
+class Lamp:
+    """A phone's message-waiting lamp: a raw SIP subscriber to its own mailbox through the edge,
+    answering every NOTIFY at once (as a phone does; an unanswered NOTIFY ends the subscription)."""
+
+    def __init__(self, pbx, extension):
+        self.phone = RawPhone(extension, pbx.secrets[extension], pbx.registrar)
+        status, self.dialog = self.phone.subscribe(extension, "message-summary")
+        assert status in (200, 202), f"SUBSCRIBE answered {status}"
+        self.bodies = []
+        self.running = True
+        self.thread = threading.Thread(target=self._answer, daemon=True)
+        self.thread.start()
+
+    def _answer(self):
+        while self.running:
+            msg = self.phone.next_notify(self.dialog, timeout=0.3)
+            if msg is not None:
+                self.bodies.append(msg.body)
+
+    def wait(self, text, timeout=15, after=0):
+        """The newest NOTIFY body from the `after`-th on that contains `text`."""
+        return wait_for(lambda: next((b for b in reversed(self.bodies[after:]) if text in b), None), timeout,
+                        f"MWI NOTIFY with {text!r} (got {self.bodies})")
+
+    def close(self):
+        self.running = False
+        self.thread.join(2)
+        self.phone.close()
+
+
+def log_lines(pbx, text):
+    return [line for line in pbx.log_path.read_text(errors="replace").splitlines() if text in line]
+
+
+def leave_message(pbx, tmp_path, caller, mailbox, seconds=5.0, ring=True):
+    """`caller` calls `mailbox`'s extension, nobody answers, it talks (its tone) for `seconds`
+    after the beep and presses #."""
+    before = len(log_lines(pbx, f"recording a message for mailbox {mailbox}"))
+    with phone(pbx, caller, tmp_path, CALLER_HZ) as a:
+        registered(a)
+        a.call(pbx.uri(mailbox))
+        a.wait_state("CONFIRMED", timeout=20)
+        wait_for(lambda: len(log_lines(pbx, f"recording a message for mailbox {mailbox}")) > before, 30,
+                 "recording start in the PBX log")
+        time.sleep(seconds)
+        a.send_dtmf("#")
+        a.wait_state("DISCONNECTED", timeout=20)        # "your message has been saved. Goodbye."
+
+
+def test_a_message_lights_the_lamp_is_heard_with_star97_and_deleted(vpbx, tmp_path):
+    lamp = Lamp(vpbx, "2001")
+    try:
+        lamp.wait("Messages-Waiting: no")              # the initial NOTIFY: nothing waiting
+        with phone(vpbx, "2001", tmp_path, OWNER_HZ) as owner_phone:
+            registered(owner_phone)                    # rings, and nobody answers it
+            leave_message(vpbx, tmp_path, "2000", "2001")
+            owner_phone.wait_incoming(timeout=1)
+        store = VoicemailStore(vpbx.data)
+        [msg] = store.messages("2001")
+        assert msg.caller_number == "2000" and msg.status == "new"
+        assert 4.0 <= msg.duration <= 8.0, msg.duration
+        assert tone_fraction(store.file_of(msg), CALLER_HZ) > 0.8
+        assert "Voice-Message: 1/0" in lamp.wait("Messages-Waiting: yes")
+
+        pin = ConfigStore(vpbx.data).record(vm.TABLE, "2001").generated_pin
+        with phone(vpbx, "2001", tmp_path, OWNER_HZ) as b:
+            registered(b)
+            b.call(vpbx.uri("*97"))
+            b.wait_state("CONFIRMED", timeout=10)
+            time.sleep(1)
+            b.send_dtmf(pin + "#1")                    # the PIN, then 1: listen
+            wait_for(lambda: store.get("2001", msg.id).status == "old", 60, "the message played to its end")
+            # heard: the lamp goes off (0 new, 1 old)
+            assert "Messages-Waiting: no" in lamp.wait("Voice-Message: 0/1")
+            seen = len(lamp.bodies)
+            b.send_dtmf("7")                           # delete
+            assert "Messages-Waiting: no" in lamp.wait("Voice-Message: 0/0", after=seen)
+            assert store.messages("2001") == []
+            time.sleep(1)
+            b.hangup()
+            b.wait_state("DISCONNECTED", timeout=10)
+            heard = b.recording_path
+        # the message is the caller's 700 Hz: at least 4 s of it at the owner's phone, after the
+        # envelope (speech) came first
+        samples, rate = read_wav(heard)
+        seconds = tone_fraction(heard, CALLER_HZ) * len(samples) / rate
+        assert seconds >= 4.0, f"heard {seconds:.1f} s of the message"
+        assert tone_fraction(heard, CALLER_HZ, end_s=4.0) < 0.1, "the message came before the envelope"
+        assert tone_fraction(heard, OWNER_HZ) < 0.05, "the owner hears itself"
+    finally:
+        lamp.close()
+
+
+def test_a_wrong_pin_three_times_hangs_up_and_opens_nothing(vpbx, tmp_path):
+    with phone(vpbx, "2002", tmp_path, OWNER_HZ) as b:
+        registered(b)
+        b.call(vpbx.uri("*97"))
+        b.wait_state("CONFIRMED", timeout=10)
+        b.send_dtmf("0000#0000#0000#")
+        b.wait_state("DISCONNECTED", timeout=40)
+    assert len(log_lines(vpbx, "wrong PIN for mailbox 2002")) == 3
+    assert not log_lines(vpbx, "mailbox 2002 opened")
