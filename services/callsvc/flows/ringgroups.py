@@ -64,11 +64,13 @@ def outside_target(svc, plan, number: str, timeout: float, caller_name: str = ""
     return None
 
 
-def press_1(svc, words: str):
-    """A confirm hook for dial(): the answered leg hears `words` and "press 1 to accept, 2 to
-    reject" (twice at most); only a 1 lets it take the call."""
+def press_1(svc, intro: "str | bytes"):
+    """A confirm hook for dial(): the answered leg hears `intro` (words to speak, or audio such as
+    a caller's recorded name) and "press 1 to accept, 2 to reject" (twice at most); only a 1 lets
+    it take the call."""
     async def confirm(ch: Channel) -> bool:
-        pcm = (await say(words) if words else b"") + prompt(svc, "press_1_to_accept")
+        words = intro if isinstance(intro, bytes) else (await say(intro) if intro else b"")
+        pcm = words + prompt(svc, "press_1_to_accept")
         for _ in range(2):
             if ch.is_gone:
                 return False
@@ -136,7 +138,7 @@ async def run(svc, caller: Channel, step: RingGroupCall):
             if not targets:
                 continue
             log.info("call %d: ring group %s rings %s", session.n, group.number, ",".join(t.number for t in targets))
-            result = await _ring(svc, caller, targets, min(max(t.timeout for t in targets), left))
+            result = await ring_round(svc, caller, targets, min(max(t.timeout for t in targets), left))
             if result.outcome is Outcome.ANSWERED:
                 memory[group.number] = destinations.get(result.channel.number, "")
                 log.info("call %d: ring group %s answered by %s", session.n, group.number, result.channel.number)
@@ -151,7 +153,7 @@ async def run(svc, caller: Channel, step: RingGroupCall):
     return DialResult(Outcome.NO_ANSWER, status=480, statuses=statuses)
 
 
-async def _ring(svc, caller: Channel, targets: list[Target], timeout: float) -> DialResult:
+async def ring_round(svc, caller: Channel, targets: list[Target], timeout: float) -> DialResult:
     """One round; the extensions in it can be picked up (**NUM)."""
     session = caller.session
     extensions = [t.number for t in targets if t.kind == "extension"]
