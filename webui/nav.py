@@ -17,12 +17,14 @@ MAIN_PAGES = [
     ("recordings", "recordings.index", "Recordings"),
     ("settings", "settings.index", "Settings"),
     ("system", "system.index", "System"),
+    ("https", "https.index", "HTTPS"),
     ("api", "api.docs", "API"),
 ]
 
 # the same, for the call features (voicemail, IVR, ring groups, ...): the second menu row
 FEATURE_PAGES: list[tuple[str, str, str]] = [
     ("timeconditions", "timeconditions.index", "Time conditions"),
+    ("blocking", "blocking.index", "Call blocking"),
     ("moh", "moh.index", "Music on hold"),
     ("mail", "mail.index", "Mail"),
 ]
