@@ -278,6 +278,7 @@ def test_an_interrupted_enqueue_leaves_no_message_and_tidy_removes_its_leftovers
     for p in [blobs / "20200101-000000-000-00000000.eml", data / "mail" / "queue" / ".x.json.1.tmp"]:
         os.utime(p, (old, old))
     assert [m["id"] for m in outbox.messages(data)] == [message_id]
+    assert (blobs / f"{message_id}.eml").stat().st_mode & 0o077 == 0, "a message readable by other users"
     assert outbox.tidy(data, time.time()) == 2
     assert sorted(p.name for p in blobs.iterdir()) == [f"{message_id}.eml"]
 

@@ -62,7 +62,8 @@ def write_atomic(path: Path, data: bytes) -> None:
     """`path` holds `data` or what it held before, whatever happens (temp file, fsync, rename)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        # 0600: voicemail audio and addresses are nobody else's business on the box
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -177,7 +178,7 @@ def enqueue(data_dir, *, to: str | list[str], subject: str, text: str, html: str
                          f"{MAX_MESSAGE_BYTES / 1e6:.0f} MB: send a link instead of the attachment")
     queue, done, blobs = _dirs(data_dir)
     for d in (queue, done, blobs):
-        d.mkdir(parents=True, exist_ok=True)
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
     message_id = _new_id(now)
     write_atomic(blobs / f"{message_id}.eml", blob)
     record = {"id": message_id, "to": recipients, "subject": subject, "ref": ref, "state": "queued",
