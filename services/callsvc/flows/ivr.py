@@ -114,12 +114,15 @@ async def run_menu(svc, caller: Channel, step: Ivr):
     session = caller.session
     answer(caller)
     caller.log("ivr", menu=menu.number)
+    flush_digits(caller)          # keys pressed before the menu began are not meant for it
     pcm = await menu_prompt(svc, menu)
     keys = model.KEYS
     attempt = 1
+    pending = None                # a key pressed over "that is not a valid option" counts
     while not caller.is_gone:
-        flush_digits(caller)
-        digit = await caller.play(Player(pcm=pcm), stop_on_digits=keys) if pcm else None
+        digit, pending = pending, None
+        if digit is None and pcm:
+            digit = await caller.play(Player(pcm=pcm), stop_on_digits=keys)
         if digit is None and not caller.is_gone:
             digit = (await caller.collect(1, timeout=menu.timeout, terminator=""))[:1]
         digits = digit or ""
@@ -141,7 +144,7 @@ async def run_menu(svc, caller: Channel, step: Ivr):
                 return go(svc, caller, what)
             await goodbye(svc, caller, menu.voice)
             return None
-        await caller.play(Player(pcm=await phrase(svc, f"ivr_{what}", menu.voice)))
+        pending = await caller.play(Player(pcm=await phrase(svc, f"ivr_{what}", menu.voice)), stop_on_digits=keys)
         attempt += 1
     return None
 
