@@ -160,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--rtp-ports", type=_rtp, default=(10000, 20000), metavar="A-B")
     sv.add_argument("--web-addr", type=_ip, default="127.0.0.1")
     sv.add_argument("--web-port", type=_port, default=8080)
+    sv.add_argument("--https", choices=("auto", "on", "off"), default="auto",
+                    help="web UI over HTTPS (auto: unless --web-addr is loopback)")
+    sv.add_argument("--redirect-port", type=_port, default=None,
+                    help="answer plain HTTP here with a redirect to the HTTPS UI (e.g. 80)")
     sv.add_argument("--trusted", type=_ipv4_net, action="append", default=[])
 
     e = sub.add_parser("ext", help="extensions")
@@ -209,6 +213,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.add_argument("--last", type=_whole(1, 100000), default=20, metavar="N",
                    help="the N most recent calls (default 20)")
+    c.add_argument("action", nargs="?", choices=("rerate",),
+                   help="rerate: rate the calls since --from again with the sheets in use now")
+    c.add_argument("--from", dest="since", metavar="DATE", help="rerate: from this day (YYYY-MM-DD, box time)")
+    c.add_argument("--to", dest="until", metavar="DATE", help="rerate: up to the end of this day (default: now)")
+
+    rt = sub.add_parser("rating", help="call charging: rate sheets")
+    rtsub = rt.add_subparsers(dest="rating_cmd", required=True)
+    ri = rtsub.add_parser("import", parents=[common], help="import a rate sheet (CSV) as its next version")
+    ri.add_argument("file", help="the CSV file, or 'example' for the shipped UK example")
+    ri.add_argument("--trunk", help="use it for this trunk (* for every trunk without its own sheet)")
+    rtsub.add_parser("list", parents=[common], help="sheets, versions and which trunk uses which")
+
+    from .codes_cli import add_parser as add_codes_parser
+    add_codes_parser(sub, common)
 
     m = sub.add_parser("mail", help="outgoing e-mail: test the SMTP settings, list the outbox")
     msub = m.add_subparsers(dest="mail_cmd", required=True)
@@ -229,7 +247,8 @@ def main(argv=None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return {"run": cmd_run, "service": cmd_service, "ext": cmd_ext, "line": cmd_line,
-                "trunk": cmd_trunk, "status": cmd_status, "cdr": cmd_cdr, "mail": cmd_mail}[args.cmd](args)
+                "trunk": cmd_trunk, "status": cmd_status, "cdr": cmd_cdr, "mail": cmd_mail,
+                "rating": cmd_rating, "codes": cmd_codes}[args.cmd](args)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
@@ -287,7 +306,7 @@ def cmd_service(args) -> int:
         busy = port_in_use(args.web_addr, args.web_port)
         if busy:
             raise RunError(f"web UI cannot start: {busy}")
-        return serve(data, args.web_addr, args.web_port)
+        return serve(data, args.web_addr, args.web_port, args.https, args.redirect_port)
     from .runner import RunOptions, run
     opts = RunOptions(data=data, sip_addr=args.sip_addr, sip_port=args.sip_port, web_port=args.web_port,
                       rtp_ports=args.rtp_ports, cs_port=args.cs_port, web=False,
@@ -418,9 +437,22 @@ def cmd_trunk(args) -> int:
     return 0
 
 
+def cmd_codes(args) -> int:
+    from .codes_cli import cmd_codes as run
+    return run(args)
+
+
+def cmd_rating(args) -> int:
+    from .charging_cli import cmd_rating as run
+    return run(args)
+
+
 def cmd_cdr(args) -> int:
     from firmware.cdr import CdrStore
     from firmware.config.store import open_data_dir
+    if args.action == "rerate":
+        from .charging_cli import cmd_rerate
+        return cmd_rerate(args)
     store = CdrStore(open_data_dir(args.data, create=False))
     try:
         records = store.last(args.last)
@@ -497,7 +529,9 @@ def _table(headers, rows, right=frozenset()) -> str:
 def _cdr_dict(r) -> dict:
     return {"call_id": r.call_id, "src": r.src, "dst": r.dst, "start": r.start, "answer": r.answer,
             "end": r.end, "duration": r.duration, "billsec": r.billsec,
-            "disposition": r.disposition.value, "cause": r.cause, "cost": r.cost, "legs": r.legs,
+            "disposition": r.disposition.value, "cause": r.cause,
+            "cost": None if r.cost is None else str(r.cost), "currency": r.currency, "rate": r.rate,
+            "dest_type": r.dest_type, "sheet_version": r.sheet_version, "legs": r.legs,
             "linkedid": r.linkedid, "seq": r.seq, "src_kind": r.src_kind, "dst_kind": r.dst_kind,
             "src_trunk": r.src_trunk, "dst_trunk": r.dst_trunk, "external_number": r.external_number,
             "forwarded_from": r.forwarded_from, "transfer": r.transfer, "transferred_by": r.transferred_by}

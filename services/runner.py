@@ -33,6 +33,7 @@ from pathlib import Path
 from firmware.cdr import CdrStore
 from firmware.config import ConfigStore
 
+from .callsvc import hooks
 from .callsvc.b2bua import CallService
 from .childproc import die_with_parent
 from .callsvc.media import MediaEngine
@@ -407,7 +408,7 @@ class Pbx:
                 "registrations": regs, "calls": st["calls"], "completed_calls": st["completed"],
                 "sip": st["sip"], "trunks": trunks, "sip_addr": self.opts.sip_addr,
                 "sip_port": self.opts.sip_port, "cs_port": self.calls.endpoint.local[1],
-                "rtp_legs": st["rtp_legs"]}
+                "rtp_legs": st["rtp_legs"], **{k: st[k] for k in hooks.ON_STATUS if k in st}}
 
     async def _ping(self, _args) -> dict:
         return {"pong": True}

@@ -1,7 +1,7 @@
 """`pbx service web`: the web UI under systemd, with READY once it serves and a probing watchdog.
 
-waitress owns its own loop, so the watchdog thread pings systemd only after a real HTTP request to
-the UI succeeded: a hung web server stops the pings and systemd restarts it.
+The server owns its own threads, so the watchdog thread pings systemd only after a real HTTP(S)
+request to the UI succeeded: a hung web server stops the pings and systemd restarts it.
 """
 
 from __future__ import annotations
@@ -9,19 +9,24 @@ from __future__ import annotations
 import errno
 import http.client
 import logging
+import ssl
 import sys
 import threading
-
-import waitress
 
 from .notify import Notifier
 
 log = logging.getLogger(__name__)
 
 
-def _alive(host: str, port: int) -> bool:
+def _alive(host: str, port: int, tls: bool = False) -> bool:
     try:
-        conn = http.client.HTTPConnection(host, port, timeout=2)
+        if tls:   # our own certificate, probed on loopback: nothing to verify against
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            conn = http.client.HTTPSConnection(host, port, timeout=2, context=ctx)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=2)
         conn.request("GET", "/healthz")
         ok = conn.getresponse().status < 500
         conn.close()
@@ -30,20 +35,23 @@ def _alive(host: str, port: int) -> bool:
         return False
 
 
-def serve(data_dir, host: str, port: int) -> int:
-    from webui import create_app
+def serve(data_dir, host: str, port: int, https: str = "auto", redirect_port: int | None = None) -> int:
+    from webui import create_app, server
     from webui.wizard import setup_code
     notifier = Notifier()
     app = create_app(str(data_dir))
+    servers = server.for_app(app, data_dir, host, port, https=https, redirect_port=redirect_port)
+    tls = "pbx.tls" in app.extensions
+    scheme = "https" if tls else "http"
     code = setup_code.read(str(data_dir))
     if code:  # first boot: the console (journal) shows the one-time code the wizard asks for
-        print(f"setup code: {code} (open http://{host}:{port}/)", file=sys.stderr, flush=True)
+        print(f"setup code: {code} (open {scheme}://{host}:{port}/)", file=sys.stderr, flush=True)
     try:
-        server = waitress.create_server(app, host=host, port=port, threads=8, send_bytes=1, channel_timeout=60,
-                                        ident="pbx", clear_untrusted_proxy_headers=True)
+        servers.prepare()
     except OSError as exc:  # one line naming the port and the fix, not a traceback per restart
         if exc.errno == errno.EADDRINUSE:
-            log.error("web UI not started: port %d in use by another process: stop it or pass --web-port", port)
+            log.error("web UI not started: port %d (or the redirect port) in use by another process: stop it "
+                      "or pass --web-port", port)
         else:
             log.error("web UI not started: cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
         return 1
@@ -53,19 +61,19 @@ def serve(data_dir, host: str, port: int) -> int:
     def watchdog():
         ready = False
         while not stop.wait(0 if not ready else notifier.interval):
-            if _alive(probe_host, port):
+            if _alive(probe_host, port, tls):
                 if not ready:
-                    notifier.ready(f"web UI on http://{host}:{port}/")
-                    log.info("web UI serving on http://%s:%d/", host, port)
+                    notifier.ready(f"web UI on {scheme}://{host}:{port}/")
+                    log.info("web UI serving on %s://%s:%d/", scheme, host, port)
                     ready = True
-                notifier.watchdog(f"web UI on http://{host}:{port}/")
+                notifier.watchdog(f"web UI on {scheme}://{host}:{port}/")
             elif not ready:
                 stop.wait(0.1)
 
     t = threading.Thread(target=watchdog, name="web-watchdog", daemon=True)
     t.start()
     try:
-        server.run()
+        servers.serve_forever()
     finally:
         stop.set()
         notifier.stopping()

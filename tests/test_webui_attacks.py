@@ -2,7 +2,7 @@
 a hostile backup file or a stolen cookie can do. Each spec names the attack and the expected refusal.
 
 The Flask test client stands in for browsers (environ_base={"REMOTE_ADDR": ...} puts a client at a
-LAN address); one spec runs the real waitress server on a LAN-facing address and attacks it from a
+LAN address); one spec runs the real web server on a LAN-facing address and attacks it from a
 network namespace (tests/lanhost.py), so the address it locks is the one the kernel saw.
 """
 from __future__ import annotations
@@ -161,7 +161,7 @@ def test_the_attackers_address_is_locked_for_every_account_and_unlocks_after_the
 
 
 def test_a_forged_x_forwarded_for_header_does_not_move_the_lock_to_the_admins_address(app, data, clock):
-    """waitress is not behind a proxy: REMOTE_ADDR is the peer; X-Forwarded-For is the attacker's text."""
+    """The web server is not behind a proxy: REMOTE_ADDR is the peer; X-Forwarded-For is the attacker's text."""
     complete_setup(app.test_client(), data)
     attacker = client_at(app, ATTACKER_ADDR)
     for i in range(accounts_mod.MAX_FAILURES + 2):
@@ -437,15 +437,22 @@ def test_real_web_server_wrong_logins_from_a_lan_host_do_not_lock_out_the_admin(
         proc = subprocess.Popen([sys.executable, "-m", "webui", "--data", str(data), "--host", lan.box_addr,
                                  "--port", str(port)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         try:
+            # on a LAN address the UI is HTTPS with the box's own certificate (naming that
+            # address), which the clients here trust, as a browser does once the user accepted it
+            import ssl
+
+            def trusting():
+                return ssl.create_default_context(cafile=str(data / "tls" / "box.crt"))
+
             def from_box():
-                return http.client.HTTPConnection(lan.box_addr, port, timeout=10)
+                return http.client.HTTPSConnection(lan.box_addr, port, timeout=10, context=trusting())
 
             def from_lan():
-                conn = http.client.HTTPConnection(lan.box_addr, port, timeout=10)
+                conn = http.client.HTTPSConnection(lan.box_addr, port, timeout=10)
                 sock = lan.socket(__import__("socket").AF_INET, __import__("socket").SOCK_STREAM)
                 sock.settimeout(10)
                 sock.connect((lan.box_addr, port))
-                conn.sock = sock
+                conn.sock = trusting().wrap_socket(sock, server_hostname=lan.box_addr)
                 return conn
 
             deadline = time.monotonic() + 20

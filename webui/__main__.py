@@ -1,4 +1,4 @@
-"""`python -m webui --data DIR --host ADDR --port N`: serve the web UI through waitress.
+"""`python -m webui --data DIR --host ADDR --port N [--https auto|on|off] [--redirect-port N]`: serve the web UI.
 
 `pbx run` starts this as a child process. While no admin password exists, the setup code is
 printed as one line on stderr (the wizard's first step asks for it).
@@ -12,9 +12,7 @@ import threading
 
 from pathlib import Path
 
-import waitress
-
-from webui import create_app
+from webui import create_app, server
 from webui.wizard import setup_code
 
 
@@ -40,25 +38,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="PBX data directory (config.json, cdr.sqlite)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
-    parser.add_argument("--threads", type=int, default=8,
-                        help="worker threads; each open dashboard holds one (default 8)")
+    parser.add_argument("--threads", type=int, default=server.THREADS,
+                        help=f"worker threads; each open dashboard holds one (default {server.THREADS})")
+    parser.add_argument("--https", choices=server.HTTPS_MODES, default="auto",
+                        help="serve HTTPS (auto: unless listening on loopback only)")
+    parser.add_argument("--redirect-port", type=int, default=None,
+                        help="also answer plain HTTP on this port with a redirect to HTTPS (e.g. 80)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(args.data)
     threading.Thread(target=retention_job, args=(args.data, threading.Event()), daemon=True,
                      name="recording-retention").start()
+    servers = server.for_app(app, args.data, args.host, args.port, https=args.https,
+                             redirect_port=args.redirect_port, threads=args.threads)
+    scheme = "https" if "pbx.tls" in app.extensions else "http"
     code = setup_code.read(args.data)
     shown = "localhost" if args.host in ("0.0.0.0", "::", "") else args.host
     if ":" in shown:
         shown = f"[{shown}]"
     if code:
-        print(f"setup code: {code} (open http://{shown}:{args.port}/)", file=sys.stderr, flush=True)
-    # send_bytes=1: hand every chunk to the socket at once, or waitress would hold dashboard
-    # events until 18 kB had piled up. channel_timeout above the SSE keepalive interval (15 s).
-    waitress.serve(app, host=args.host, port=args.port, threads=args.threads, send_bytes=1,
-                   channel_timeout=60, ident="pbx", clear_untrusted_proxy_headers=True,
-                   _quiet=False)
+        print(f"setup code: {code} (open {scheme}://{shown}:{args.port}/)", file=sys.stderr, flush=True)
+    try:
+        servers.prepare()
+    except OSError as exc:
+        print(f"web UI not started: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+              file=sys.stderr, flush=True)
+        return 1
+    logging.getLogger(__name__).info("web UI serving on %s://%s:%d/", scheme, shown, args.port)
+    servers.serve_forever()
     return 0
 
 

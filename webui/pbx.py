@@ -1,6 +1,6 @@
 """The web UI's doors to the rest of the PBX: config store, CDR store and the running services.
 
-One ConfigStore per request: TinyDB is not thread-safe and waitress serves on several threads;
+One ConfigStore per request: TinyDB is not thread-safe and the web server serves on several threads;
 opening the store re-reads config.json (about a millisecond), so every page sees what the CLI or
 the call service wrote a moment ago.
 """

@@ -47,8 +47,8 @@ def wants_json() -> bool:
 def client_address() -> str:
     """The TCP peer (REMOTE_ADDR), which lockouts and the audit log are keyed on.
 
-    waitress serves the LAN directly with no proxy in front and clear_untrusted_proxy_headers=True,
-    so X-Forwarded-For and friends are text the client chose and are ignored: trusting them would
+    The web server (webui/server.py) serves the LAN directly with no proxy in front, so
+    X-Forwarded-For and friends are text the client chose and are ignored: trusting them would
     let a guesser pick whose address gets locked.
     """
     return request.remote_addr or "-"
