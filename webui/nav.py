@@ -18,6 +18,7 @@ MAIN_PAGES = [
     ("settings", "settings.index", "Settings"),
     ("system", "system.index", "System"),
     ("https", "https.index", "HTTPS"),
+    ("https", "https.index", "HTTPS"),
     ("api", "api.docs", "API"),
 ]
 
