@@ -19,3 +19,4 @@ from . import charging  # noqa: F401
 from . import queues  # noqa: F401
 from . import conference  # noqa: F401
 from . import followme  # noqa: F401
+from . import codes  # noqa: F401

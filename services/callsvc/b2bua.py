@@ -19,9 +19,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from aiosipua import SipRequest, SipResponse
 
 from firmware.cdr import Disposition
-from firmware.dialplan import Caller, RuntimeView, config_view, route_call
+from firmware.dialplan import Caller, config_view, route_call
 from firmware.dialplan.router import plan_for_destination
 
+from . import charging as call_charging
 from . import hooks, moh, sdp
 from .channel import Channel
 from .flows import plan as plan_flow
@@ -48,6 +49,15 @@ def _run_hook(hook, what: str, *args) -> None:
         hook(*args)
     except Exception:
         log.exception("%s hook %r failed", what, hook)
+
+
+def _status_part(name: str, part, svc):
+    """A feature's part of the status (queues...); a failing one is logged and shows as null."""
+    try:
+        return part(svc)
+    except Exception:
+        log.exception("status part %s failed", name)
+        return None
 
 
 class CallService:
@@ -151,8 +161,9 @@ class CallService:
         return self._settings
 
     def status(self) -> dict:
-        return {"calls": [s.describe() for s in self.calls.values()], "completed": self.completed,
-                "sip": dict(self.endpoint.stats) if self.endpoint else {}, "rtp_legs": self.media.legs}
+        return {"calls": [call_charging.describe(self, s) for s in self.calls.values()], "completed": self.completed,
+                "sip": dict(self.endpoint.stats) if self.endpoint else {}, "rtp_legs": self.media.legs,
+                **{name: _status_part(name, part, self) for name, part in hooks.ON_STATUS.items()}}
 
     # --- what channels need from the service ------------------------------------------------------
     def via(self) -> str:
@@ -318,13 +329,13 @@ class CallService:
 
     async def _route(self, session: Session, caller: Channel) -> None:
         """Ask the routing plan what the dialled number means for this caller, and carry it out."""
-        plan = route_call(session.dst, session.who, self.view, now=self.now(), runtime=RuntimeView())
+        plan = route_call(session.dst, session.who, self.view, now=self.now(), runtime=call_charging.runtime(self))
         await plan_flow.run(self, caller, plan)
 
     def plan_for(self, session: Session, destination: str):
         """The plan for sending this call on to a configured destination string ("ivr:1", an IVR
         key's target, a parked call's timeout...): a flow returns it to carry on with it."""
-        return plan_for_destination(destination, session.who, self.view, self.now(), RuntimeView())
+        return plan_for_destination(destination, session.who, self.view, self.now(), call_charging.runtime(self))
 
     async def hangup_session(self, session: Session, by: str = "") -> None:
         """End every channel of the session and write its call record (once)."""
@@ -342,7 +353,7 @@ class CallService:
         self.completed += 1
         await asyncio.sleep(0)
         try:
-            for record in session.records():
+            for record in call_charging.rate(self, session.records()):
                 self.cdr_sink(record)
         except Exception:
             # a record that cannot be written must not keep the call from ending (issue 7)
