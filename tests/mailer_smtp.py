@@ -64,8 +64,10 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path]:
 class SmtpServer:
     """aiosmtpd on 127.0.0.1:port; stop() and start() again on the same port (server down, back up)."""
 
-    def __init__(self, inbox: Inbox | None = None, port: int | None = None, tls_files=None, login=False):
+    def __init__(self, inbox: Inbox | None = None, port: int | None = None, tls_files=None, login=False,
+                 implicit_tls=False):
         self.inbox = inbox or Inbox()
+        self.implicit_tls = implicit_tls      # TLS from the first byte (port 465 style), not STARTTLS
         self.port = port or free_port(socket.SOCK_STREAM, both=False)
         self.tls_files = tls_files
         self.login = login
@@ -76,7 +78,7 @@ class SmtpServer:
         if self.tls_files:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(*map(str, self.tls_files))
-            kw.update(tls_context=ctx, require_starttls=True)
+            kw.update(ssl_context=ctx) if self.implicit_tls else kw.update(tls_context=ctx, require_starttls=True)
         if self.login:
             kw.update(authenticator=self.inbox.authenticate, auth_required=True)
         self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port, ready_timeout=10, **kw)

@@ -175,6 +175,22 @@ def test_starttls_with_a_self_signed_certificate_and_login(data, sender, tmp_pat
         assert server.inbox.parsed()["Subject"] == "TLS test"
 
 
+def test_tls_from_the_first_byte(data, sender, tmp_path):
+    cert, key = self_signed_cert(tmp_path)
+    with SmtpServer(tls_files=(cert, key), implicit_tls=True) as server:
+        configure(data, server.port, smtp_tls="tls")
+        sender(cafile=str(cert))
+        message_id = outbox.enqueue(data, to="ops@office.example", subject="implicit TLS", text="t")
+        assert wait_state(data, message_id, {"sent", "failed", "retrying"})["state"] == "sent"
+        assert server.inbox.parsed()["Subject"] == "implicit TLS"
+        configure(data, server.port, smtp_tls="none")      # plain text to a TLS port: retrying, and why
+        message_id = outbox.enqueue(data, to="ops@office.example", subject="plain", text="t")
+        st = wait_state(data, message_id, {"sent", "failed", "retrying"})
+        assert st["state"] == "retrying", st
+        assert st["last_error"] == (f"127.0.0.1:{server.port} did not answer within 5 s: "
+                                    "are the port and the encryption right?")
+
+
 def test_an_untrusted_certificate_is_refused_and_the_message_waits(data, sender, tmp_path):
     cert, key = self_signed_cert(tmp_path)
     with SmtpServer(tls_files=(cert, key)) as server:
@@ -298,3 +314,17 @@ def test_pbx_mail_test_and_list(data, sender, capsys):
         assert json.loads(capsys.readouterr().out)[0]["state"] == "sent"
     assert cli.main(["mail", "test", "not-an-address", "--data", str(data)]) == 2
     assert "error: 'not-an-address' is not an e-mail address" in capsys.readouterr().err
+
+
+def test_a_record_in_the_queue_and_in_done_is_resolved_by_which_is_newer(data):
+    """A power cut between the two steps of finishing (or of a hand retry) leaves two copies."""
+    sent_id = outbox.enqueue(data, to="anna@office.example", subject="finished", text="t")
+    again_id = outbox.enqueue(data, to="anna@office.example", subject="queued again", text="t")
+    queue, done = data / "mail" / "queue", data / "mail" / "done"
+    sent = json.loads((queue / f"{sent_id}.json").read_text())
+    (done / f"{sent_id}.json").write_text(json.dumps(dict(sent, state="sent", updated=sent["updated"] + 5)))
+    again = json.loads((queue / f"{again_id}.json").read_text())
+    (done / f"{again_id}.json").write_text(json.dumps(dict(again, state="failed", updated=again["updated"] - 5)))
+    assert [r["id"] for r in outbox.pending(data)] == [again_id]
+    assert outbox.status(data, sent_id)["state"] == "sent"
+    assert not (done / f"{again_id}.json").exists() and outbox.status(data, again_id)["state"] == "queued"

@@ -286,9 +286,14 @@ def pending(data_dir) -> list[dict]:
         record = _read_record(queue / name)
         if record is None:
             continue
-        if (done / name).exists():      # finished, then the box died before it left the queue
-            (queue / name).unlink(missing_ok=True)
-            continue
+        finished = _read_record(done / name) if (done / name).exists() else None
+        if finished is not None:
+            # in both places: finished, then the box died before it left the queue (done/ is newer),
+            # or queued again by hand (retry(): the queue's copy is newer, its done/ copy about to go)
+            if float(finished.get("updated") or 0) >= float(record.get("updated") or 0):
+                (queue / name).unlink(missing_ok=True)
+                continue
+            (done / name).unlink(missing_ok=True)
         record["poke"] = record["id"] in pokes
         out.append(record)
     return out

@@ -115,13 +115,15 @@ def deliver(settings, recipients: list[str], data: bytes, timeout: float, cafile
         raise Refused(stage, exc.smtp_code, f"{where} answered {_reply(exc.smtp_code, exc.smtp_error)}") \
             from None
     except smtplib.SMTPServerDisconnected as exc:
+        if "timed out" in str(exc):     # smtplib's words for a reply that never came
+            raise Refused(stage, None, _silent(where, timeout, stage)) from None
         raise Refused(stage, None, f"{where} closed the connection: {exc or 'no reason given'}") from None
     except ssl.SSLError as exc:
         raise Refused(stage, None, f"TLS with {where} failed: {exc.reason or exc}"
                       + (": is the port right for this encryption?" if "WRONG_VERSION" in str(exc) else ""))\
             from None
     except (socket.timeout, TimeoutError):
-        raise Refused(stage, None, f"{where} did not answer within {timeout:g} s") from None
+        raise Refused(stage, None, _silent(where, timeout, stage)) from None
     except OSError as exc:
         raise Refused(stage, None, f"cannot connect to {where}: {exc.strerror or exc}") from None
     finally:
@@ -130,6 +132,11 @@ def deliver(settings, recipients: list[str], data: bytes, timeout: float, cafile
                 smtp.close()
             except OSError:
                 pass
+
+
+def _silent(where: str, timeout: float, stage: str) -> str:
+    hint = ": are the port and the encryption right?" if stage == "connect" else ""
+    return f"{where} did not answer within {timeout:g} s{hint}"
 
 
 def _headers(settings, message_id: str) -> bytes:
