@@ -18,16 +18,19 @@ MAIN_PAGES = [
     ("settings", "settings.index", "Settings"),
     ("system", "system.index", "System"),
     ("https", "https.index", "HTTPS"),
-    ("https", "https.index", "HTTPS"),
     ("api", "api.docs", "API"),
 ]
 
 # the same, for the call features (voicemail, IVR, ring groups, ...): the second menu row
 FEATURE_PAGES: list[tuple[str, str, str]] = [
+    ("ringgroups", "ringgroups.index", "Ring groups"),
+    ("parking", "parking.index", "Parking"),
+    ("followme", "followme.index", "Follow Me"),
     ("timeconditions", "timeconditions.index", "Time conditions"),
     ("blocking", "blocking.index", "Call blocking"),
     ("moh", "moh.index", "Music on hold"),
     ("mail", "mail.index", "Mail"),
+    ("voicemail", "voicemail.index", "Voicemail"),
 ]
 
 # blueprints without a menu entry

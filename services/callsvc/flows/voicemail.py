@@ -47,7 +47,7 @@ MIN_MESSAGE_S = 1.0        # shorter than this (a hang-up at the tone) is not a 
 MIN_GREETING_S = 0.5
 KEY_TIMEOUT_S = 8.0
 PIN_TIMEOUT_S = 10.0
-EMAIL_SWEEP_S = 10.0       # how often delete-after-e-mail looks at the outbox
+HOUSEKEEPING_S = 3.0       # how often delete-after-e-mail and the web UI's changes are looked at
 _ALL_KEYS = "0123456789*#"
 
 
@@ -270,17 +270,20 @@ def delete_sent(svc) -> list[str]:
     return changed
 
 
-async def _email_sweeper(svc) -> None:
+async def _housekeeping(svc) -> None:
+    """Every few seconds: delete the messages whose e-mail was sent (delete-after-e-mail), and
+    bring the lamps up to date with changes made elsewhere (the web UI marks and deletes
+    messages; unchanged lamps cost nothing, presence sends only what changed)."""
     while True:
-        await asyncio.sleep(EMAIL_SWEEP_S)
+        await asyncio.sleep(HOUSEKEEPING_S)
         try:
             svc.refresh_config()
-            for mailbox in set(await _off_loop(delete_sent, svc)):
-                publish_lamps(svc, mailbox)
+            await _off_loop(delete_sent, svc)
+            publish_lamps(svc)
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("voicemail: delete-after-e-mail sweep failed")
+            log.exception("voicemail: housekeeping failed")
 
 
 # --- the mailbox menu ----------------------------------------------------------------------------------
@@ -439,7 +442,7 @@ async def change_pin(svc, caller: Channel, mailbox: str):
 # --- the service's start -------------------------------------------------------------------------------
 def _on_start(svc) -> None:
     publish_lamps(svc)
-    svc.spawn(_email_sweeper(svc))
+    svc.spawn(_housekeeping(svc))
 
 
 hooks.ON_START.append(_on_start)
