@@ -131,7 +131,7 @@ PROMPTS.update({
 
 # call charging (firmware/rating/limits.py: a spend limit reached, a destination the rate sheet bars)
 PROMPTS.update({
-    "call_limit_reached": "Your call limit has been reached. This call cannot be made. Please contact your administrator.",
+    "call_limit_reached": "Your call limit has been reached.",
     "number_barred": "Calls to this number are barred.",
 })
 
