@@ -28,6 +28,7 @@ FEATURE_PAGES: list[tuple[str, str, str]] = [
     ("followme", "followme.index", "Follow Me"),
     ("timeconditions", "timeconditions.index", "Time conditions"),
     ("blocking", "blocking.index", "Call blocking"),
+    ("codes", "codes.index", "Feature codes"),
     ("moh", "moh.index", "Music on hold"),
     ("mail", "mail.index", "Mail"),
     ("voicemail", "voicemail.index", "Voicemail"),

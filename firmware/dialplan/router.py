@@ -122,7 +122,8 @@ def _from_extension(dialled: str, ctx: Context) -> Plan:
 
 
 def _feature_code(dialled: str, ctx: Context) -> Plan:
-    parsed = parse_feature_code(dialled)
+    from firmware.features.codes import effective_codes   # (features import the dialplan)
+    parsed = parse_feature_code(dialled, effective_codes(ctx.config))   # as the admin set them
     me = ctx.caller.id
     if parsed is None:
         return Reject(404, "not_found", f"{dialled} is not a feature code", prompt="not_found")

@@ -81,9 +81,14 @@ def toggle_state(config, number: str) -> str:
     return toggle.state if toggle is not None else "day"
 
 
-def code_of(number: str) -> str:
-    """What is dialled (and what a BLF key watches) for toggle `number`: *33, *332..."""
-    return CODE if str(number) == MAIN else f"{CODE}{number}"
+def code_of(number: str, config=None) -> str:
+    """What is dialled (and what a BLF key watches) for toggle `number`: *33, *332... (with a
+    ConfigView: *33 as the administrator set it, firmware/features/codes.py)."""
+    base = CODE
+    if config is not None:
+        from .codes import effective_code
+        base = effective_code(config, CODE) or CODE
+    return base if str(number) == MAIN else f"{base}{number}"
 
 
 def known_toggles(config) -> list[str]:

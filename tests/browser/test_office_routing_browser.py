@@ -86,3 +86,22 @@ def test_admin_blocks_a_caller_and_bars_premium_and_international_numbers(page, 
     expect(page.locator("#barred-prefixes")).to_contain_text("Premium rate (09)")
     expect(page.locator("#barred-prefixes")).to_contain_text("International (00)")
     shot(page, "63-call-blocking")
+
+
+def test_admin_moves_the_day_night_code_and_switches_one_off(page, web):
+    log_in(page, web)
+    page.click("nav >> text=Feature codes")
+    expect(page).to_have_url(re.compile(r"/codes$"))
+    row = page.locator('tr[data-code="*33"]')
+    expect(row).to_contain_text("Switch day/night mode")
+    row.locator("input[name=code]").fill("*78")
+    row.locator("button:has-text('Save')").click()
+    expect(page.locator('tr[data-code="*33"] .error')).to_contain_text("already the code for 'Do not disturb on'")
+    page.locator('tr[data-code="*33"] input[name=code]').fill("*34")
+    page.locator('tr[data-code="*33"] button:has-text("Save")').click()
+    expect(page.locator('tr[data-code="*33"]')).to_contain_text("*34[NUM]")
+    page.locator('tr[data-code="*32"] input[name=enabled]').uncheck()
+    page.locator('tr[data-code="*32"] button:has-text("Save")').click()
+    expect(page.locator('tr[data-code="*32"] input[name=enabled]')).not_to_be_checked()
+    shot(page, "64-feature-codes")
+    assert web.store.record("feature_code_overrides", "*33").code == "*34"

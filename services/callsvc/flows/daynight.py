@@ -39,12 +39,12 @@ def publish_lamps(svc, view=None) -> None:
     published = _PUBLISHED.setdefault(id(svc), {})
     for number in daynight.known_toggles(view):
         state = daynight.toggle_state(view, number)
-        if published.get(number) == state:
+        if published.get(number) == (state, daynight.code_of(number, view)):
             continue
-        published[number] = state
-        log.info("day/night toggle %s is %s: BLF %s %s", number, state.upper(), daynight.code_of(number),
-                 daynight.lamp(state))
-        presence.publish_dialog(daynight.code_of(number), daynight.lamp(state))
+        published[number] = (state, daynight.code_of(number, view))
+        resource = daynight.code_of(number, view)
+        log.info("day/night toggle %s is %s: BLF %s %s", number, state.upper(), resource, daynight.lamp(state))
+        presence.publish_dialog(resource, daynight.lamp(state))
 
 
 def _on_start(svc) -> None:
@@ -96,7 +96,7 @@ async def run_toggle(svc, caller: Channel, step: ToggleDayNight) -> None:
     if step.needs_pin:
         record = svc.view.table(daynight.TABLE).get(step.toggle)
         if record is None or not await _pin_ok(svc, caller, record.pin):
-            session.fail(Disposition.FAILED, f"403 {daynight.code_of(step.toggle)}: wrong PIN")
+            session.fail(Disposition.FAILED, f"403 {daynight.code_of(step.toggle, svc.view)}: wrong PIN")
             if not caller.is_gone:
                 await caller.hangup("wrong pin")
             return
@@ -111,8 +111,8 @@ async def run_toggle(svc, caller: Channel, step: ToggleDayNight) -> None:
     svc.refresh_config()
     publish_lamps(svc)
     log.info("call %d: %s switched day/night toggle %s to %s", session.n, step.extension, step.toggle, new.upper())
-    caller.log("feature", code=daynight.code_of(step.toggle), action="daynight", argument=new)
-    session.fail(Disposition.ANSWERED, f"feature {daynight.code_of(step.toggle)} {new}")
+    caller.log("feature", code=daynight.code_of(step.toggle, svc.view), action="daynight", argument=new)
+    session.fail(Disposition.ANSWERED, f"feature {daynight.code_of(step.toggle, svc.view)} {new}")
     if svc.prompts is not None and not caller.is_gone:
         await caller.play(Player(pcm=svc.prompts(f"{new}_mode_on")))
     if not caller.is_gone:
