@@ -26,12 +26,15 @@ FEATURE_PAGES: list[tuple[str, str, str]] = [
     ("ringgroups", "ringgroups.index", "Ring groups"),
     ("parking", "parking.index", "Parking"),
     ("followme", "followme.index", "Follow Me"),
+    ("daynight", "daynight.index", "Day/night"),
     ("timeconditions", "timeconditions.index", "Time conditions"),
     ("blocking", "blocking.index", "Call blocking"),
     ("codes", "codes.index", "Feature codes"),
     ("moh", "moh.index", "Music on hold"),
     ("mail", "mail.index", "Mail"),
     ("voicemail", "voicemail.index", "Voicemail"),
+    ("ivr", "ivr.index", "IVR menus"),
+    ("prompts", "prompts.index", "System prompts"),
 ]
 
 # blueprints without a menu entry

@@ -68,6 +68,8 @@ def parse_member(text: str, extensions=()) -> Member:
     A bare number is an extension when `extensions` has it (or it looks like one and no list is
     given), else an outside number."""
     parts = text.replace(",", " ").split()
+    if len(parts) > 2 and len(parts[-1]) <= 3:     # "07700 900123 25": a number written in groups
+        parts = ["".join(parts[:-1]), parts[-1]]
     if not parts or len(parts) > 2:
         raise ValueError(f"{text!r}: write a number and optionally its ring time, e.g. '1001 20'")
     number, timeout = parts[0], 20

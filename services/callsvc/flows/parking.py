@@ -11,10 +11,13 @@ lights the slots' BLF keys (dialog "confirmed" while occupied).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import time
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 
 from firmware.dsp.tones import hold_music
 from firmware.features.parking import Retrieve, after_timeout, first_free_slot, lot_of
@@ -53,14 +56,32 @@ def status(svc) -> list[dict]:
     """For the web page: who is parked where, by whom, for how long."""
     now = time.time()
     return [{"slot": p.slot, "lot": p.lot.number, "caller": p.channel.number, "name": p.channel.name,
-             "parker": p.parker, "seconds": round(now - p.since)} for p in sorted(slots(svc).values(),
+             "parker": p.parker, "since": p.since, "seconds": round(now - p.since)} for p in sorted(slots(svc).values(),
                                                                              key=lambda p: p.slot)]
+
+
+STATE_FILE = "parking-state.json"   # in the data directory: what the web page shows
 
 
 def _lamp(svc, slot: str, on: bool) -> None:
     presence = getattr(svc, "presence", None)
     if presence is not None:
         presence.publish_dialog(slot, "confirmed" if on else "terminated")
+    _write_state(svc)
+
+
+def _write_state(svc) -> None:
+    """The occupied slots for the web UI (another process): written whole and renamed into place."""
+    data_dir = getattr(svc.store, "data_dir", None)
+    if data_dir is None:
+        return
+    path = Path(data_dir) / STATE_FILE
+    tmp = path.with_suffix(".part")
+    try:
+        tmp.write_text(json.dumps({"pid": os.getpid(), "written": time.time(), "slots": status(svc)}))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("parking state not written to %s: %s", path, exc)
 
 
 def _music(svc, ch: Channel) -> None:
