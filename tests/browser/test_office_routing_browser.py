@@ -105,3 +105,23 @@ def test_admin_moves_the_day_night_code_and_switches_one_off(page, web):
     expect(page.locator('tr[data-code="*32"] input[name=enabled]')).not_to_be_checked()
     shot(page, "64-feature-codes")
     assert web.store.record("feature_code_overrides", "*33").code == "*34"
+
+
+def test_admin_switches_night_mode_and_adds_a_department_toggle(page, web):
+    log_in(page, web)
+    page.click("nav >> text=Day/night")
+    expect(page).to_have_url(re.compile(r"/daynight$"))
+    page.click("#toggle-1 button:has-text('Switch to NIGHT')")
+    expect(page.locator("#toggle-1")).to_contain_text("NIGHT")
+    assert web.store.settings().mode == "night"
+    page.click("text=New toggle")
+    page.fill("#f-number", "2")
+    page.fill("#f-name", "Sales")
+    page.select_option("#f-day_destination_kind", "extension")
+    page.select_option("#f-day_destination_extension", "201")
+    page.select_option("#f-night_destination_kind", "extension")
+    page.select_option("#f-night_destination_extension", "202")
+    page.fill("#f-pin", "4321")
+    page.click("button:has-text('Save')")
+    expect(page.locator("#toggle-2")).to_contain_text("*332")
+    shot(page, "65-day-night")
