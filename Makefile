@@ -54,6 +54,7 @@ security: deps
 bench: deps
 	@$(PY) -m tests.bench.run
 	@$(PY) -m tests.bench.relay_floor
+	@$(PY) -m tests.bench.media_features
 
 clean:
 	rm -rf .stamp-* build *.egg-info

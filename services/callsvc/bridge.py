@@ -39,6 +39,9 @@ class Bridge:
         self.on_leave: Callable[["Bridge", "Channel"], None] | None = hang_up_the_rest
         self.music_when_alone = False  # a lone member (its partner being transferred) hears music
         self.mixer = None              # three or more members
+        # a conference room: always the mixer (a member can be muted), a joining member does not
+        # cut the prompts others hear, and every member's call keeps its own record
+        self.conference = False
 
     def add(self, ch: "Channel") -> None:
         if ch in self.members:
@@ -47,7 +50,7 @@ class Bridge:
             ch.bridge.remove(ch)
         self._unwire()
         peer = self.members[0] if len(self.members) == 1 else None
-        if peer is not None and peer not in ch.session.channels:
+        if peer is not None and peer not in ch.session.channels and not self.conference:
             # a channel of another call joins (a pickup, a transfer): the call of the one already
             # in the bridge records the conversation; its own call keeps its own record
             peer.session.attach(ch)
@@ -66,12 +69,12 @@ class Bridge:
     def _wire(self) -> None:
         """The media path for the members now: the relay for two, the mixer for more."""
         legs = [m.rtp for m in self.members if m.rtp is not None and not m.is_gone]
-        if len(legs) >= 2:
+        if len(legs) >= 2 and not self.conference:
             for leg in legs:
                 self.svc.media.stop(leg)
-        if len(legs) == 2:
+        if len(legs) == 2 and not self.conference:
             self.svc.media.bridge(*legs)
-        elif len(legs) > 2:
+        elif len(legs) > 2 or self.conference and legs:
             self.mixer = self.svc.media.mix(legs)
 
     def _unwire(self) -> None:
@@ -113,7 +116,7 @@ class Bridge:
     def _on_hold_change(self, ch: "Channel") -> None:
         """The held party hears music, not silence; the relay comes back on resume. (With three or
         more, the others just stop hearing the one who holds.)"""
-        if len(self.members) != 2:
+        if len(self.members) != 2 or self.conference:
             return
         other = self.other(ch)
         if other is None or other.rtp is None or other.is_gone:

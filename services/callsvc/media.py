@@ -130,6 +130,7 @@ class RtpLeg(asyncio.DatagramProtocol):
         self.out_send = None  # fast path: the peer's transport.sendto, or None
         self.out_addr: tuple[str, int] | None = None
         self.mixer: "Mixer | None" = None  # in a bridge of three or more: audio goes to the mixer
+        self.muted = False  # in a mixer: this phone is not heard (a conference member on mute)
 
     def connection_made(self, transport):
         self.transport = transport
@@ -275,7 +276,7 @@ class Mixer:
 
     def feed(self, leg: "RtpLeg", pcm: bytes) -> None:
         queue = self.inbox.get(leg)
-        if queue is not None and len(pcm) == 2 * FRAME:
+        if queue is not None and len(pcm) == 2 * FRAME and not leg.muted:
             queue.append(np.frombuffer(pcm, dtype="<i2").astype(np.int32))
 
     def tick(self) -> None:
