@@ -1,7 +1,9 @@
 """Voicemail end to end (issue 10 "Done when"): a pjsua2 caller leaves a message at an unanswered
 extension, the owner's message lamp (a raw SIP subscriber, RFC 3842 through the Kamailio edge)
 lights with 1 new message, the owner dials *97, enters the PIN, hears the envelope and the
-message (its tone decoded at the phone), deletes it, and the lamp goes off."""
+message (its tone decoded at the phone), deletes it, and the lamp goes off. The e-mail of a
+message reaches a real SMTP server (aiosmtpd) with the WAV attached, after retrying while the
+server was down; the mailbox page shows "retrying", then "sent"."""
 
 import threading
 import time
@@ -14,7 +16,10 @@ from tests.pbxproc import PbxProcess
 from tests.phones.audio import read_wav, tone_fraction
 from tests.phones.raw import RawPhone
 from tests.test_calls import CALLER_HZ, phone, registered
+from services.mailer import outbox
 from services.voicemail import VoicemailStore
+from tests.browser.webui_env import admin_client, make_app
+from tests.mailer_smtp import SmtpServer
 
 pytestmark = pytest.mark.e2e
 OWNER_HZ = 1500
@@ -22,10 +27,19 @@ EXTENSIONS = ["2000", "2001", "2002", "2003"]
 
 
 @pytest.fixture(scope="module")
-def vpbx(tmp_path_factory):
-    """A PBX whose extensions have their mailboxes on (the product default)."""
+def smtp():
+    server = SmtpServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def vpbx(tmp_path_factory, smtp):
+    """A PBX whose extensions have their mailboxes on (the product default), mailing through `smtp`."""
     proc = PbxProcess(tmp_path_factory.mktemp("voicemail"), extensions=EXTENSIONS, voicemail=True,
-                      settings={"busy_tone_seconds": 1, "no_answer_timeout": 5})
+                      settings={"busy_tone_seconds": 1, "no_answer_timeout": 5, "smtp_host": "127.0.0.1",
+                                "smtp_port": smtp.port, "smtp_tls": "none", "smtp_from": "pbx@office.example"},
+                      env={"PBX_MAIL_BACKOFF": "1,2,300"})
     proc.start()
     yield proc
     proc.stop()
@@ -75,14 +89,17 @@ def log_lines(pbx, text):
     return [line for line in pbx.log_path.read_text(errors="replace").splitlines() if text in line]
 
 
-def leave_message(pbx, tmp_path, caller, mailbox, seconds=5.0, ring=True):
+def leave_message(pbx, tmp_path, caller, mailbox, seconds=5.0, skip_greeting=False):
     """`caller` calls `mailbox`'s extension, nobody answers, it talks (its tone) for `seconds`
-    after the beep and presses #."""
+    after the beep and presses #. With skip_greeting it presses # during the greeting."""
     before = len(log_lines(pbx, f"recording a message for mailbox {mailbox}"))
     with phone(pbx, caller, tmp_path, CALLER_HZ) as a:
         registered(a)
         a.call(pbx.uri(mailbox))
         a.wait_state("CONFIRMED", timeout=20)
+        if skip_greeting:
+            time.sleep(1)
+            a.send_dtmf("#")
         wait_for(lambda: len(log_lines(pbx, f"recording a message for mailbox {mailbox}")) > before, 30,
                  "recording start in the PBX log")
         time.sleep(seconds)
@@ -143,3 +160,37 @@ def test_a_wrong_pin_three_times_hangs_up_and_opens_nothing(vpbx, tmp_path):
         b.wait_state("DISCONNECTED", timeout=40)
     assert len(log_lines(vpbx, "wrong PIN for mailbox 2002")) == 3
     assert not log_lines(vpbx, "mailbox 2002 opened")
+
+
+def test_a_message_is_emailed_with_its_wav_after_the_smtp_server_comes_back(vpbx, smtp, tmp_path):
+    ConfigStore(vpbx.data).update_record(vm.TABLE, "2003", email="anna@office.example", email_mode="attach")
+    smtp.stop()                                          # the mail server is down
+    try:
+        leave_message(vpbx, tmp_path, "2002", "2003", seconds=3.0, skip_greeting=True)
+        store = VoicemailStore(vpbx.data)
+        [msg] = store.messages("2003")
+        assert msg.email_id
+        wait_for(lambda: outbox.status(vpbx.data, msg.email_id)["state"] == "retrying", 30, "a retrying e-mail")
+        web = admin_client(make_app(vpbx.data), vpbx.data)
+        page = web.get("/voicemail/2003").text
+        assert "retrying" in page
+    finally:
+        smtp.start()                                     # back up, on the same port
+    wait_for(lambda: outbox.status(vpbx.data, msg.email_id)["state"] == "sent", 60, "the e-mail sent")
+    mail = smtp.inbox.parsed(-1)
+    assert mail["To"] == "anna@office.example" and "New voicemail for 2003 from 2002" in mail["Subject"]
+    [wav] = [part for part in mail.iter_attachments()]
+    assert wav.get_content_type() == "audio/wav" and wav.get_filename() == f"voicemail-2003-{msg.id}.wav"
+    assert wav.get_content() == store.file_of(msg).read_bytes()
+    assert "sent" in web.get("/voicemail/2003").text
+
+
+def test_delete_after_email_removes_the_message_once_it_was_sent(vpbx, smtp, tmp_path):
+    ConfigStore(vpbx.data).update_record(vm.TABLE, "2000", email="bob@office.example", email_mode="attach",
+                                         delete_after_email=True)
+    before = len(smtp.inbox.messages)
+    leave_message(vpbx, tmp_path, "2002", "2000", seconds=2.0, skip_greeting=True)
+    smtp.inbox.wait(before + 1)
+    assert "2000" in smtp.inbox.parsed(-1)["Subject"]
+    store = VoicemailStore(vpbx.data)
+    wait_for(lambda: store.messages("2000") == [], 20, "the message deleted after its e-mail")
