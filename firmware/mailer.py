@@ -96,7 +96,7 @@ def after_attempt(message: dict, outcome: str, reason: str, now: float, policy: 
         return {"state": "failed", "attempts": attempts, "next_try": None, "last_error": reason,
                 "updated": now}
     since = next((float(message[k]) for k in ("retry_from", "created") if message.get(k) is not None), now)
-    wait = policy.delay(attempts)
+    wait = policy.delay(attempts - int(message.get("retry_base") or 0))   # a hand retry starts at `first`
     if now + wait - since > policy.give_up:
         hours = policy.give_up / 3600
         span = f"{hours:g} h" if hours >= 1 else f"{policy.give_up:g} s"

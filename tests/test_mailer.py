@@ -80,9 +80,9 @@ def test_a_day_of_retries_is_30_attempts_and_a_hand_retry_starts_the_day_again()
         message.update(rules.after_attempt(message, TEMPORARY, "connection refused", now, policy))
         now = message["next_try"] or now
     assert message["attempts"] == 30 and 23 * 3600 < message["updated"] < 24 * 3600
-    again = rules.after_attempt({"created": 0.0, "retry_from": 90000.0, "attempts": 30}, TEMPORARY, "x",
-                                90000.0, policy)
-    assert again["state"] == "retrying" and again["next_try"] == 90000.0 + 3600
+    again = rules.after_attempt({"created": 0.0, "retry_from": 90000.0, "retry_base": 30, "attempts": 30},
+                                TEMPORARY, "x", 90000.0, policy)
+    assert again["state"] == "retrying" and again["next_try"] == 90000.0 + 30 and again["attempts"] == 31
     assert RetryPolicy.parse("1,4,120") == RetryPolicy(1, 4, 120)
     with pytest.raises(ValueError, match="FIRST,CAP,GIVE_UP"):
         RetryPolicy.parse("fast")

@@ -233,9 +233,35 @@ def messages(data_dir, limit: int = 200) -> list[dict]:
     return sorted(seen.values(), key=lambda r: r.get("created") or 0, reverse=True)[:limit]
 
 
+_finished_cache: dict[str, tuple[int, dict]] = {}     # done/ records: written once, then only deleted
+
+
+def _read_finished(path: Path) -> dict | None:
+    try:
+        stamp = path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+    cached = _finished_cache.get(str(path))
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    record = _read_record(path)
+    if record is not None:
+        if len(_finished_cache) > 5000:
+            _finished_cache.clear()
+        _finished_cache[str(path)] = (stamp, record)
+    return record
+
+
 def summary(data_dir, now: float | None = None) -> dict:
-    """{"queued", "retrying", "failed" (in the last week): counts, "last_error"} for the dashboard."""
-    return rules.summary(messages(data_dir, 500), time.time() if now is None else now)
+    """{"queued", "retrying", "failed" (in the last week): counts, "last_error"} for the dashboard
+    (asked every second by each open dashboard: reads the queue and only the last 8 days of done/,
+    each finished record parsed once)."""
+    now = time.time() if now is None else now
+    queue, done, _ = _dirs(data_dir)
+    since = _new_id(now - 8 * 86400)[:15]          # ids start with the UTC time they were queued
+    records = [_read_record(queue / n) for n in _newest(queue, 10 ** 9)]
+    records += [_read_finished(done / n) for n in _newest(done, 10 ** 9) if n[:15] >= since]
+    return rules.summary([r for r in records if r is not None], now)
 
 
 def retry(data_dir, message_id: str) -> str:
@@ -254,7 +280,7 @@ def retry(data_dir, message_id: str) -> str:
     if not (blobs / f"{message_id}.eml").exists():
         raise ValueError(f"mail {message_id} cannot be sent again: its content was removed")
     now = time.time()
-    record.update(state="queued", next_try=now, retry_from=now, updated=now)
+    record.update(state="queued", next_try=now, retry_from=now, retry_base=record.get("attempts", 0), updated=now)
     _write_record(queue / f"{message_id}.json", record)
     (done / f"{message_id}.json").unlink(missing_ok=True)
     log.info("mail %s queued again by hand (it had failed: %s)", message_id, record.get("last_error"))
