@@ -31,6 +31,7 @@ FEATURE_PAGES: list[tuple[str, str, str]] = [
     ("blocking", "blocking.index", "Call blocking"),
     ("codes", "codes.index", "Feature codes"),
     ("moh", "moh.index", "Music on hold"),
+    ("conference", "conference.index", "Conference"),
     ("mail", "mail.index", "Mail"),
     ("voicemail", "voicemail.index", "Voicemail"),
     ("ivr", "ivr.index", "IVR menus"),
