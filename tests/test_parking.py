@@ -7,7 +7,7 @@ import pytest
 from firmware.config import ConfigStore, ValidationError
 from firmware.config.model import Extension
 from firmware.dialplan import Caller, ConfigView, Reject, route_call
-from firmware.features.parking import DEFAULT_LOT, ParkingLot, Retrieve, after_timeout, first_free_slot
+from firmware.features.parking import DEFAULT_LOT, ParkHint, ParkingLot, Retrieve, after_timeout, first_free_slot
 
 NOW = datetime(2026, 11, 30, 10, 0)
 
@@ -35,11 +35,11 @@ def test_an_unclaimed_call_rings_the_parker_then_the_return_destination():
     assert after_timeout(ParkingLot(), "") == []
 
 
-def test_dialling_a_slot_retrieves_and_dialling_the_park_number_explains_itself():
+def test_dialling_a_slot_retrieves_and_dialling_the_park_number_says_how_to_park():
     plan = route_call("705", Caller("extension", "1000"), view(), NOW)
     assert isinstance(plan, Retrieve) and plan.slot == "705"
     plan = route_call("700", Caller("extension", "1000"), view(), NOW)
-    assert isinstance(plan, Reject) and "transfer a call to it" in plan.reason
+    assert plan == ParkHint(DEFAULT_LOT)
     assert isinstance(route_call("721", Caller("extension", "1000"), view(), NOW), Reject)
 
 

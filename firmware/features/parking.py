@@ -112,12 +112,24 @@ class Retrieve:
         return f"retrieve the call parked in {self.slot}"
 
 
+@dataclass(frozen=True)
+class ParkHint:
+    """The park number dialled as a call of its own: it rings, saying "hang up to park the call in
+    701". That is how an analog phone parks: flash (the call is held), dial 700, hang up; its line
+    gateway then transfers the held call to 700 (a blind REFER), which parks it."""
+    lot: ParkingLot
+    on: Next = field(default=NOTHING_NEXT, kw_only=True)
+
+    def describe(self) -> str:
+        return f"park number {self.lot.number}: hang up to park the held call"
+
+
 def _dialled(dialled: str, ctx: Context) -> Plan | None:
     lot = lot_of(dialled, ctx.config)
     if lot is None:
         return None
     if dialled == lot.number:
-        return Reject(404, "not_found", f"{lot.number} parks calls: transfer a call to it", prompt="not_found")
+        return ParkHint(lot)
     return Retrieve(lot, dialled)
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from firmware.dsp.tones import hold_music
-from firmware.features.parking import Retrieve, after_timeout, first_free_slot, lot_of
+from firmware.features.parking import ParkHint, Retrieve, after_timeout, first_free_slot, lot_of
 
 from ..bridge import Bridge
 from ..channel import Channel
@@ -222,3 +222,28 @@ async def retrieve(svc, caller: Channel, step: Retrieve) -> None:
     caller.log("unpark", slot=step.slot)
     _connect(svc, ch, caller)
     await session.done()
+
+
+# --- the park number dialled on its own: how an analog phone parks ------------------------------
+HINT_RINGS_S = 30.0
+
+
+@runs(ParkHint)
+async def hint(svc, caller: Channel, step: ParkHint) -> None:
+    """Early media (nothing is answered): "hang up to park the call in 7 0 1", then ringing until
+    the caller hangs up, which for an analog phone's held call means the gateway transfers it here."""
+    from firmware.cdr import Disposition
+    slot = first_free_slot(step.lot, slots(svc))
+    if slot is None:
+        await announce.fail(svc, caller, 486, Disposition.BUSY, "486 parking lot full", prompt="parking_full")
+        return
+    words = await say(f"Hang up to park the call in {digits(slot)}.")
+    caller.progress()
+    if words and not caller.is_gone:
+        await caller.play(Player(pcm=words))
+    try:
+        await asyncio.wait_for(asyncio.shield(caller.gone), HINT_RINGS_S)
+        caller.session.fail(Disposition.CANCELLED, f"hung up at the park number {step.lot.number}")
+    except asyncio.TimeoutError:
+        caller.session.fail(Disposition.NO_ANSWER, "nothing parked")
+        caller.reject(480, "Temporarily Unavailable (transfer a call to park it)")
