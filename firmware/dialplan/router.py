@@ -49,6 +49,9 @@ NUMBER_HANDLERS: list[Callable[[str, Context], "Plan | None"]] = []
 # blocking's block list. hook(dialled, ctx) -> the plan for a screened-out caller, or None.
 INBOUND_SCREENS: list[Callable[[str, Context], "Plan | None"]] = []
 
+# Names for outside callers who come without one (the phonebook): namer(caller, config) -> name or None.
+CALLER_NAMERS: list[Callable[[Caller, ConfigView], "str | None"]] = []
+
 
 def check_handlers() -> None:
     """Every destination kind has a handler (features register theirs with DESTINATION_HANDLERS)."""
@@ -74,6 +77,10 @@ def plan_for_destination(destination: str, caller: Caller, config: ConfigView, n
 def route_plan(dialled: str, caller: Caller, config: ConfigView, now: datetime,
                runtime: RuntimeView = RuntimeView()) -> Plan:
     """The plan for a call from `caller` to `dialled`."""
+    shown = caller.name.strip().lstrip("+")
+    if caller.is_outside and (not shown or shown.isdigit()):     # no name, or just the number again
+        caller = replace(caller, name=next(filter(None, (namer(caller, config) for namer in CALLER_NAMERS)),
+                                           caller.name))
     ctx = Context(caller, config, runtime, now)
     check_handlers()
     for screen in INBOUND_SCREENS if caller.is_outside else ():

@@ -20,3 +20,5 @@ from . import queues  # noqa: F401
 from . import conference  # noqa: F401
 from . import followme  # noqa: F401
 from . import codes  # noqa: F401
+from . import provisioning  # noqa: F401
+from . import phonebook  # noqa: F401
