@@ -81,7 +81,7 @@ def test_extension_form_names_each_bad_call_handling_field_and_writes_nothing(ad
     r = post(admin, "/extensions/201", dict(HANDLING, forward_no_answer_kind="extension",
                                             forward_no_answer_extension="201"))
     assert "forwards extension 201 to itself" in form_error(r.text, "forward_no_answer")
-    r = post(admin, "/extensions/201", dict(HANDLING, forward_busy_kind="voicemail"))
+    r = post(admin, "/extensions/201", dict(HANDLING, forward_busy_kind="fax"))
     assert "is not a destination" in form_error(r.text, "forward_busy")
     r = _no_token(admin, "/extensions/201", HANDLING)
     assert r.status_code == 400 and "CSRF" in r.text

@@ -509,7 +509,7 @@ def test_users_page_shows_their_own_calls_and_a_new_sip_password_once(app, admin
     page = user.get("/me").text
     assert "3 calls" in page and "486 Busy Here" not in page      # 202 -> 203 is not Ann's
     assert "← +442071234567" in page and "→ 202" in page
-    assert "voicemail" not in page.lower()                          # nothing that does not work yet
+    assert 'id="my-voicemail-link"' in page                       # voicemail works (issue 10)
     assert "Do not disturb" in page and "Forward when busy" in page   # DND and forwards work (issue 8)
     old = store.get_extension("201").secret
     r = post(user, "/me/secret")
