@@ -1,6 +1,7 @@
 """BLF lamps of extensions end to end: a watcher subscribed to an extension's dialog state (at the
 Kamailio edge) sees it ring (early, naming the caller), answer (confirmed) and hang up
 (terminated); from a flashing lamp, **NUM picks the ringing call up."""
+import re
 import time
 
 import pytest
@@ -51,7 +52,8 @@ def test_a_watcher_sees_an_extension_ring_answer_and_hang_up(pbx, tmp_path, watc
         b.auto_answer(200, after_ms=1500)
         a.call(pbx.uri("1001"))
         ringing = watcher.next_notify(lamp, match=lambda body: state(body) == "early")
-        assert ringing is not None and "sip:1000@" in ringing.body      # who is calling, for the phone
+        assert ringing is not None and "<identity>sip:1000@" in ringing.body    # who is calling
+        assert '<target uri="sip:**1001@' in ringing.body       # a BLF key dials the directed pickup
         assert watcher.next_notify(lamp, match=lambda body: state(body) == "confirmed") is not None
         a.wait_state("CONFIRMED", timeout=5)
         time.sleep(0.5)
@@ -69,8 +71,12 @@ def test_from_a_flashing_lamp_star_star_num_picks_the_call_up(pbx, tmp_path, wat
             assert p.register() == 200
         a.call(pbx.uri("1003"))
         b.wait_incoming(timeout=5)
-        assert watcher.next_notify(lamp, match=lambda body: state(body) == "early") is not None
-        c.call(pbx.uri("**1003"))
+        flashing = watcher.next_notify(lamp, match=lambda body: state(body) == "early")
+        assert flashing is not None
+        # the key dials the dialog's remote target, as Yealink and Snom phones do: **1003
+        dialled = re.search(r'<remote>.*?<target uri="sip:([^@"]+)@', flashing.body).group(1)
+        assert dialled == "**1003"
+        c.call(pbx.uri(dialled))
         c.wait_state("CONFIRMED", timeout=8)
         b.wait_state("DISCONNECTED", timeout=5)           # no longer ringing: picked up elsewhere
         a.wait_state("CONFIRMED", timeout=5)

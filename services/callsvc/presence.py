@@ -43,7 +43,7 @@ class _Publication:
     etag: str = ""
     sent: str | None = None        # the body the edge has (None: not yet / must re-send)
     version: int = 0
-    state: tuple = ()              # dialog: (state, direction, remote) of the body
+    state: tuple = ()              # dialog: (state, direction, remote, remote_target) of the body
 
 
 class Presence:
@@ -65,12 +65,14 @@ class Presence:
         self._set("message-summary", mailbox, "application/simple-message-summary", body)
 
     def publish_dialog(self, resource: str, state: str, *, direction: str = "recipient",
-                       remote: str = "") -> None:
+                       remote: str = "", remote_target: str = "") -> None:
         """The BLF lamp of `resource` (an extension, "*33", a park slot "701"): "terminated"
-        (idle / off), "early" (ringing: flashing) or "confirmed" (busy / on)."""
+        (idle / off), "early" (ringing: flashing) or "confirmed" (busy / on). `remote` names the
+        other party; `remote_target` (default: `remote`) is what a phone dials when its BLF key is
+        pressed, e.g. the pickup code "sip:**1001@host" while ringing (as Asterisk's chan_sip)."""
         if state not in DIALOG_STATES:
             raise ValueError(f"dialog state {state!r}: use one of {', '.join(DIALOG_STATES)}")
-        self._set("dialog", resource, "application/dialog-info+xml", (state, direction, remote))
+        self._set("dialog", resource, "application/dialog-info+xml", (state, direction, remote, remote_target))
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -94,7 +96,7 @@ class Presence:
                 return                      # no change: nothing to tell the watchers
             pub.state = body
             pub.version += 1
-            body = _dialog_info(resource, self.svc.edge[0], *body, pub.version)
+            body = _dialog_info(resource, self.svc.edge[0], *body, version=pub.version)
         if body == pub.body:
             return
         pub.body = body
@@ -166,10 +168,12 @@ class Presence:
         return SipRequest(headers=h, body=body.encode(), method="PUBLISH", uri=uri)
 
 
-def _dialog_info(resource: str, host: str, state: str, direction: str, remote: str, version: int) -> str:
+def _dialog_info(resource: str, host: str, state: str, direction: str, remote: str, remote_target: str = "", *,
+                 version: int) -> str:
     """An RFC 4235 dialog-info document for one resource in one state."""
     entity = f"sip:{resource}@{host}"
-    remote_xml = (f"<remote><identity>{escape(remote)}</identity><target uri={quoteattr(remote)}/></remote>"
+    remote_xml = (f"<remote><identity>{escape(remote)}</identity><target uri={quoteattr(remote_target or remote)}/>"
+                  "</remote>"
                   if remote and state != "terminated" else "")
     # idle is sent as a terminated dialog, not an empty document: some phones (Yealink) keep
     # the lamp lit on an empty one

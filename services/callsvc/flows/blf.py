@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import weakref
 
+from firmware.dialplan.feature_codes import DIRECTED_PICKUP
 from firmware.features.blf import Leg, dialog_state
 
 from .. import session as session_module
@@ -38,18 +39,30 @@ def refresh(svc, number: str) -> None:
         return
     legs = list(_legs(svc, number))
     state = dialog_state(Leg(ch.inbound, "gone" if ch.is_gone else ch.state) for ch in legs)
-    remote = ""
+    remote = target = ""
     if state == "early":
         ringing = next((ch for ch in legs if not ch.is_gone and not ch.inbound), None)
         caller = ringing.session.caller if ringing is not None else None
         if caller is not None and caller.number:
             remote = f"sip:{caller.number}@{svc.edge[0]}"
+            # what the phone dials when its flashing key is pressed: directed pickup of `number`
+            code = pickup_code(svc)
+            target = f"sip:{code}{number}@{svc.edge[0]}" if code else ""
     published = _PUBLISHED.setdefault(svc, {})
-    if published.get(number) == (state, remote):
+    if published.get(number) == (state, remote, target):
         return
-    published[number] = (state, remote)
-    log.info("BLF %s: %s%s", number, state, f" (call from {remote})" if remote else "")
-    presence.publish_dialog(number, state, remote=remote)
+    published[number] = (state, remote, target)
+    log.info("BLF %s: %s%s", number, state, f" (call from {remote}, pickup {target})" if remote else "")
+    presence.publish_dialog(number, state, remote=remote, remote_target=target)
+
+
+def pickup_code(svc) -> str:
+    """The directed pickup code as dialled now (** unless the administrator changed it)."""
+    try:
+        from firmware.features.codes import effective_code
+        return effective_code(svc.view, DIRECTED_PICKUP) or ""
+    except ImportError:
+        return DIRECTED_PICKUP
 
 
 def _on_event(session, what: str, ch) -> None:
