@@ -22,3 +22,4 @@ from . import followme  # noqa: F401
 from . import codes  # noqa: F401
 from . import provisioning  # noqa: F401
 from . import phonebook  # noqa: F401
+from . import paging  # noqa: F401

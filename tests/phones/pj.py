@@ -198,7 +198,8 @@ class PjPhone:
         self._incoming_seen = e["call"]
         with self._cond:
             self._current = e["call"]
-        return {"from": e["from"], "to": e["to"], "call_id": e["call_id"], "call": e["call"]}
+        return {"from": e["from"], "to": e["to"], "call_id": e["call_id"], "call": e["call"],
+                "auto_answer_headers": e.get("auto_answer_headers", [])}
 
     def wait_state(self, state, timeout=5.0, call=None):
         """Wait until the current call (or `call`) reaches state; returns that state event."""
@@ -251,9 +252,11 @@ class PjPhone:
     def send_dtmf(self, digits, call=None):
         self._command("dtmf", digits=str(digits), call=call or self._current)
 
-    def auto_answer(self, code=200, after_ms=0):
-        """Answer every later incoming call with `code` after `after_ms` (180 is sent meanwhile)."""
-        self._command("auto_answer", code=code, after_ms=after_ms)
+    def auto_answer(self, code=200, after_ms=0, intercom_only=False):
+        """Answer every later incoming call with `code` after `after_ms` (180 is sent meanwhile).
+        With intercom_only, only calls with auto-answer headers (Call-Info answer-after=0 or
+        Alert-Info info=alert-autoanswer), as a desk phone does for a page; the rest ring."""
+        self._command("auto_answer", code=code, after_ms=after_ms, intercom_only=intercom_only)
 
     # --- observations ---------------------------------------------------------
     def events(self, call=None):

@@ -105,7 +105,7 @@ class PhoneAccount(pj.Account):
                          "expiration": prm.expiration})
 
     def onIncomingCall(self, prm):
-        self.agent.incoming(prm.callId)
+        self.agent.incoming(prm.callId, prm.rdata.wholeMsg)
 
 
 class Agent:
@@ -118,7 +118,7 @@ class Agent:
         self.local_addr = opts.get("local_addr", "127.0.0.1")
         self.tone_hz = opts.get("tone_hz")
         self.record_dir = opts["record_dir"]
-        self.auto = None  # (code, after_ms) for incoming calls
+        self.auto = None  # (code, after_ms, intercom_only) for incoming calls
         self.calls = {}  # call number -> PhoneCall
         self.next_number = 1
         self.timers = []  # (deadline, fn)
@@ -195,20 +195,25 @@ class Agent:
     def emit(self, obj):
         self.ch.send(obj)
 
-    def incoming(self, call_id):
+    def incoming(self, call_id, invite=""):
         number = self.next_number
         self.next_number += 1
         call = PhoneCall(self, number, self.acc, call_id)
         self.calls[number] = call
         ci = call.getInfo()
+        # auto-answer headers, as Yealink/Grandstream/Snom read them (paging, intercom)
+        alert = [line.split(":", 1)[1].strip() for line in invite.splitlines()
+                 if line.lower().startswith(("call-info:", "alert-info:"))]
+        intercom = any("answer-after=0" in a or "info=alert-autoanswer" in a for a in alert)
         self.emit({"event": "incoming", "call": number, "from": ci.remoteUri, "to": ci.localUri,
-                   "call_id": ci.callIdString})
-        if self.auto and self.auto[1] == 0:
-            self._answer(call, self.auto[0])
+                   "call_id": ci.callIdString, "auto_answer_headers": alert})
+        auto = self.auto if self.auto and (intercom or not self.auto[2]) else None
+        if auto and auto[1] == 0:
+            self._answer(call, auto[0])
             return
         self._answer(call, 180)  # a real phone rings
-        if self.auto:
-            code = self.auto[0]
+        if auto:
+            code = auto[0]
             self.timers.append((time.monotonic() + self.auto[1] / 1000,
                                 lambda: number in self.calls and self._answer(call, code)))
 
@@ -315,7 +320,8 @@ class Agent:
 
     def cmd_auto_answer(self, msg):
         code = msg.get("code")
-        self.auto = None if code is None else (int(code), int(msg.get("after_ms", 0)))
+        self.auto = None if code is None else (int(code), int(msg.get("after_ms", 0)),
+                                               bool(msg.get("intercom_only")))
 
     def cmd_hangup_all(self, msg):
         self.ep.hangupAllCalls()

@@ -140,3 +140,4 @@ from . import blocking  # noqa: E402,F401
 from . import directory, ivr, recording  # noqa: E402,F401
 from . import conference  # noqa: E402,F401
 from . import queues  # noqa: E402,F401
+from . import paging  # noqa: E402,F401
