@@ -74,7 +74,7 @@ def test_from_a_flashing_lamp_star_star_num_picks_the_call_up(pbx, tmp_path, wat
         flashing = watcher.next_notify(lamp, match=lambda body: state(body) == "early")
         assert flashing is not None
         # the key dials the dialog's remote target, as Yealink and Snom phones do: **1003
-        dialled = re.search(r'<remote>.*?<target uri="sip:([^@"]+)@', flashing.body).group(1)
+        dialled = re.search(r'<remote>.*?<target uri="sip:([^@"]+)@', flashing.body, re.S).group(1)
         assert dialled == "**1003"
         c.call(pbx.uri(dialled))
         c.wait_state("CONFIRMED", timeout=8)
