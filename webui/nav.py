@@ -32,6 +32,7 @@ FEATURE_PAGES: list[tuple[str, str, str]] = [
     ("codes", "codes.index", "Feature codes"),
     ("moh", "moh.index", "Music on hold"),
     ("conference", "conference.index", "Conference"),
+    ("pagegroups", "pagegroups.index", "Paging"),
     ("mail", "mail.index", "Mail"),
     ("voicemail", "voicemail.index", "Voicemail"),
     ("ivr", "ivr.index", "IVR menus"),
