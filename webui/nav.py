@@ -17,6 +17,7 @@ MAIN_PAGES = [
     ("recordings", "recordings.index", "Recordings"),
     ("settings", "settings.index", "Settings"),
     ("system", "system.index", "System"),
+    ("provisioning", "provisioning.index", "Phones"),
     ("https", "https.index", "HTTPS"),
     ("api", "api.docs", "API"),
 ]
@@ -30,6 +31,7 @@ FEATURE_PAGES: list[tuple[str, str, str]] = [
     ("timeconditions", "timeconditions.index", "Time conditions"),
     ("blocking", "blocking.index", "Call blocking"),
     ("codes", "codes.index", "Feature codes"),
+    ("phonebook", "phonebook.index", "Phonebook"),
     ("moh", "moh.index", "Music on hold"),
     ("conference", "conference.index", "Conference"),
     ("pagegroups", "pagegroups.index", "Paging"),
@@ -37,6 +39,8 @@ FEATURE_PAGES: list[tuple[str, str, str]] = [
     ("voicemail", "voicemail.index", "Voicemail"),
     ("ivr", "ivr.index", "IVR menus"),
     ("prompts", "prompts.index", "System prompts"),
+    ("charging", "charging.index", "Call charging"),
+    ("reports", "reports.index", "Reports"),
 ]
 
 # blueprints without a menu entry
