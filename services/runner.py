@@ -61,6 +61,7 @@ class RunOptions:
     edge_children: int = 4
     components: frozenset = frozenset({"edge", "calls", "web", "lines"})
     lines_tty: str | None = None     # the line board's serial port; None: the simulator
+    pnp_port: int = 5060             # SIP plug-and-play (224.0.1.75); 0: off. Never on loopback.
 
 
 class RunError(RuntimeError):
@@ -266,6 +267,7 @@ class Pbx:
         self.edge_cfg: EdgeConfig | None = None
         self._trunks_tended = 0.0
         self.mailer = None               # services.mailer.sender.MailSender, next to the call service
+        self.pnp = None                  # the plug-and-play responder's transport (services/pnp.py)
         self._mailer_restarted = 0.0
 
     def _subscribers(self) -> dict[str, str]:
@@ -321,6 +323,8 @@ class Pbx:
             self.mailer = MailSender(o.data, policy=policy_from_env()).start()
         if "web" in o.components and o.web:
             self._start_web()
+        if self.calls is not None and o.pnp_port and not o.sip_addr.startswith("127."):
+            await self._start_pnp()
         if "lines" in o.components and self.store.line_ports():
             await self._start_lines(loop)
         parts = ", ".join(sorted(c for c in o.components if c != "lines" or self.lines is not None))
@@ -479,9 +483,28 @@ class Pbx:
         self.edge = Edge(self.edge_cfg)
         await loop.run_in_executor(None, self.edge.start)
 
+    async def _start_pnp(self) -> None:
+        """Answer desk phones' plug-and-play requests on the LAN (services/pnp.py). A box that
+        cannot join the group (no multicast on its interface) still runs: phones are then given
+        their address by DHCP or by hand."""
+        from webui.server import wants_tls
+
+        from . import pnp
+        o = self.opts
+        scheme = "https" if wants_tls("auto", o.sip_addr) else "http"
+        default_port = 443 if scheme == "https" else 80
+        base = f"{scheme}://{o.sip_addr}" + ("" if o.web_port == default_port else f":{o.web_port}")
+        try:
+            self.pnp, _ = await pnp.start(self.store, lambda: base, o.sip_addr, o.pnp_port)
+        except OSError as exc:
+            log.warning("pnp: plug-and-play not answered (%s): give phones their address by DHCP option 66 "
+                        "or by hand", exc.strerror or exc)
+
     async def stop(self) -> None:
         self.stopping.set()
         self.notifier.stopping()
+        if self.pnp is not None:
+            self.pnp.close()
         if self.control is not None:
             await self.control.stop()
         if self.mailer is not None:

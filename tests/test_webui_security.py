@@ -10,13 +10,14 @@ from tests.browser.webui_env import (ADMIN_PASSWORD, USER_PASSWORD, admin_client
 from webui.auth import accounts as accounts_mod
 from webui.wizard import setup_code
 
-PUBLIC = {"auth.login", "auth.login_post", "auth.logout", "auth.health", "static", "wizard.admin"}
+PUBLIC = {"auth.login", "auth.login_post", "auth.logout", "auth.health", "static", "wizard.admin",
+          "provisioning.fetch"}     # phones: their own token and credentials, checked by the view
 USER_ENDPOINTS = {"dashboard.home", "me.index", "me.save", "me.call_handling", "me.reveal", "me.regenerate",
                   "me.password",
                   "api.extension_get", "api.extension_update", "api.extension_regenerate",
                   "api.openapi", "api.docs"}
 SAMPLE_ARGS = {"number": "201", "name": "carrier", "did": "5550100", "ident": "x", "token_id": 1,
-               "filename": "style.css"}
+               "filename": "style.css", "token": "Zm9vYmFyYmF6cXV4cXV1eA", "mac": "001565abcdef"}
 
 
 @pytest.fixture
