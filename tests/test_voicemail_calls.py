@@ -23,7 +23,7 @@ from tests.mailer_smtp import SmtpServer
 
 pytestmark = pytest.mark.e2e
 OWNER_HZ = 1500
-EXTENSIONS = ["2000", "2001", "2002", "2003"]
+EXTENSIONS = ["2000", "2001", "2002", "2003", "2004", "2005"]
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +194,42 @@ def test_delete_after_email_removes_the_message_once_it_was_sent(vpbx, smtp, tmp
     assert "2000" in smtp.inbox.parsed(-1)["Subject"]
     store = VoicemailStore(vpbx.data)
     wait_for(lambda: store.messages("2000") == [], 20, "the message deleted after its e-mail")
+
+
+def test_star_during_the_greeting_opens_the_menu_where_the_pin_is_changed_by_phone(vpbx, tmp_path):
+    pin = ConfigStore(vpbx.data).record(vm.TABLE, "2004").generated_pin
+    with phone(vpbx, "2000", tmp_path, CALLER_HZ) as a:
+        registered(a)
+        a.call(vpbx.uri("2004"))                       # not registered: voicemail at once
+        a.wait_state("CONFIRMED", timeout=20)
+        time.sleep(1)
+        a.send_dtmf("*")                               # during the greeting: the mailbox menu
+        time.sleep(1)
+        a.send_dtmf(pin + "#04" + "4826#4826#")        # PIN; options; change PIN, twice
+        wait_for(lambda: vm.pin_matches(ConfigStore(vpbx.data).record(vm.TABLE, "2004"), "4826"), 60,
+                 "the new PIN stored")
+        a.hangup()
+    assert log_lines(vpbx, "mailbox 2004 opened by")
+    assert not VoicemailStore(vpbx.data).messages("2004")   # no message was recorded
+
+
+def test_star98_asks_for_the_mailbox_and_a_full_mailbox_says_so(vpbx, tmp_path):
+    ConfigStore(vpbx.data).update_record(vm.TABLE, "2005", max_messages=1)
+    leave_message(vpbx, tmp_path, "2000", "2005", seconds=2.0, skip_greeting=True)
+    assert len(VoicemailStore(vpbx.data).messages("2005")) == 1
+    with phone(vpbx, "2000", tmp_path, CALLER_HZ) as a:
+        registered(a)
+        a.call(vpbx.uri("2005"))
+        a.wait_state("CONFIRMED", timeout=20)
+        a.wait_state("DISCONNECTED", timeout=20)       # "this mailbox is full... Goodbye"
+    assert log_lines(vpbx, "mailbox 2005 is full (1 messages)")
+    assert len(VoicemailStore(vpbx.data).messages("2005")) == 1
+    pin = ConfigStore(vpbx.data).record(vm.TABLE, "2005").generated_pin
+    with phone(vpbx, "2000", tmp_path, CALLER_HZ) as a:
+        registered(a)
+        a.call(vpbx.uri("*98"))
+        a.wait_state("CONFIRMED", timeout=10)
+        time.sleep(1)
+        a.send_dtmf("2005#" + pin + "#")
+        wait_for(lambda: log_lines(vpbx, "mailbox 2005 opened by 2000"), 30, "mailbox 2005 opened")
+        a.hangup()
