@@ -24,13 +24,15 @@ def carrier_port():
 
 @pytest.fixture(scope="module")
 def pbx(tmp_path_factory, carrier_port):
-    proc = PbxProcess(tmp_path_factory.mktemp("pbx"), extensions=["1000", "1001", "1002"],
+    proc = PbxProcess(tmp_path_factory.mktemp("pbx"), extensions=["1000", "1001", "1002", "1003"],
                       settings={"no_answer_timeout": 20, "busy_tone_seconds": 1})
     proc.store.add_trunk("carrier", f"{CARRIER}:{carrier_port}", register=False)
     proc.store.add_outbound_route("mobiles", "_07X.", "carrier")
     proc.store.add_record("follow_me", FollowMe("1001", True, (Leg("extension:1001", 0, 5),
                                                                Leg("external:07700900456", 0, 30))))
     proc.store.add_record("follow_me", FollowMe("1002", False, (Leg("external:07700900789", 0, 20),)))
+    proc.store.add_record("follow_me", FollowMe("1003", True, (Leg("external:07700900321", 0, 30),),
+                                                announce="name"))
     proc.start()
     yield proc
     proc.stop()
@@ -71,3 +73,26 @@ def test_star_21_turns_follow_me_on(pbx, tmp_path):
         p.wait_state("CONFIRMED", timeout=8)
         p.wait_state("DISCONNECTED", timeout=10)
     assert ConfigStore(pbx.data).record("follow_me", "1002").enabled is True
+
+
+def test_the_caller_says_their_name_first_and_the_mobile_hears_it_before_pressing_1(pbx, carrier_port, tmp_path):
+    mobile = Sipp("carrier_uas_press_1.xml", local_ip=CARRIER, port=carrier_port, workdir=tmp_path, timeout=40,
+                  rtp_echo=True, params={"answer_delay": 300, "press_delay": 3000}).start()
+    with phone(pbx, "1000", tmp_path, 700) as a:
+        assert a.register() == 200
+        called = time.monotonic()
+        a.call(pbx.uri("1003"))
+        a.wait_state("CONFIRMED", timeout=5)             # answered at once: "please say your name"
+        assert time.monotonic() - called < 4
+        # prompt 3 s, the name 4 s at most (a tone never pauses), the mobile presses 1 after 3 s
+        deadline = time.monotonic() + 30
+        while "follow me 1003 answered at 07700900321" not in pbx.log_tail(200) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2.0)
+        a.hangup()
+        a.wait_state("DISCONNECTED", timeout=5)
+        assert tone_present(a.recording_path, 700, start_s=-1.5, end_s=-0.2)   # talking to the mobile
+    result = mobile.wait(20)
+    assert result.ok, result.log_tail()
+    rec = pbx.wait_cdr(lambda r: r.src == "1000" and r.external_number == "07700900321")
+    assert rec.disposition is Disposition.ANSWERED
