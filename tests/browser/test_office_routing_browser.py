@@ -125,3 +125,24 @@ def test_admin_switches_night_mode_and_adds_a_department_toggle(page, web):
     page.click("button:has-text('Save')")
     expect(page.locator("#toggle-2")).to_contain_text("*332")
     shot(page, "65-day-night")
+
+
+def test_admin_adds_and_imports_company_contacts_and_sees_the_phone_directory_addresses(page, web, tmp_path):
+    log_in(page, web)
+    page.click("nav >> text=Phonebook")
+    expect(page).to_have_url(re.compile(r"/phonebook$"))
+    page.fill("#add-contact #f-name", "Bob & Sons Plumbing")
+    page.fill("#add-contact #f-work", "call me")
+    page.click("#add-contact button:has-text('Add')")
+    expect(page.locator("#e-work")).to_contain_text("not a phone number")
+    page.fill("#add-contact #f-work", "020 7946 0000")
+    page.click("#add-contact button:has-text('Add')")
+    expect(page.locator("#contacts")).to_contain_text("02079460000")
+    csv_path = tmp_path / "people.csv"
+    csv_path.write_text("name,company,mobile,email\nCarol Jones,Acme,07700 900777,carol@example.com\nNo Number,,,\n")
+    page.set_input_files("#import input[type=file]", str(csv_path))
+    page.click("#import button:has-text('Import')")
+    expect(page.locator("#import-errors")).to_contain_text("line 3")
+    expect(page.locator("#contacts")).to_contain_text("Carol Jones")
+    expect(page.locator("#directory-urls")).to_contain_text("/phonebook/yealink.xml?token=")
+    shot(page, "66-phonebook")

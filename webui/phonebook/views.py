@@ -129,9 +129,10 @@ def _import(mine: bool):
         store.add_record(TABLE, c)
     _audit("contacts_imported", f"{len(contacts)} from {upload.filename}")
     if errors:
-        flash(f"{len(contacts)} contacts imported; {len(errors)} skipped (see below).", "ok")
+        flash(f"{len(contacts)} contact{'' if len(contacts) == 1 else 's'} imported; {len(errors)} "
+              f"skipped (see below).", "ok")
         return _page(mine, import_errors=errors, status=200 if contacts else 400)
-    flash(f"{len(contacts)} contacts imported from {upload.filename}.", "ok")
+    flash(f"{len(contacts)} contact{'' if len(contacts) == 1 else 's'} imported from {upload.filename}.", "ok")
     return redirect(url_for("phonebook.mine" if mine else "phonebook.index"))
 
 
