@@ -17,7 +17,8 @@ USER_ENDPOINTS = {"dashboard.home", "me.index", "me.save", "me.call_handling", "
                   "api.extension_get", "api.extension_update", "api.extension_regenerate",
                   "api.openapi", "api.docs"}
 SAMPLE_ARGS = {"number": "201", "name": "carrier", "did": "5550100", "ident": "x", "token_id": 1,
-               "filename": "style.css", "token": "Zm9vYmFyYmF6cXV4cXV1eA", "mac": "001565abcdef"}
+               "filename": "style.css", "token": "Zm9vYmFyYmF6cXV4cXV1eA", "mac": "001565abcdef",
+               "version": 1, "scope": "site"}
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ MAIN_PAGES = [
     ("settings", "settings.index", "Settings"),
     ("system", "system.index", "System"),
     ("provisioning", "provisioning.index", "Phones"),
-    ("provisioning", "provisioning.index", "Phones"),
     ("https", "https.index", "HTTPS"),
     ("api", "api.docs", "API"),
 ]

@@ -64,6 +64,19 @@ def _destination(forward: bool = False) -> dict:
                            "that extension"}
 
 
+def _contact_schemas() -> dict:
+    """Phonebook contacts (webui/phonebook): company ones have owner "", a user's own their extension."""
+    phone = {"type": "string", "maxLength": 30, "examples": ["07700 900123"],
+             "description": "digits with an optional '+'; spaces, dashes and brackets are dropped"}
+    fields = {"name": {"type": "string", "minLength": 1, "maxLength": 60}, "company": {"type": "string", "maxLength": 60},
+              "work": phone, "mobile": phone, "other": phone, "email": {"type": "string", "maxLength": 100},
+              "owner": {"type": "string", "description": "'' (company contact) or the extension whose contact it is"}}
+    return {"Contact": {"type": "object", "properties": {"id": {"type": "string"}, **fields}},
+            "ContactCreate": {"type": "object", "additionalProperties": False, "required": ["name"],
+                              "properties": fields},
+            "ContactUpdate": {"type": "object", "additionalProperties": False, "properties": fields}}
+
+
 def _schemas() -> dict:
     number = {"type": "string", "pattern": "^[1-9][0-9]{1,5}$", "examples": ["201"]}
     secret = {"type": "string", "minLength": 12, "maxLength": 64,
@@ -159,6 +172,7 @@ def _schemas() -> dict:
                          "properties": {"did": {"type": "string", "pattern": r"^\+?[0-9]{1,20}$"},
                                         **inbound_fields}},
         "InboundRouteUpdate": {"type": "object", "additionalProperties": False, "properties": inbound_fields},
+        **_contact_schemas(),
         "OutboundRoute": {"type": "object", "required": ["name", "pattern", "trunk"], "additionalProperties": False,
                           "properties": {"name": slug, **outbound_fields}},
         "OutboundRouteUpdate": {"type": "object", "additionalProperties": False, "properties": outbound_fields},
@@ -222,6 +236,8 @@ def spec(app=None) -> dict:
             "post": {"tags": ["extensions"], "summary": "Generate a new SIP password",
                      "responses": {"200": _json(_ref("Extension")), **ERRORS, **NOT_FOUND}}},
         **_crud("trunks", "trunk", "ident", "trunk name", "TrunkCreate", "TrunkUpdate", "Trunk"),
+        **_crud("contacts", "phonebook contact", "contact_id", "contact id", "ContactCreate", "ContactUpdate",
+                "Contact"),
         **_crud("inbound-routes", "inbound route", "ident", "the DID", "InboundRoute", "InboundRouteUpdate",
                 "InboundRoute"),
         **_crud("outbound-routes", "outbound route", "ident", "route name", "OutboundRoute",
@@ -240,6 +256,17 @@ def spec(app=None) -> dict:
                                     "responses": {"200": {"description": "CSV",
                                                           "content": {"text/csv": {"schema": {"type": "string"}}}},
                                                   **ERRORS}}},
+        "/api/v1/reports": {"get": {
+            "tags": ["cdr"], "summary": "Call reports: calls, minutes and cost per period, extension, destination "
+                                       "type and trunk; top destinations; busiest hours (the Reports page)",
+            "parameters": [{"name": "since", "in": "query", "schema": {"type": "string"}, "description": "YYYY-MM-DD"},
+                           {"name": "until", "in": "query", "schema": {"type": "string"},
+                            "description": "YYYY-MM-DD (inclusive)"},
+                           {"name": "group", "in": "query", "schema": {"type": "string", "enum": ["day", "week", "month"]}}],
+            "responses": {"200": _json({"type": "object"}), **ERRORS}}},
+        "/api/v1/reports.csv": {"get": {"tags": ["cdr"], "summary": "The call report as CSV (one table, a section column)",
+                                        "responses": {"200": {"description": "CSV", "content": {
+                                            "text/csv": {"schema": {"type": "string"}}}}, **ERRORS}}},
         "/api/v1/backup": {"get": {"tags": ["system"], "summary": "The whole configuration as one document",
                                    "responses": {"200": _json(_ref("Backup")), **ERRORS}}},
         "/api/v1/restore": {"post": {

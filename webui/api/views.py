@@ -277,6 +277,26 @@ def cdr_csv():
     return Response(filters.to_csv(cdr_store().query(**query), tz), mimetype="text/csv")
 
 
+@bp.get("/v1/reports")
+def reports():
+    """Call reports (the Reports page's numbers): ?since=YYYY-MM-DD&until=YYYY-MM-DD&group=day|week|month."""
+    from webui.reports.views import current_report
+    report, errors = current_report(request.args)
+    if errors:
+        raise BadRequest("bad filter", [{"field": k, "message": v} for k, v in errors.items()])
+    return jsonify(report)
+
+
+@bp.get("/v1/reports.csv")
+def reports_csv():
+    from webui.reports import data
+    from webui.reports.views import current_report
+    report, errors = current_report(request.args)
+    if errors:
+        raise BadRequest("bad filter", [{"field": k, "message": v} for k, v in errors.items()])
+    return Response(data.to_csv(report), mimetype="text/csv")
+
+
 @bp.get("/v1/backup")
 def backup():
     _audit("backup_downloaded")

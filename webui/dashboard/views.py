@@ -55,7 +55,18 @@ def snapshot(directory: Path) -> dict:
         "sip_port": status.get("sip_port"),
         "extensions": extensions,
         "mail": mail_summary(directory),
+        "alerts": charging_alerts(directory),
     }
+
+
+def charging_alerts(directory: Path) -> list[dict]:
+    """Spend-limit and unusual-pattern alerts of the last 24 h (call charging), for their banner."""
+    try:
+        from webui.charging.views import alerts_for_display
+        return [{"when": a["when"], "kind": a["kind"], "text": a["text"]} for a in alerts_for_display(directory)]
+    except Exception as e:  # the dashboard must show even if the alerts file is unreadable
+        logger.warning("charging alerts unavailable: %s", e)
+        return []
 
 
 def mail_summary(directory: Path) -> dict:

@@ -32,6 +32,12 @@ def _history(number: str):
     return calls, p
 
 
+def _spend(number: str):
+    """(cost, currency, calls) of the extension's outside calls this month (call charging)."""
+    from services.charging import spend_this_month, zone
+    return spend_this_month(data_dir(), number, zone(config_store().settings()))
+
+
 def _page(errors=None, name=None, form=None):
     number = g.user.extension
     ext = config_store().get_extension(number) if number else None
@@ -43,6 +49,7 @@ def _page(errors=None, name=None, form=None):
     calls, page = _history(number)
     return render_template("me/index.html", ext=ext, errors=errors or {}, revealed=revealed, regs=regs,
                            name=ext.name if name is None else name, calls=calls, page=page,
+                           spend=_spend(number),
                            ch=callhandling.template_args(config_store(), ext, form=form)), \
         400 if errors else 200
 

@@ -68,8 +68,11 @@
       return function (tr) {
         cell(tr, c.src); cell(tr, c.dst); cell(tr, c.state); cell(tr, since(c.answer || c.start));
         tr.lastChild.dataset.since = c.answer || c.start || "";
+        cell(tr, c.cost !== undefined ? c.cost + (c.currency ? " " + c.currency : "") : "");
+        tr.lastChild.className = "cost";
       };
-    }), "No calls.", 4);
+    }), "No calls.", 5);
+    chargingAlerts(s.alerts || []);
     var mail = s.mail || {}, banner = document.getElementById("mail-banner");
     if (banner) {  // outgoing mail retrying or failed (the Mail page says why)
       banner.hidden = !(mail.retrying || mail.failed);
@@ -80,6 +83,16 @@
     fill("trunks", (s.trunks || []).map(function (t) {
       return function (tr) { cell(tr, t.name); cell(tr, t.state, t.state === "registered" ? "ok" : "off"); };
     }), "No trunks.", 2);
+  }
+
+  // call charging: the banner of spend-limit and unusual-pattern alerts
+  function chargingAlerts(list) {
+    var banner = document.getElementById("charging-banner");
+    if (!banner) { return; }
+    var ul = document.getElementById("charging-alerts");
+    ul.textContent = "";
+    list.forEach(function (a) { var li = document.createElement("li"); li.textContent = a.when + " · " + a.text; ul.appendChild(li); });
+    banner.hidden = !list.length;
   }
 
   function tick() {
