@@ -220,11 +220,14 @@ def test_each_vendor_fetches_a_valid_file_over_https_with_its_own_credentials(tm
     for vendor, mac in MACS.items():
         store.add_record(prov.TABLE, prov.Phone(mac=mac, vendor=vendor, extension="1000"))
         phones[vendor] = store.record(prov.TABLE, mac)
+    store.update_record(prov.TABLE, MACS["poly"], settings={"http_allowed": "yes"})   # a factory Poly
+    phones["poly"] = store.record(prov.TABLE, MACS["poly"])
     _set_up(data)
-    port = free_port()
+    port, plain = free_port(), free_port()
     log = open(tmp_path / "web.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "webui", "--data", str(data), "--host", "127.0.0.1",
-                             "--port", str(port), "--https", "on"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                             "--port", str(port), "--https", "on", "--redirect-port", str(plain)],
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 20
         while not (data / "tls" / "box.crt").exists() or not _listening(port):
@@ -241,6 +244,15 @@ def test_each_vendor_fetches_a_valid_file_over_https_with_its_own_credentials(tm
             with pytest.raises(urllib.error.HTTPError) as e:     # another phone's credentials
                 urllib.request.urlopen(urllib.request.Request(url, headers=_auth(other)), context=ctx, timeout=10)
             assert e.value.code == 401
+        # plain HTTP: only the phone flagged for it gets its file; the others are told to use HTTPS
+        for vendor, phone in phones.items():
+            url = f"http://127.0.0.1:{plain}/prov/{phone.token}/{prov.files_of(phone)[-1]}"
+            try:
+                with urllib.request.urlopen(urllib.request.Request(url, headers=_auth(phone)), timeout=10) as resp:
+                    status = resp.status
+            except urllib.error.HTTPError as e:
+                status = e.code
+            assert status == (200 if vendor == "poly" else 403), vendor
         audit = (tmp_path / "web.log").read_text()
         assert f"fetch {MACS['cisco']}.xml from 127.0.0.1 (phone {MACS['cisco']} ext 1000) -> 200" in audit
     finally:

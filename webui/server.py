@@ -67,8 +67,12 @@ class _ContextAdapter(BuiltinSSLAdapter):
         return {"wsgi.url_scheme": "https", "HTTPS": "on"}
 
 
-def _redirect_app(https_port: int):
+def _redirect_app(https_port: int, ui=None):
+    """Plain HTTP: everything is redirected to HTTPS, except phones' provisioning files (/prov/),
+    which go to the UI app: it serves them only to phones flagged to fetch over plain HTTP."""
     def app(environ, start_response):
+        if ui is not None and environ.get("PATH_INFO", "").startswith("/prov/"):
+            return ui(environ, start_response)
         host = environ.get("HTTP_HOST", "").rsplit(":", 1)[0] or environ.get("SERVER_NAME", "localhost")
         if host.startswith("[") is False and ":" in host:      # a bare IPv6 address
             host = f"[{host}]"
@@ -91,7 +95,7 @@ class WebServers:
             main.ssl_adapter = _ContextAdapter(tls)
         self.servers.append(main)
         if tls is not None and redirect_port:
-            self.servers.append(wsgi.Server((host, redirect_port), _redirect_app(port), numthreads=2,
+            self.servers.append(wsgi.Server((host, redirect_port), _redirect_app(port, app), numthreads=4,
                                             timeout=10, server_name="pbx"))
         self._threads: list[threading.Thread] = []
 

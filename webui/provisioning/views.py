@@ -79,7 +79,7 @@ def fetch(token: str, filename: str):
         return Response("credentials needed\n", 401, {"WWW-Authenticate": 'Basic realm="phone provisioning"'})
     settings = prov.effective_settings(phone, {p.scope: p for p in store.records(prov.PROFILES)})
     if not request.is_secure and "pbx.tls" in current_app.extensions and settings["http_allowed"] != "yes":
-        _note(addr, True)
+        _note(addr, False)          # the right phone on the wrong transport: not a guess
         _audit_fetch(phone, filename, 403, "plain HTTP not allowed for this phone")
         return Response("use HTTPS\n", 403)
     _note(addr, False)
@@ -220,6 +220,26 @@ def reprovision(mac: str):
     _audit("phone_reprovisioned", f"{mac} ext {phone.extension}")
     flash(f"Phone {mac}: new provisioning URL and credentials, new SIP password for extension "
           f"{phone.extension}. Give the phone its new URL (below).", "ok")
+    return redirect(url_for("provisioning.index") + f"#phone-{mac}")
+
+
+@bp.post("/provisioning/<mac>/http")
+def allow_http(mac: str):
+    """Let this phone fetch over plain HTTP (old firmware that refuses self-signed certificates,
+    or a factory Poly). Its credentials then cross the LAN in clear: flagged on the page."""
+    store = config_store()
+    phone = store.record(prov.TABLE, mac)
+    if phone is None:
+        abort(404)
+    allow = request.form.get("allow") == "yes"
+    settings = dict(phone.settings)
+    if allow:
+        settings["http_allowed"] = "yes"
+    else:
+        settings.pop("http_allowed", None)
+    store.update_record(prov.TABLE, mac, settings=settings)
+    _audit("phone_http", f"{mac} {'allowed' if allow else 'refused'}")
+    flash(f"Phone {mac} {'may now fetch over plain HTTP' if allow else 'must use HTTPS'}.", "ok")
     return redirect(url_for("provisioning.index") + f"#phone-{mac}")
 
 
