@@ -196,7 +196,7 @@ def test_delete_after_email_removes_the_message_once_it_was_sent(vpbx, smtp, tmp
     wait_for(lambda: store.messages("2000") == [], 20, "the message deleted after its e-mail")
 
 
-def test_star_during_the_greeting_opens_the_menu_where_the_pin_is_changed_by_phone(vpbx, tmp_path):
+def test_star_during_the_greeting_opens_the_menu_where_pin_and_greeting_are_changed_by_phone(vpbx, tmp_path):
     pin = ConfigStore(vpbx.data).record(vm.TABLE, "2004").generated_pin
     with phone(vpbx, "2000", tmp_path, CALLER_HZ) as a:
         registered(a)
@@ -208,14 +208,22 @@ def test_star_during_the_greeting_opens_the_menu_where_the_pin_is_changed_by_pho
         a.send_dtmf(pin + "#04" + "4826#4826#")        # PIN; options; change PIN, twice
         wait_for(lambda: vm.pin_matches(ConfigStore(vpbx.data).record(vm.TABLE, "2004"), "4826"), 60,
                  "the new PIN stored")
+        a.send_dtmf("1")                               # record the unavailable greeting
+        wait_for(lambda: log_lines(vpbx, "recording the unavailable greeting of mailbox 2004"), 30,
+                 "the greeting recording")
+        time.sleep(3)
+        a.send_dtmf("#")
+        store = VoicemailStore(vpbx.data)
+        greeting = wait_for(lambda: store.greeting("2004", "unavailable"), 15, "the greeting stored")
         a.hangup()
     assert log_lines(vpbx, "mailbox 2004 opened by")
-    assert not VoicemailStore(vpbx.data).messages("2004")   # no message was recorded
+    assert not store.messages("2004")                  # no message was recorded
+    assert tone_fraction(greeting, CALLER_HZ) > 0.8    # the greeting is what the phone sent
 
 
-def test_star98_asks_for_the_mailbox_and_a_full_mailbox_says_so(vpbx, tmp_path):
+def test_a_full_mailbox_says_so_and_star98_opens_it_and_calls_the_caller_back(vpbx, tmp_path):
     ConfigStore(vpbx.data).update_record(vm.TABLE, "2005", max_messages=1)
-    leave_message(vpbx, tmp_path, "2000", "2005", seconds=2.0, skip_greeting=True)
+    leave_message(vpbx, tmp_path, "2002", "2005", seconds=2.0, skip_greeting=True)
     assert len(VoicemailStore(vpbx.data).messages("2005")) == 1
     with phone(vpbx, "2000", tmp_path, CALLER_HZ) as a:
         registered(a)
@@ -225,11 +233,19 @@ def test_star98_asks_for_the_mailbox_and_a_full_mailbox_says_so(vpbx, tmp_path):
     assert log_lines(vpbx, "mailbox 2005 is full (1 messages)")
     assert len(VoicemailStore(vpbx.data).messages("2005")) == 1
     pin = ConfigStore(vpbx.data).record(vm.TABLE, "2005").generated_pin
-    with phone(vpbx, "2000", tmp_path, CALLER_HZ) as a:
-        registered(a)
+    with phone(vpbx, "2000", tmp_path, CALLER_HZ) as a, phone(vpbx, "2002", tmp_path, OWNER_HZ) as c:
+        registered(a), registered(c)
+        c.auto_answer(200)
         a.call(vpbx.uri("*98"))
         a.wait_state("CONFIRMED", timeout=10)
         time.sleep(1)
-        a.send_dtmf("2005#" + pin + "#")
-        wait_for(lambda: log_lines(vpbx, "mailbox 2005 opened by 2000"), 30, "mailbox 2005 opened")
+        a.send_dtmf("2005#" + pin + "#12")             # which mailbox, PIN, listen, call the caller back
+        incoming = c.wait_incoming(timeout=30)
+        assert "2000" in incoming["from"]
+        c.wait_state("CONFIRMED", timeout=10)
+        time.sleep(2)
         a.hangup()
+        c.wait_state("DISCONNECTED", timeout=10)
+        assert tone_fraction(c.recording_path, CALLER_HZ) > 0.3    # the owner talks to the caller
+    assert log_lines(vpbx, "mailbox 2005 opened by 2000")
+    assert log_lines(vpbx, "calling back 2002 from mailbox 2005")

@@ -306,12 +306,6 @@ register_code(CodeDef("*98", "voicemail", "Listen to a mailbox (asks for its num
                       takes_number=True, number_optional=True, plan=_any_mailbox, group="Voicemail"))
 
 
-def may_open(box: Mailbox, extension: str) -> bool:
-    """Whether the PIN prompt is offered at all from this extension: any phone may open a mailbox
-    with its PIN (a user away from their desk), as on every PBX; kept as a hook for policies."""
-    return box.enabled
-
-
 # --- the menu's decisions ---------------------------------------------------------------------------
 MAIN_MENU = {"1": "listen", "0": "options", "#": "exit", "*": "repeat"}
 MESSAGE_MENU = {"1": "replay", "2": "call_back", "4": "previous", "5": "envelope", "6": "next",

@@ -294,7 +294,7 @@ async def menu(svc, caller: Channel, step: VoicemailMenu):
     if not number:
         number = await _collect(svc, caller, "vm_enter_mailbox", 6)
     box = _mailbox(svc, number) if number else None
-    if box is None or not vm.may_open(box, step.caller):
+    if box is None or not box.enabled:
         log.info("call %d: voicemail menu: no mailbox %r", caller.session.n, number)
         await _say(svc, caller, ["vm_no_mailbox"])
         await _goodbye(svc, caller)
@@ -375,7 +375,8 @@ async def listen(svc, caller: Channel, mailbox: str):
             index = vm.next_index(action, index, len(messages))
         elif action == "call_back":
             number = vm.callback_number(msg.caller_number)
-            if number is None or caller.session.who is None:
+            who = caller.session.who
+            if number is None or who is None or who.kind != "extension":   # only a phone of ours dials out
                 await _say(svc, caller, ["vm_invalid"])
                 continue
             log.info("call %d: calling back %s from mailbox %s", caller.session.n, number, mailbox)
@@ -411,6 +412,7 @@ async def record_greeting(svc, caller: Channel, mailbox: str, kind: str) -> None
     await _say(svc, caller, ["vm_record_after_tone"])
     await caller.play(Player(pcm=BEEP))
     path = store.recording_path(mailbox)
+    log.info("call %d: recording the %s greeting of mailbox %s", caller.session.n, kind, mailbox)
     await caller.record(path, max_s=60, silence_s=SILENCE_S, stop_on_digits="#")
     if _seconds(path) < MIN_GREETING_S:
         path.unlink(missing_ok=True)
