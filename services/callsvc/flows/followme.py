@@ -26,7 +26,7 @@ from ..dial import DialResult, Outcome
 from ..media import Player
 from . import announce
 from .plan import runs
-from .ringgroups import extension_target, outside_target, play_music, press_1, ring_round
+from .ringgroups import extension_target, outside_target, play_music, press_1, ring_round, stop_music
 from .speech import digits, prompt, say
 
 log = logging.getLogger(__name__)
@@ -114,8 +114,8 @@ async def run(svc, caller: Channel, step: FollowMeCall):
                 return result
             statuses += result.statuses
     finally:
-        if music and caller.rtp is not None and not caller.is_gone:
-            svc.media.stop(caller.rtp)
+        if music:
+            stop_music(svc, caller)
     log.info("call %d: nobody answered follow me of %s", session.n, step.extension)
     return DialResult(Outcome.NO_ANSWER, status=480, statuses=statuses)
 

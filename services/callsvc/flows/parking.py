@@ -84,11 +84,11 @@ def _write_state(svc) -> None:
         log.warning("parking state not written to %s: %s", path, exc)
 
 
-def _music(svc, ch: Channel) -> None:
+def _music(svc, ch: Channel, holder: Channel | None = None) -> None:
     moh = getattr(svc, "moh", None)
     if moh is not None and hasattr(moh, "listen"):
         try:
-            moh.listen(ch, "default")
+            moh.listen(ch, holder=holder)     # the class of the parker's extension or the call's route
             return
         except Exception:
             log.exception("music on hold unavailable; built-in music")
@@ -107,7 +107,7 @@ def _unlisten(svc, ch: Channel) -> None:
         svc.media.stop(ch.rtp)
 
 
-def park(svc, ch: Channel, lot, parker: str) -> str | None:
+def park(svc, ch: Channel, lot, parker: str, holder: Channel | None = None) -> str | None:
     """Put ch in the lot's first free slot (music, lamp, timeout); None when the lot is full."""
     taken = slots(svc)
     slot = first_free_slot(lot, taken)
@@ -116,7 +116,7 @@ def park(svc, ch: Channel, lot, parker: str) -> str | None:
     if ch.bridge is not None:
         ch.bridge.remove(ch)
     parked = taken[slot] = Parked(slot, lot, ch, parker, time.time())
-    _music(svc, ch)
+    _music(svc, ch, holder)
     _lamp(svc, slot, True)
     ch.log("park", slot=slot, by=parker)
     log.info("call %d: %s parked in %s by %s", ch.session.n, ch.number, slot, parker or "itself")
@@ -187,7 +187,7 @@ def _transfer_taker(svc, number: str):
 
     async def take(transferee: Channel, transferrer: Channel) -> DialResult:
         parker = transferrer.number if svc.extension(transferrer.number) is not None else ""
-        slot = park(svc, transferee, lot, parker)
+        slot = park(svc, transferee, lot, parker, holder=transferrer)
         if slot is None:
             log.info("call %d: parking lot %s is full", transferee.session.n, lot.number)
             await transferrer.play(Player(pcm=prompt(svc, "parking_full") or b"\0\0"))

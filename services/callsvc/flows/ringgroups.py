@@ -94,11 +94,22 @@ def play_music(svc, caller: Channel) -> None:
     moh = getattr(svc, "moh", None)
     if moh is not None and hasattr(moh, "listen"):
         try:
-            moh.listen(caller, "default")
+            moh.listen(caller)          # the class of the call's route or the called extension
             return
         except Exception:  # the music-on-hold service is optional here: fall back to the built-in tune
             log.exception("music on hold unavailable; built-in music")
     svc.media.play(caller.rtp, Player(pcm=hold_music(), loop=True))
+
+
+def stop_music(svc, caller: Channel) -> None:
+    moh = getattr(svc, "moh", None)
+    if moh is not None and hasattr(moh, "unlisten"):
+        try:
+            moh.unlisten(caller)
+        except Exception:
+            log.exception("music on hold: unlisten failed")
+    if caller.rtp is not None and not caller.is_gone:
+        svc.media.stop(caller.rtp)
 
 
 @runs(RingGroupCall)
@@ -147,8 +158,8 @@ async def run(svc, caller: Channel, step: RingGroupCall):
                 return result
             statuses += result.statuses
     finally:
-        if caller.rtp is not None and not caller.is_gone and group.waiting == "music":
-            svc.media.stop(caller.rtp)
+        if group.waiting == "music":
+            stop_music(svc, caller)
     log.info("call %d: nobody in ring group %s answered", session.n, group.number)
     return DialResult(Outcome.NO_ANSWER, status=480, statuses=statuses)
 
