@@ -213,3 +213,16 @@ def test_an_upload_that_is_not_audio_is_refused_with_the_reason(tmp_path):
     with pytest.raises(ConversionError, match="not audio"):
         convert(bogus, tmp_path / "out.wav", label="menu.mp3")
     assert not (tmp_path / "out.wav").exists()
+
+
+def test_the_directory_says_the_name_the_person_recorded_else_speaks_it_once(tmp_path):
+    from services.media.prompt_files import name_tts_path, spoken_name, voicemail_name_path
+    from services.media.wavfile import write_wav
+    spoken = spoken_name(tmp_path, "1001", "Alice Smith")
+    cached = name_tts_path(tmp_path, "1001", "Alice Smith")
+    assert cached.is_file() and len(spoken) > 8000            # TTS, kept in DATA/prompts/names/
+    assert spoken_name(tmp_path, "1001", "Alice Smith") == spoken
+    recorded = voicemail_name_path(tmp_path, "1001")
+    recorded.parent.mkdir(parents=True)
+    write_wav(recorded, b"\x02\x00" * 4000)
+    assert spoken_name(tmp_path, "1001", "Alice Smith") == b"\x02\x00" * 4000

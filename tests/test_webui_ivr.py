@@ -148,3 +148,14 @@ def test_a_system_prompt_is_replaced_by_an_upload_and_reverted(admin, data):
     assert post(admin, "/prompts/busy/revert").status_code == 302
     assert not custom.exists()
     assert admin.get("/prompts/nonsense/audio").status_code == 404
+
+
+def test_the_settings_page_sets_the_recordings_disk_limit(admin, data):
+    from tests.test_webui_settings import GOOD
+    r = post(admin, "/settings", dict(GOOD, recording_max_disk_percent="80", recording_retention_days="30"))
+    assert r.status_code == 302, r.text
+    settings = ConfigStore(data).settings()
+    assert (settings.recording_max_disk_percent, settings.recording_retention_days) == (80, 30)
+    r = post(admin, "/settings", dict(GOOD, recording_max_disk_percent="150"))
+    assert r.status_code == 400 and "choose 0 to 99 percent" in form_error(r.text, "recording_max_disk_percent")
+    assert "more than 80% full" in admin.get("/recordings").text

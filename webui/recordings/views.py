@@ -50,7 +50,8 @@ def index():
     tz = site_zone()
     rows = [describe(r, calls, tz) for r in found[p.offset:p.offset + p.size]]
     return render_template("recordings/index.html", rows=rows, page=p, retention=days,
-                           recording=config_store().settings().record_calls)
+                           recording=config_store().settings().record_calls,
+                           disk=config_store().settings().recording_max_disk_percent)
 
 
 def _find_or_404():
