@@ -89,3 +89,13 @@ def test_the_store_keeps_follow_me_per_extension(tmp_path):
     assert ConfigStore(tmp_path).record("follow_me", "1001").destinations[1] == Leg("external:07700900123", 5, 20)
     with pytest.raises(ValidationError, match="Follow Me"):
         store.remove_extension("1001")
+
+
+def test_when_no_phone_answers_the_call_goes_to_the_extensions_voicemail():
+    from firmware.features.voicemail import Mailbox, Voicemail
+    exts = [Extension("1000", "Ann", SECRET), Extension("1001", "Bob", SECRET)]
+    config = ConfigView.of(exts, [Trunk("carrier", "sip.example.com", register=False)], (), (MOBILES,),
+                           records={"follow_me": [bob()], "mailboxes": [Mailbox("1001")]})
+    plan = route_call("1001", Caller("extension", "1000", "1000"), config, NOW)
+    assert isinstance(plan, FollowMeCall)
+    assert plan.on.no_answer == Voicemail("1001", "unavailable")
