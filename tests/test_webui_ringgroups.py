@@ -116,3 +116,7 @@ def test_the_admin_edits_any_extensions_follow_me(admin, store):
     assert store.record("follow_me", "1002") == FollowMe("1002", False, (Leg("external:07700900123", 0, 30),),
                                                          True, False, "callerid")
     assert "07700900123" in admin.get("/followme").text
+
+
+def test_the_extension_page_links_to_its_follow_me(admin):
+    assert 'href="/followme/1001"' in admin.get("/extensions/1001").text
