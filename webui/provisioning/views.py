@@ -26,6 +26,10 @@ from webui.pbx import config_store, pbx_status, validation_errors
 log = logging.getLogger(__name__)
 bp = Blueprint("provisioning", __name__, template_folder="templates")
 
+SETTING_LABELS = {"transport": "SIP transport (udp, tcp, tls)", "language": "Language (e.g. en-GB)",
+                  "ntp_server": "Time server", "blf_colleagues": "BLF key for each colleague (yes/no)",
+                  "blf_extra": "Extra BLF keys (e.g. *33, 701)", "voicemail_number": "Voicemail number",
+                  "phonebook": "Company phone book (yes/no)", "http_allowed": "Plain HTTP allowed (yes/no)"}
 FAIL_LIMIT = 10             # failed fetches per address ...
 FAIL_WINDOW_S = 600.0       # ... in this window, then 429 until it has passed
 FETCH_LIMIT = 120           # and at most this many fetches per address in the window
@@ -137,7 +141,8 @@ def _page(errors=None, form=None, import_report=None, status=200):
     phones = store.records(prov.TABLE)
     profiles = {p.scope: p for p in store.records(prov.PROFILES)}
     return render_template("provisioning/index.html", phones=phones, vendors=prov.VENDORS,
-                           extensions=store.extensions(), errors=errors or {}, form=form or {},
+                           extension_options=[(e.number, f"{e.number} {e.name}") for e in store.extensions()],
+                           labels=SETTING_LABELS, errors=errors or {}, form=form or {},
                            import_report=import_report or [], profiles=profiles, defaults=prov.DEFAULTS,
                            base=base_url(), url_of=lambda p: prov.provisioning_url(p, base_url())), status
 
