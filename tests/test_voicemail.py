@@ -1,7 +1,7 @@
 """Voicemail without phones: mailboxes in the config store, the dialplan's voicemail branches,
 *97 / *98, the menu's decisions, what is said, PINs, and the message store on disk."""
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 import pytest
@@ -67,6 +67,19 @@ def test_a_forward_still_wins_over_voicemail():
 def test_a_forward_to_voicemail_sends_every_call_there():
     config = view("1000", Extension("1001", "B", "s" * 24, forward_always="voicemail:1001"))
     assert route_call("1001", me(), config, now=NOW) == Voicemail("1001", "unavailable")
+
+
+def test_a_group_mailbox_is_a_destination_and_a_missing_or_switched_off_one_is_not_found():
+    boxes = [Mailbox("1000", generated_pin="123456"), Mailbox("8000", "Sales", group=True, members=("1000",),
+                                                             generated_pin="123456"),
+             Mailbox("8001", "Off", group=True, generated_pin="123456", enabled=False)]
+    config = view("1000", Extension("1001", "B", "s" * 24, forward_always="voicemail:8000"), boxes=boxes)
+    assert route_call("1001", me(), config, now=NOW) == Voicemail("8000", "unavailable")
+    from firmware.dialplan.router import plan_for_destination
+    assert plan_for_destination("voicemail:8000", me(), config, NOW) == Voicemail("8000", "unavailable")
+    for missing in ("voicemail:8001", "voicemail:8999"):
+        plan = plan_for_destination(missing, me(), config, NOW)
+        assert isinstance(plan, Reject) and plan.cause == "not_found"
 
 
 def test_star97_opens_the_callers_own_mailbox_and_star98_asks_or_takes_the_number():

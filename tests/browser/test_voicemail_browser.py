@@ -15,9 +15,11 @@ from firmware.config import ConfigStore
 from firmware.features import voicemail as vm
 from services.media.wavfile import RATE, write_wav
 from services.voicemail import VoicemailStore
-from tests.browser.test_webui_browser import browser, page, shot  # noqa: F401  (fixtures)
+from tests.browser import test_webui_browser as specs
 from tests.browser.webui_env import ADMIN_PASSWORD, USER_PASSWORD, WebProcess
 from webui.auth.accounts import AccountStore
+
+browser, page, shot = specs.browser, specs.page, specs.shot    # the fixtures and screenshots of every page spec
 
 
 def tone(seconds: float) -> bytes:

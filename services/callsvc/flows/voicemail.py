@@ -206,6 +206,8 @@ async def deposit(svc, caller: Channel, step: Voicemail):
     who = session.who
     number = who.number if who is not None else caller.number
     msg = await _off_loop(store.add, box.number, path, number, caller.name, received, seconds)
+    ended = "#" if ended_by else "a hang-up" if caller.is_gone else "silence or the time limit"
+    log.info("call %d: message %d for mailbox %s ended by %s", session.n, msg.id, box.number, ended)
     caller.log("voicemail_message", mailbox=box.number, id=msg.id, seconds=round(seconds, 1))
     publish_lamps(svc, box.number)
     try:
