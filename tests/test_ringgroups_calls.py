@@ -5,6 +5,7 @@ Groups (configured before the PBX starts):
   600 ring all 1001, 1002             601 hunt 1003 (4 s), then 1004
   602 ring all 1006 and the mobile 07700900123 (through the carrier), press 1 to accept
   603 hunt 1008 for 4 s, nobody answers: no-answer destination extension 1009
+  604 ring all 1011 and the mobile 07700900222, whose owner presses 2 (reject)
 """
 import time
 
@@ -42,6 +43,8 @@ def pbx(tmp_path_factory, carrier_port):
                                  confirm_external=True, waiting="music"))
     add("ring_groups", RingGroup("603", "Night", "hunt", (Member("extension:1008", 5),), timeout=5,
                                  no_answer="extension:1009"))
+    add("ring_groups", RingGroup("604", "Service", "ring_all", (Member("extension:1011", 30),
+                                                                Member("external:07700900222", 30))))
     proc.start()
     yield proc
     proc.stop()
@@ -136,3 +139,21 @@ def test_nobody_answering_sends_the_call_to_the_groups_no_answer_destination(pbx
         a.hangup()
         overflow.wait_state("DISCONNECTED", timeout=8)
         assert tone_present(a.recording_path, 1500, start_s=-1.2, end_s=-0.2)
+
+
+def test_an_outside_member_pressing_2_is_hung_up_while_the_others_keep_ringing(pbx, carrier_port, tmp_path):
+    mobile = Sipp("carrier_uas_press_2.xml", local_ip=CARRIER, port=carrier_port, workdir=tmp_path, timeout=40,
+                  params={"answer_delay": 300, "press_delay": 1500}).start()
+    with phone(pbx, "1000", tmp_path, CALLER_HZ) as a, phone(pbx, "1011", tmp_path) as desk:
+        registered(a, desk)
+        a.call(pbx.uri("604"))
+        desk.wait_incoming(timeout=8)
+        result = mobile.wait(20)                     # the PBX hung the mobile up after its 2 (BYE)
+        assert result.ok, result.log_tail()
+        assert a.events()[-1]["state"] != "CONFIRMED"  # the caller is still waiting...
+        desk.answer(200)                              # ...and the desk, still ringing, takes it
+        a.wait_state("CONFIRMED", timeout=8)
+        time.sleep(1.5)
+        a.hangup()
+        desk.wait_state("DISCONNECTED", timeout=5)
+        assert tone_present(a.recording_path, MEMBER_HZ, start_s=-1.2, end_s=-0.2)
