@@ -22,7 +22,6 @@ and weekend: the row's rate). blocked: yes / no (calls to it are refused before 
 from __future__ import annotations
 
 import csv
-import io
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
