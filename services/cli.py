@@ -143,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rtp-ports", type=_rtp, default=(10000, 20000), metavar="A-B")
     r.add_argument("--cs-port", type=_port, default=0, help="call service UDP port on 127.0.0.1 (0: any)")
     r.add_argument("--no-web", action="store_true", help="do not start the web UI")
+    r.add_argument("--browser-phone-port", type=int, default=0, metavar="PORT",
+                   help="SIP over WebSocket for the browser phone page on PORT (e.g. 8443; starts rtpengine); 0: off")
+    r.add_argument("--browser-phone-rtp-ports", type=_rtp, default=(21000, 21999), metavar="A-B",
+                   help="rtpengine's RTP ports for browser phone calls")
     r.add_argument("--trusted", type=_ipv4_net, action="append", default=[],
                    help="source IP exempt from flood limits (load tests); repeatable")
     r.add_argument("--lines-tty", type=_tty, help="serial port of the analog line board (default: the board simulator "
@@ -291,7 +295,9 @@ def cmd_run(args) -> int:
         _ensure_demo(data, args.sip_addr, args.sip_port)
     opts = RunOptions(data=data, sip_addr=args.sip_addr, sip_port=args.sip_port, web_port=args.web_port,
                       rtp_ports=args.rtp_ports, cs_port=args.cs_port, web=not args.no_web,
-                      trusted=tuple(args.trusted), lines_tty=args.lines_tty)
+                      trusted=tuple(args.trusted), lines_tty=args.lines_tty,
+                      browser_phone_port=args.browser_phone_port,
+                      browser_phone_rtp_ports=args.browser_phone_rtp_ports)
     if args.no_lines:
         opts.components = opts.components - {"lines"}
     return run(opts)

@@ -38,6 +38,7 @@ from .callsvc.b2bua import CallService
 from .childproc import die_with_parent
 from .callsvc.media import MediaEngine
 from .control import ControlServer
+from . import browserphone
 from .edge import Edge, EdgeConfig
 from .edge.config import EdgeError
 from .edge.trunks import registration_states
@@ -61,6 +62,8 @@ class RunOptions:
     edge_children: int = 4
     components: frozenset = frozenset({"edge", "calls", "web", "lines"})
     lines_tty: str | None = None     # the line board's serial port; None: the simulator
+    browser_phone_port: int = 0      # SIP over WebSocket for browser phones (+ rtpengine); 0: off
+    browser_phone_rtp_ports: tuple[int, int] = (21000, 21999)   # rtpengine's own RTP ports
     pnp_port: int = 5060             # SIP plug-and-play (224.0.1.75); 0: off. Never on loopback.
 
 
@@ -265,6 +268,7 @@ class Pbx:
         self.stopping = asyncio.Event()
         self.notifier = Notifier()
         self.edge_cfg: EdgeConfig | None = None
+        self.media_relay = None          # rtpengine for browser phones (services/browserphone.py)
         self._trunks_tended = 0.0
         self.mailer = None               # services.mailer.sender.MailSender, next to the call service
         self.pnp = None                  # the plug-and-play responder's transport (services/pnp.py)
@@ -308,7 +312,14 @@ class Pbx:
         self.edge_cfg = EdgeConfig(data_dir=o.data, sip_addr=o.sip_addr, sip_port=o.sip_port,
                                    cs_addr="127.0.0.1", cs_port=cs_port or 5080,
                                    domain=self.store.settings().sip_domain, trusted=o.trusted,
-                                   flood_limit=o.flood_limit, children=o.edge_children)
+                                   flood_limit=o.flood_limit, children=o.edge_children,
+                                   **browserphone.edge_options(o, self.store.settings().sip_domain))
+        if "edge" in o.components and o.browser_phone_port:
+            try:
+                self.media_relay = await loop.run_in_executor(
+                    None, browserphone.MediaRelay(o, self.edge_cfg).start)
+            except EdgeError as exc:
+                raise RunError(f"browser phone media relay cannot start: {str(exc).splitlines()[0]}") from None
         if "edge" in o.components:
             self.edge = Edge(self.edge_cfg)
             self.edge.sync_subscribers(self._subscribers())
@@ -444,6 +455,8 @@ class Pbx:
                 if self.calls is not None:
                     self.calls.refresh_config()
             healthy = True
+            if self.media_relay is not None:
+                await loop.run_in_executor(None, self.media_relay.check)
             if self.edge is not None:
                 healthy = await self._check_edge(loop)
                 if healthy and time.monotonic() >= self._trunks_tended + 1.0:
@@ -521,6 +534,8 @@ class Pbx:
             await self.calls.stop()
         if self.edge is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.edge.stop)
+        if self.media_relay is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.media_relay.stop)
         if self.cdr is not None:
             self.cdr.close()
 

@@ -51,7 +51,7 @@ class PbxProcess:
     """`pbx run` in a child process with its own data directory and ports."""
 
     def __init__(self, data_dir: Path, extensions=(), settings=None, web=False, trusted=(),
-                 rtp_size=200, env=None, addr="127.0.0.1", voicemail=False):
+                 rtp_size=200, env=None, addr="127.0.0.1", voicemail=False, args=()):
         """voicemail=False switches the test extensions' mailboxes off (they are on by default on a
         real box): the call specs written before voicemail expect busy / unavailable answers."""
         self.data = Path(data_dir)
@@ -63,6 +63,7 @@ class PbxProcess:
         self.web = web
         self.trusted = trusted
         self.env = dict(env or {})
+        self.args = list(args)  # more `pbx run` options (e.g. --browser-phone-port)
         self.proc: subprocess.Popen | None = None
         self.log_path = self.data / "pbx.log"
         from firmware.config import ConfigStore
@@ -91,6 +92,7 @@ class PbxProcess:
             cmd.append("--no-web")
         for t in self.trusted:
             cmd += ["--trusted", t]
+        cmd += self.args
         self._log = open(self.log_path, "ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=env)

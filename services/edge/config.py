@@ -51,6 +51,16 @@ class EdgeConfig:
     trunk_timer_seconds: int = 5
     trunk_retry_seconds: int = 30
     trunk_retry_max_seconds: int = 600
+    # Browser phones (SIP over WebSocket, RFC 7118; docs/decisions/013-browser-phone.md): 0 = off.
+    # ws_tls: wss with the web UI's certificate files (ws_cert, ws_key), else plain ws (loopback only);
+    # ws_origins: the only Origin headers a WebSocket handshake may carry (the box's own web UI);
+    # rtpengine_port: the media relay's control port on 127.0.0.1 (calls with a browser leg only).
+    ws_port: int = 0
+    ws_tls: bool = False
+    ws_cert: str = ""
+    ws_key: str = ""
+    ws_origins: tuple[str, ...] = ()
+    rtpengine_port: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -84,6 +94,7 @@ class EdgeConfig:
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise EdgeError(f"{name}={value!r} must be a positive integer")
+        _check_webrtc(self)
         if len(str(self.ctl_socket)) > _SUN_PATH_MAX:
             raise EdgeError(f"data_dir {self.data_dir} is too deep for a control socket "
                             f"({len(str(self.ctl_socket))} > {_SUN_PATH_MAX} bytes): "
@@ -135,9 +146,18 @@ class EdgeConfig:
         host = "127.0.0.1" if self.sip_addr == "0.0.0.0" else self.sip_addr
         return host, self.sip_port
 
+    @property
+    def webrtc_info_path(self) -> Path:
+        """Where the browser phone page learns the WebSocket port (written by Edge.start)."""
+        return self.run_dir / "webrtc.json"
+
     def render(self) -> str:
         """The kamailio.cfg text for these settings."""
         defines = []
+        if self.ws_port:
+            defines.append("#!define WITH_WEBRTC")
+            if self.ws_tls:
+                defines.append("#!define WITH_WSS")
         domain_alias = domain_match = ""
         if self.domain:
             defines.append("#!define WITH_DOMAIN")
@@ -177,12 +197,46 @@ class EdgeConfig:
             "rpc_fifo": self.rpc_fifo,
             "run_dir": self.run_dir,
             "ctl_socket": self.ctl_socket,
+            "ws_port": self.ws_port,
+            "ws_proto": "tls" if self.ws_tls else "tcp",
+            "ws_cert": self.ws_cert,
+            "ws_key": self.ws_key,
+            "ws_origin_match": " || ".join(f'$hdr(Origin) == "{o}"' for o in self.ws_origins) or "0",
+            "rtpengine_port": self.rtpengine_port,
         }
 
         def fill(match: re.Match) -> str:
             return str(values[match.group(1)])
 
         return _PLACEHOLDER.sub(fill, TEMPLATE.read_text())
+
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+
+
+def _check_webrtc(cfg: "EdgeConfig") -> None:
+    object.__setattr__(cfg, "ws_origins", tuple(cfg.ws_origins))
+    if not cfg.ws_port:
+        return
+    _check_port("ws_port", cfg.ws_port)
+    _check_port("rtpengine_port", cfg.rtpengine_port)
+    if cfg.ws_port == cfg.sip_port:
+        raise EdgeError(f"ws_port {cfg.ws_port} is the SIP port: give browser phones their own port "
+                        "(default 8443)")
+    if cfg.ws_tls:
+        for name in ("ws_cert", "ws_key"):
+            path = getattr(cfg, name)
+            if not path or not Path(path).is_file():
+                raise EdgeError(f"{name} {path!r} is not a file: secure WebSocket (wss) uses the web UI's "
+                                "certificate in DATA/tls/ (it is made when the web UI starts over HTTPS)")
+    elif not cfg.sip_addr.startswith("127."):
+        raise EdgeError(f"plain ws:// for browser phones only on loopback, not on {cfg.sip_addr}: browsers "
+                        "need wss (ws_tls=True with the box's certificate)")
+    if not cfg.ws_origins:
+        raise EdgeError("ws_origins is empty: name the web UI's origin(s), e.g. 'https://pbx.local'")
+    for origin in cfg.ws_origins:
+        if not _ORIGIN.match(origin):
+            raise EdgeError(f"ws_origins entry {origin!r} is not an origin: use e.g. 'https://192.0.2.10:8443'")
 
 
 def _is_int(value) -> bool:

@@ -31,6 +31,8 @@ _CAUSES = (
      "server or edge?): stop it or choose another sip_port"),
     ("Cannot assign requested address", "sip_addr {sip_addr} is not an address of this machine: "
      "use one of its addresses"),
+    ("websocket.so", "browser phones need the WebSocket modules: apt-get install kamailio-websocket-modules"),
+    ("tls.so", "browser phones need the TLS module: apt-get install kamailio-tls-modules"),
     ("could not find module", "a Kamailio module is missing: apt-get install kamailio "
      "kamailio-sqlite-modules"),
     ("cannot open shared object", "a Kamailio module or library is missing: apt-get install "
@@ -210,6 +212,7 @@ class Edge:
             write_trunks(cfg.trunks_db_path, trunks, cfg.sip_addr, cfg.sip_port, cfg.trunk_expires)
             self._backoff = Backoff(cfg.trunk_retry_seconds, cfg.trunk_retry_max_seconds)
             cfg.cfg_path.write_text(cfg.render())
+            _write_webrtc_info(cfg)
             for stale in (cfg.rpc_fifo, cfg.ctl_socket):
                 stale.unlink(missing_ok=True)
             self._stderr_tail.clear()
@@ -372,6 +375,18 @@ class Edge:
                 if exc.code != 404:  # not banned / nothing counted: already the wanted state
                     raise
         logger.info("edge: unban ip=%s", ip)
+
+
+def _write_webrtc_info(cfg: EdgeConfig) -> None:
+    """Tell the browser phone page (another process) where the WebSocket is, or that there is none."""
+    path = cfg.webrtc_info_path
+    if not cfg.ws_port:
+        path.unlink(missing_ok=True)
+        return
+    import json
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"port": cfg.ws_port, "tls": cfg.ws_tls}))
+    tmp.replace(path)
 
 
 def _kill_group(pgid: int) -> None:

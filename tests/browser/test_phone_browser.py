@@ -1,0 +1,169 @@
+"""The browser phone in real Chromium against the running PBX (Kamailio WebSocket + rtpengine +
+call service), with a pjsua2 desk phone on the other end. Chromium's microphone is a WAV file with
+a 1000 Hz tone (--use-file-for-fake-audio-capture); the pjsua2 phone sends 700 Hz. Both sides must
+hear the other: the pjsua2 phone's recording holds 1000 Hz, the page's getStats() counts packets
+received with audio energy. Screenshots in docs/screenshots/ (laptop-/phone-14N-name.png).
+
+The PBX listens on 127.0.0.1: the web UI is http://127.0.0.1 and the WebSocket ws://127.0.0.1,
+which Chromium treats as a secure context (getUserMedia works); on a LAN address both are HTTPS/wss
+with the box's certificate (tests/test_phone.py checks that edge)."""
+from __future__ import annotations
+
+import re
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from tests.browser.test_webui_browser import CHROMIUM, CHROMIUM_ARGS, LAPTOP, shot
+from tests.browser.webui_env import ADMIN_PASSWORD, USER_PASSWORD
+from tests.pbxproc import PbxProcess, free_port, free_rtp_range
+from tests.phones.audio import tone_present
+from tests.phones.pj import PjPhone
+from webui.auth.accounts import AccountStore
+
+BROWSER_HZ = 1000
+DESK_HZ = 700
+
+
+def write_tone(path: Path, hz: int, seconds: float = 30.0, rate: int = 48000) -> Path:
+    t = np.arange(int(seconds * rate)) / rate
+    pcm = (np.sin(2 * np.pi * hz * t) * 9000).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def pbx(tmp_path_factory):
+    data = tmp_path_factory.mktemp("phone") / "data"
+    lo, hi = free_rtp_range(100)
+    proc = PbxProcess(data, extensions=("201", "202"), web=True,
+                      args=["--browser-phone-port", str(free_port(both=False, kind=__import__("socket").SOCK_STREAM)),
+                            "--browser-phone-rtp-ports", f"{lo}-{hi}", "--no-lines"])
+    accounts = AccountStore(data)
+    accounts.create("admin", ADMIN_PASSWORD, "admin")
+    accounts.create("201", USER_PASSWORD, "user", extension="201")
+    proc.start()
+    proc.url = f"http://127.0.0.1:{proc.web_port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:       # the web UI is a child of `pbx run`: wait for it
+        try:
+            __import__("urllib.request").request.urlopen(proc.url + "/healthz", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.2)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    wav = write_tone(tmp_path_factory.mktemp("mic") / "tone.wav", BROWSER_HZ)
+    args = CHROMIUM_ARGS + ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                            f"--use-file-for-fake-audio-capture={wav}", "--autoplay-policy=no-user-gesture-required"]
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=args, timeout=30_000)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport=LAPTOP)
+    pg = context.new_page()
+    pg.set_default_timeout(15_000)
+    yield pg
+    context.close()
+
+
+def desk_phone(pbx, tmp_path) -> PjPhone:
+    p = PjPhone(user="202", secret=pbx.secrets["202"], registrar=pbx.registrar, tone_hz=DESK_HZ,
+                record_dir=tmp_path).start()
+    assert p.register() == 200
+    return p
+
+
+def open_phone(page, pbx):
+    page.goto(pbx.url + "/login")
+    page.fill("#f-username", "201")
+    page.fill("#f-password", USER_PASSWORD)
+    page.click("button:has-text('Log in')")
+    expect(page).to_have_url(re.compile(r"/me$"))
+    page.click("#browser-phone-link")
+    expect(page).to_have_url(re.compile(r"/phone$"))
+    expect(page.locator("#phone-state")).to_have_text("registered")
+
+
+def hears_the_desk_phone(page, seconds: float = 20.0) -> dict:
+    """getStats() of the page's call until packets with audio energy arrive (returns the stats)."""
+    deadline = time.monotonic() + seconds
+    stats = None
+    while time.monotonic() < deadline:
+        stats = page.evaluate("window.pbxPhone.stats()")
+        if stats and stats.get("packetsReceived", 0) >= 100 and (stats.get("totalAudioEnergy") or 0) > 0:
+            return stats
+        time.sleep(0.3)
+    raise AssertionError(f"the browser heard nothing from the desk phone: {stats}")
+
+
+def test_the_browser_calls_a_desk_phone_with_audio_both_ways_and_sends_dtmf(page, pbx, tmp_path):
+    desk = desk_phone(pbx, tmp_path)
+    try:
+        desk.auto_answer(200, after_ms=1500)
+        open_phone(page, pbx)
+        page.fill("#phone-number", "202")
+        page.click("#call-btn")
+        expect(page.locator("#call-state")).to_have_text("connected")
+        desk.wait_state("CONFIRMED", timeout=10)
+        stats = hears_the_desk_phone(page)
+        assert "audio/PCMU" in stats["codecs"] or "audio/PCMA" in stats["codecs"], stats
+        page.click("#keypad >> text=5")
+        page.click("#keypad >> text=#")
+        deadline = time.monotonic() + 5
+        while desk.dtmf_received != "5#" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert desk.dtmf_received == "5#", f"desk phone got DTMF {desk.dtmf_received!r}"
+        time.sleep(2)   # two more seconds of the browser's tone in the desk phone's recording
+        shot(page, "140-browser-phone-call")
+        page.click("#hold-btn")
+        expect(page.locator("#call-state")).to_have_text("on hold")
+        page.click("#hold-btn")
+        expect(page.locator("#call-state")).to_have_text("connected")
+        page.click("#hangup-btn")
+        desk.wait_state("DISCONNECTED", timeout=10)
+        expect(page.locator("#call-panel")).to_be_hidden()
+        assert tone_present(desk.recording_path, BROWSER_HZ, start_s=0.5), "the desk phone did not hear the browser"
+        expect(page.locator("#history tbody tr").first).to_contain_text("202")
+        expect(page.locator("#history tbody tr").first).to_contain_text("answered")
+    finally:
+        desk.stop()
+
+
+def test_a_desk_phone_calls_the_browser_which_rings_and_answers(page, pbx, tmp_path):
+    desk = desk_phone(pbx, tmp_path)
+    try:
+        open_phone(page, pbx)
+        desk.call(pbx.uri("201"))
+        expect(page.locator("#incoming")).to_be_visible()
+        expect(page.locator("#incoming-from")).to_contain_text("202")
+        shot(page, "141-browser-phone-ringing")
+        page.click("#answer-btn")
+        expect(page.locator("#call-state")).to_have_text("connected")
+        desk.wait_state("CONFIRMED", timeout=10)
+        hears_the_desk_phone(page)
+        time.sleep(2)
+        desk.hangup()
+        desk.wait_state("DISCONNECTED", timeout=10)
+        expect(page.locator("#call-panel")).to_be_hidden()
+        assert tone_present(desk.recording_path, BROWSER_HZ, start_s=0.5), "the desk phone did not hear the browser"
+        expect(page.locator("#history tbody tr").first).to_contain_text("answered")
+        shot(page, "142-browser-phone-history")
+    finally:
+        desk.stop()
