@@ -1,8 +1,8 @@
 """IVR menus and the dial-by-name directory end to end: pjsua2 phones dial a menu, press keys
 (RFC 4733 DTMF) and the extension the menu chose rings.
 
-Menu 500 (configured before the PBX starts; tests/browser/test_ivr_browser.py builds one in the
-browser): 1 -> extension 1001, 9 -> the dial-by-name directory, direct dial on; one repeat; a wrong
+Menu 500 (configured before the PBX starts, in American English; tests/browser/test_ivr_browser.py
+builds one in the browser): 1 -> extension 1001, 9 -> the dial-by-name directory, direct dial on; one repeat; a wrong
 key twice -> extension 1003, silence twice -> extension 1004.
 Extensions 1006 "Alice Smith" and 1007 "Alicia Jones" are found in the directory by A-L-I (254).
 """
@@ -29,7 +29,7 @@ def pbx(tmp_path_factory):
     proc.store.update_extension("1006", name="Alice Smith")
     proc.store.update_extension("1007", name="Alicia Jones")
     proc.store.add_record("ivr_menus", IvrMenu(
-        "500", "Main", prompt_text="Main menu.", options={"1": "extension:1001", "9": "directory"},
+        "500", "Main", prompt_text="Main menu.", language="en-US", options={"1": "extension:1001", "9": "directory"},
         direct_dial=True, timeout=2, retries=1, invalid_destination="extension:1003",
         timeout_destination="extension:1004"))
     proc.start()
@@ -82,6 +82,8 @@ def test_a_wrong_key_twice_goes_to_the_menus_invalid_destination(pbx, tmp_path):
     log = pbx.log_path.read_text()
     assert re.search(r"IVR 500 try 1: keys '7' -> retry invalid", log)
     assert re.search(r"IVR 500 try 2: keys '7' -> fail extension:1003", log)
+    # the menu is in American English: "not a valid option" came from the en-US prompt set
+    assert list((pbx.data / "prompts" / "en-US").glob("ivr_invalid-*.wav"))
 
 
 def test_silence_repeats_the_menu_then_goes_to_its_timeout_destination(pbx, tmp_path):

@@ -159,3 +159,20 @@ def test_the_settings_page_sets_the_recordings_disk_limit(admin, data):
     r = post(admin, "/settings", dict(GOOD, recording_max_disk_percent="150"))
     assert r.status_code == 400 and "choose 0 to 99 percent" in form_error(r.text, "recording_max_disk_percent")
     assert "more than 80% full" in admin.get("/recordings").text
+
+
+def test_the_en_us_prompt_set_is_spoken_on_first_use_and_replaced_on_its_own(admin, data):
+    page = admin.get("/prompts?lang=en-US").text
+    assert "IVR menus in en-US" in page
+    r = admin.get("/prompts/ivr_invalid/audio?lang=en-US")
+    assert r.status_code == 200 and r.data[:4] == b"RIFF"
+    assert list((data / "prompts" / "en-US").glob("ivr_invalid-*.wav"))
+    r = post(admin, "/prompts/ivr_invalid/upload?lang=en-US",
+             {"file": (io.BytesIO(wav_16k_stereo(1.0)), "invalid.wav")}, content_type="multipart/form-data")
+    assert r.status_code == 302 and "lang=en-US" in r.location
+    us = prompt_files.custom_path(data, "ivr_invalid", "en-US")
+    assert us.is_file() and not prompt_files.custom_path(data, "ivr_invalid").exists()
+    assert prompt_files.language_prompt(data, "ivr_invalid", "en-US") == read_wav(us)
+    assert prompt_files.language_prompt(data, "ivr_invalid", "en-GB") != read_wav(us)
+    assert "1 replaced in en-US" in admin.get("/prompts?lang=en-US").text
+    assert "0 replaced in en-GB" in admin.get("/prompts").text

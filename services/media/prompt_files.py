@@ -24,7 +24,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from services.media.prompts import PROMPTS, load_prompt, synthesize
+from firmware.features.ivr import LANGUAGES
+from services.media.prompts import PROMPTS, SOUNDS_DIR, load_prompt, synthesize
 from services.media.wavfile import RATE, read_wav, write_wav
 
 log = logging.getLogger(__name__)
@@ -140,11 +141,60 @@ def _reason(stderr: bytes) -> str:
     return last[:200]
 
 
-# --- system prompts: the administrator's replacement wins -----------------------------------------
-def custom_path(data_dir, prompt_id: str) -> Path:
+# --- system prompts: one set per language; the administrator's replacement wins ---------------------
+# The box's own set is British English (services/media/sounds/, made by `make prompts`); the other
+# languages' sets are spoken on first use into DATA/prompts/<language>/ and kept.
+DEFAULT_LANGUAGE = "en-GB"        # LANGUAGES: as IVR menus name them -> espeak-ng voice
+
+
+def _check(prompt_id: str, language: str) -> None:
     if prompt_id not in PROMPTS:
         raise ValueError(f"unknown prompt {prompt_id!r}: choose one of {sorted(PROMPTS)}")
-    return custom_dir(data_dir) / f"{prompt_id}.wav"
+    if language not in LANGUAGES:
+        raise ValueError(f"unknown prompt language {language!r}: use {' or '.join(LANGUAGES)}")
+
+
+def custom_path(data_dir, prompt_id: str, language: str = DEFAULT_LANGUAGE) -> Path:
+    """Where the administrator's replacement of a prompt is kept (DATA/prompts/custom/[<language>/])."""
+    _check(prompt_id, language)
+    folder = custom_dir(data_dir) if language == DEFAULT_LANGUAGE else custom_dir(data_dir) / language
+    return folder / f"{prompt_id}.wav"
+
+
+def builtin_path(data_dir, prompt_id: str, language: str = DEFAULT_LANGUAGE) -> Path:
+    """The box's own recording of a prompt in a language (it may not exist yet: ensure_builtin)."""
+    _check(prompt_id, language)
+    if language == DEFAULT_LANGUAGE:
+        return SOUNDS_DIR / f"{prompt_id}.wav"
+    key = hashlib.sha256(f"{LANGUAGES[language]}\n{PROMPTS[prompt_id]}".encode()).hexdigest()[:12]
+    return prompts_dir(data_dir) / language / f"{prompt_id}-{key}.wav"
+
+
+def ensure_builtin(data_dir, prompt_id: str, language: str = DEFAULT_LANGUAGE) -> Path:
+    """The prompt's own recording in `language`, spoken now if it is missing or its words changed."""
+    path = builtin_path(data_dir, prompt_id, language)
+    if language == DEFAULT_LANGUAGE or path.is_file():
+        return path
+    pcm = synthesize(PROMPTS[prompt_id], voice=LANGUAGES[language])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for old in path.parent.glob(f"{prompt_id}-*.wav"):
+        old.unlink(missing_ok=True)
+    write_wav(path, pcm)
+    log.info("prompt %s spoken in %s (%.1f s) to %s", prompt_id, language, len(pcm) / 2 / RATE, path)
+    return path
+
+
+def language_prompt(data_dir, prompt_id: str, language: str = DEFAULT_LANGUAGE) -> bytes:
+    """What a call in `language` hears for a prompt: the replacement, else the box's own."""
+    custom = custom_path(data_dir, prompt_id, language)
+    if custom.is_file():
+        try:
+            return read_cached(custom)
+        except (OSError, ValueError) as exc:
+            log.warning("custom prompt %s unusable (%s): playing the box's own", custom, exc)
+    if language == DEFAULT_LANGUAGE:
+        return load_prompt(prompt_id)
+    return read_cached(ensure_builtin(data_dir, prompt_id, language))
 
 
 @functools.lru_cache(maxsize=64)

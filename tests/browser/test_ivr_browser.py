@@ -11,7 +11,8 @@ from playwright.sync_api import expect
 
 from firmware.features.ringgroups import Member, RingGroup
 from tests.browser.test_webui_browser import browser, page, shot  # noqa: F401  (fixtures)
-from tests.browser.webui_env import ADMIN_PASSWORD
+from firmware.config import ConfigStore
+from tests.browser.webui_env import ADMIN_PASSWORD, WebProcess
 from tests.pbxproc import PbxProcess
 from tests.phones.audio import tone_present
 from tests.phones.pj import PjPhone
@@ -124,9 +125,19 @@ def test_a_menu_built_in_the_browser_sends_key_1_to_a_ring_group_and_key_2_to_vo
     assert re.search(r"-> 500: voicemail 1002", log)      # the mailbox's flow took the call
 
 
-def test_system_prompts_page_lists_every_prompt_and_replaces_one(page, pbx, tmp_path):
+@pytest.fixture
+def web(tmp_path):
+    data = tmp_path / "data"
+    ConfigStore(data)
+    AccountStore(data).create("admin", ADMIN_PASSWORD, "admin")
+    proc = WebProcess(data).start()
+    yield proc
+    proc.stop()
+
+
+def test_system_prompts_page_lists_every_prompt_and_replaces_one(page, web, tmp_path):
     from tests.test_webui_ivr import wav_16k_stereo
-    log_in(page, pbx.url)
+    log_in(page, web.url)
     page.click("nav >> text=System prompts")
     expect(page).to_have_url(re.compile(r"/prompts$"))
     expect(page.locator("#p-not_found")).to_contain_text("The number you have dialled is not recognised")
@@ -134,10 +145,14 @@ def test_system_prompts_page_lists_every_prompt_and_replaces_one(page, pbx, tmp_
     upload.write_bytes(wav_16k_stereo(1.5))
     page.set_input_files("#upload-busy", str(upload))
     page.locator("#p-busy button:has-text('Upload')").click()
-    expect(page.locator(".flash.ok")).to_contain_text("Prompt busy replaced")
+    expect(page.locator(".flash.ok")).to_contain_text("Prompt busy (en-GB) replaced")
     expect(page.locator("#p-busy")).to_contain_text("played instead")
-    assert (pbx.data / "prompts" / "custom" / "busy.wav").is_file()
+    assert (web.data / "prompts" / "custom" / "busy.wav").is_file()
     shot(page, "83-system-prompts")
     page.locator("#p-busy button:has-text('Revert')").click()
-    expect(page.locator(".flash.ok")).to_contain_text("the box's own again")
-    assert not (pbx.data / "prompts" / "custom" / "busy.wav").exists()
+    expect(page.locator(".flash.ok")).to_contain_text("is the box's own again")
+    assert not (web.data / "prompts" / "custom" / "busy.wav").exists()
+    page.click("#lang-en-US")
+    expect(page).to_have_url(re.compile(r"/prompts\?lang=en-US$"))
+    expect(page.locator("main")).to_contain_text("IVR menus in en-US")
+    shot(page, "84-system-prompts-en-us")

@@ -74,5 +74,5 @@ async def run_directory(svc, caller: Channel, step: Directory):
             return go(svc, caller, f"extension:{number}")
         if not caller.is_gone:
             await caller.play(Player(pcm=prompt(svc, "ivr_invalid")))
-    await goodbye(svc, caller, "en-gb")
+    await goodbye(svc, caller, "en-GB")
     return None

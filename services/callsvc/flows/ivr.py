@@ -14,7 +14,6 @@ Also *95<menu>: record the menu's prompt by phone (after the tone, # to end).
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import tempfile
@@ -26,7 +25,7 @@ from firmware.dsp.tones import ToneGenerator, tone
 from firmware.features import ivr as model
 from firmware.features.ivr import Ivr, RecordIvrPrompt, ivr_choice, wants_more_digits
 from services.media import prompt_files
-from services.media.prompts import PROMPTS, synthesize
+from services.media.prompts import synthesize
 from services.media.wavfile import RATE, read_wav
 
 from ..channel import Channel
@@ -54,20 +53,16 @@ def flush_digits(caller: Channel) -> None:
         caller.digits.get_nowait()
 
 
-@functools.lru_cache(maxsize=64)
-def _spoken(text: str, voice: str) -> bytes:
-    return synthesize(text, voice=voice)
-
-
-async def phrase(svc, prompt_id: str, voice: str) -> bytes:
-    """A system prompt in the menu's language: the box's own (or the administrator's replacement)
-    for British English, spoken in the menu's voice for another language."""
-    if voice == "en-gb":
+async def phrase(svc, prompt_id: str, language: str) -> bytes:
+    """A system prompt from the menu's language set (services/media/prompt_files.py): the
+    administrator's replacement, else the box's own, spoken in that language's voice."""
+    if language == prompt_files.DEFAULT_LANGUAGE:
         return prompt(svc, prompt_id)
     try:
-        return await asyncio.get_running_loop().run_in_executor(None, _spoken, PROMPTS[prompt_id], voice)
-    except (RuntimeError, OSError) as exc:
-        log.warning("cannot speak prompt %s in %s: %s", prompt_id, voice, exc)
+        return await asyncio.get_running_loop().run_in_executor(
+            None, prompt_files.language_prompt, svc.store.data_dir, prompt_id, language)
+    except (RuntimeError, OSError, ValueError) as exc:
+        log.warning("prompt %s in %s unusable: %s", prompt_id, language, exc)
         return prompt(svc, prompt_id)
 
 
@@ -101,9 +96,9 @@ def go(svc, caller: Channel, destination: str):
     return plan
 
 
-async def goodbye(svc, caller: Channel, voice: str) -> None:
+async def goodbye(svc, caller: Channel, language: str) -> None:
     if not caller.is_gone:
-        await caller.play(Player(pcm=await phrase(svc, "ivr_goodbye", voice)))
+        await caller.play(Player(pcm=await phrase(svc, "ivr_goodbye", language)))
     if not caller.is_gone:
         await caller.hangup("ivr done")
 
@@ -142,9 +137,9 @@ async def run_menu(svc, caller: Channel, step: Ivr):
         if verdict == "fail":
             if what:
                 return go(svc, caller, what)
-            await goodbye(svc, caller, menu.voice)
+            await goodbye(svc, caller, menu.language)
             return None
-        pending = await caller.play(Player(pcm=await phrase(svc, f"ivr_{what}", menu.voice)), stop_on_digits=keys)
+        pending = await caller.play(Player(pcm=await phrase(svc, f"ivr_{what}", menu.language)), stop_on_digits=keys)
         attempt += 1
     return None
 
