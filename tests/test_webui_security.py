@@ -11,14 +11,17 @@ from webui.auth import accounts as accounts_mod
 from webui.wizard import setup_code
 
 PUBLIC = {"auth.login", "auth.login_post", "auth.logout", "auth.health", "static", "wizard.admin",
-          "provisioning.fetch"}     # phones: their own token and credentials, checked by the view
+          "provisioning.fetch",     # phones: their own token and credentials, checked by the view
+          "phonebook.directory_file"}   # phones: the extension's SIP credentials or the phonebook token
 USER_ENDPOINTS = {"dashboard.home", "me.index", "me.save", "me.call_handling", "me.reveal", "me.regenerate",
                   "me.password",
                   "api.extension_get", "api.extension_update", "api.extension_regenerate",
-                  "api.openapi", "api.docs"}
+                  "api.openapi", "api.docs",
+                  "phonebook.mine", "phonebook.add_mine", "phonebook.delete_mine", "phonebook.import_mine",
+                  "phonebook.export_mine"}
 SAMPLE_ARGS = {"number": "201", "name": "carrier", "did": "5550100", "ident": "x", "token_id": 1,
                "filename": "style.css", "token": "Zm9vYmFyYmF6cXV4cXV1eA", "mac": "001565abcdef",
-               "version": 1, "scope": "site"}
+               "version": 1, "scope": "site", "contact_id": "c0ffee01", "vendor": "yealink", "fmt": "csv"}
 
 
 @pytest.fixture
