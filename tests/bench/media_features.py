@@ -4,7 +4,9 @@
 
 Music on hold: N held listeners of one class (the shared stream: one frame per tick, encoded
 once per codec, one sendto per listener), next to N legs that each play their own copy of the
-same music (what every leg costs without sharing). Conference: rooms of 3, 10 and 30 members,
+same music (what every leg costs without sharing), and next to the floor: a loop that sends one
+constant packet per listener every 20 ms and does nothing else (the kernel's cost of N RTP streams,
+which no sharing can remove). Conference: rooms of 3, 10 and 30 members,
 each member's phone (a generator process) sending G.711 at 50 packets/s into its leg, the
 mixer sending each the mix-minus. CPU is the engine process's own (user + system, % of one core)
 over the window; the listeners' and members' phones run in other processes.
@@ -58,6 +60,15 @@ async def _engine(kind: str, n: int, first: int, peer_first: int) -> None:
         from firmware.dsp.tones import hold_music
         for leg in legs:
             engine.play(leg, Player(pcm=hold_music(), loop=True))
+    elif kind == "floor":
+        # the least any sender can do: one constant packet per listener per 20 ms, no music
+        loop = asyncio.get_running_loop()
+
+        def tick(at: float) -> None:
+            for leg in legs:
+                leg.transport.sendto(PACKET, leg.remote)
+            loop.call_at(at + 0.02, tick, at + 0.02)
+        tick(loop.time())
     elif kind == "conf":
         engine.mix(legs)
     print("ready", flush=True)
@@ -133,7 +144,8 @@ def main(argv=None) -> int:
     print(f"Music on hold and conference rooms: media engine CPU, % of one core over {args.seconds:.0f} s "
           f"(load average {os.getloadavg()[0]:.2f})")
     print(f"{'music on hold':<34}{'1':>8}{'50':>8}{'100':>8}{'per listener at 100':>22}")
-    for kind, label in (("moh", "one shared stream per class"), ("moh-each", "a player per leg (no sharing)")):
+    for kind, label in (("moh", "one shared stream per class"), ("moh-each", "a player per leg (no sharing)"),
+                        ("floor", "floor: a fixed packet per leg")):
         cpu = [measure(kind, n, args.seconds) for n in (1, 50, 100)]
         print(f"{label:<34}{cpu[0]:>8.2f}{cpu[1]:>8.2f}{cpu[2]:>8.2f}{cpu[2] / 100:>21.4f}%", flush=True)
     print(f"{'conference room of':<34}{'3':>8}{'10':>8}{'30':>8}{'per participant at 30':>22}")
