@@ -14,7 +14,7 @@ from firmware.cdr import CDR_FILE, COLUMNS, CallRecord, Disposition, record_from
 # ?sort= names -> SQL expressions; the column headers of the call list link to these
 SORTS = {"start": "start_time", "src": "src", "dst": "dst", "disposition": "disposition",
          "billsec": "COALESCE(end_time - answer_time, 0)", "duration": "end_time - start_time",
-         "cause": "cause"}
+         "cause": "cause", "cost": "COALESCE(cost, 0)"}
 
 
 def _connect(data_dir):

@@ -15,7 +15,7 @@ bp = Blueprint("cdr", __name__, template_folder="templates", url_prefix="/cdr")
 # column header -> ?sort= name (query.SORTS) and the direction a first click sorts in
 COLUMNS = (("Start", "start", "desc"), ("From", "src", "asc"), ("To", "dst", "asc"),
            ("Result", "disposition", "asc"), ("Talk time", "billsec", "desc"),
-           ("Duration", "duration", "desc"), ("Cause", "cause", "asc"))
+           ("Duration", "duration", "desc"), ("Cause", "cause", "asc"), ("Cost", "cost", "desc"))
 
 
 def site_zone() -> ZoneInfo:
