@@ -24,7 +24,8 @@ A_HZ, B_HZ, C_HZ = 700, 1100, 1500
 def pbx(tmp_path_factory):
     proc = PbxProcess(tmp_path_factory.mktemp("pbx"), extensions=[str(n) for n in range(1000, 1010)],
                       settings={"no_answer_timeout": 20, "busy_tone_seconds": 1})
-    proc.store.add_record("parking_lots", ParkingLot("700", "Parking", "701", 20, timeout=12))
+    proc.store.add_record("parking_lots", ParkingLot("700", "Parking", "701", 20, timeout=12,
+                                                     return_destination="extension:1008"))
     proc.start()
     yield proc
     proc.stop()
@@ -123,3 +124,25 @@ def test_a_parked_call_nobody_takes_rings_the_parker_again(pbx, tmp_path):
         b.wait_state("DISCONNECTED", timeout=8)
         assert tone_present(a.recording_path, B_HZ, start_s=-1.5, end_s=-0.2)
         assert tone_present(b.recording_path, A_HZ, start_s=0.5)
+
+
+def test_a_parked_call_whose_parker_has_gone_goes_to_the_operator(pbx, tmp_path):
+    with phone(pbx, "1006", tmp_path, A_HZ) as a, phone(pbx, "1008", tmp_path, C_HZ) as operator:
+        assert a.register() == 200 and operator.register() == 200
+        operator.auto_answer(200, after_ms=300)
+        with phone(pbx, "1007", tmp_path, B_HZ) as b:
+            assert b.register() == 200
+            b.auto_answer(200)
+            a.call(pbx.uri("1007"))
+            a.wait_state("CONFIRMED", timeout=8)
+            time.sleep(0.5)
+            b.transfer(pbx.uri("700"))
+            b.wait_transfer(200, timeout=15)
+            assert b.unregister() == 200               # the parker leaves for the day
+        back = operator.wait_incoming(timeout=30)      # 12 s parked, the parker unreachable: the operator
+        assert "1006" in back["from"]
+        operator.wait_state("CONFIRMED", timeout=8)
+        time.sleep(2.0)
+        a.hangup()
+        operator.wait_state("DISCONNECTED", timeout=8)
+        assert tone_present(a.recording_path, C_HZ, start_s=-1.5, end_s=-0.2)
