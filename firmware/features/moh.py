@@ -91,7 +91,7 @@ MOH_CLASSES = register_records(RecordKind(
 
 
 def default_class() -> MohClass:
-    return MohClass(DEFAULT, description="The box's own tune until you upload music")
+    return MohClass(DEFAULT, description="The box's own tune until you upload music.")
 
 
 def classes(table: Mapping[str, MohClass]) -> list[MohClass]:
