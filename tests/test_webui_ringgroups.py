@@ -23,6 +23,8 @@ def store(data):
     s = ConfigStore(data)
     for n, name in (("1001", "Ann"), ("1002", "Bob")):
         s.add_extension(n, name)
+    s.add_trunk("carrier", "sip.carrier.example", register=False)
+    s.add_outbound_route("mobiles", "_07X.", "carrier")
     return s
 
 
@@ -120,3 +122,9 @@ def test_the_admin_edits_any_extensions_follow_me(admin, store):
 
 def test_the_extension_page_links_to_its_follow_me(admin):
     assert 'href="/followme/1001"' in admin.get("/extensions/1001").text
+
+
+def test_follow_me_refuses_a_number_the_extension_cannot_dial(admin):
+    r = post(admin, "/followme/1002", {"enabled": "on", "destinations": "0033123456789 20", "mode": "sequential"})
+    assert r.status_code == 400
+    assert "cannot dial 0033123456789" in (form_error(r.text, "destinations") or "")

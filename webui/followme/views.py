@@ -42,6 +42,10 @@ def _form(number: str, back: str, action: str):
                 except ValueError as e:
                     errors.setdefault("destinations", str(e))
         if not errors:
+            problem = _unreachable(store, number, legs)
+            if problem:
+                errors["destinations"] = problem
+        if not errors:
             record = FollowMe(number, values["enabled"], tuple(legs), values["together"], values["confirm"],
                               values["announce"])
             try:
@@ -57,6 +61,27 @@ def _form(number: str, back: str, action: str):
             return redirect(back)
     return render_template("followme/form.html", ext=ext, values=values, errors=errors, action=action,
                            back=back), 400 if errors else 200
+
+
+def _unreachable(store, number: str, legs) -> str:
+    """Why an outside number of the list cannot be rung with the extension's own permissions ("")."""
+    from datetime import datetime, timezone
+
+    from firmware.dialplan.context import Context
+    from firmware.dialplan.outbound import dial_out
+    from firmware.dialplan.plan import Dial
+    from firmware.dialplan.views import Caller, RuntimeView, config_view
+    ctx = Context(Caller("extension", number), config_view(store), RuntimeView(), datetime.now(timezone.utc),
+                  dial_as=number)
+    for leg in legs:
+        if not leg.external:
+            continue
+        plan = dial_out(leg.number, ctx)
+        if not isinstance(plan, Dial):
+            return f"extension {number} cannot dial {leg.number} ({plan.reason}): add or allow an outbound route first"
+        if plan.emergency:
+            return f"Follow Me cannot ring the emergency number {leg.number}"
+    return ""
 
 
 @bp.get("")
