@@ -7,7 +7,7 @@ import pytest
 from firmware.config import ConfigStore, ValidationError
 from firmware.config.model import Extension
 from firmware.config.routing import OutboundRoute, Trunk
-from firmware.dialplan import Caller, ConfigView, Dial, Reject, Ring, route_call
+from firmware.dialplan import Caller, ConfigView, Dial, Ring, route_call
 from firmware.features.followme import FollowMe, FollowMeCall, FollowMeToggle, Leg, parse_leg, toggled
 
 NOW = datetime(2026, 11, 30, 10, 0)

@@ -18,7 +18,7 @@ from firmware.config.destination import EXTENSION_NUMBER_RE, destination_errors
 from firmware.config.errors import ValidationError, ValidationErrors
 from firmware.config.records import Collection, RecordKind, destination_refs, register_records
 from firmware.dialplan.context import Context
-from firmware.dialplan.plan import NOTHING_NEXT, Next, Plan, Reject
+from firmware.dialplan.plan import NOTHING_NEXT, Next, Plan
 from firmware.dialplan.router import NUMBER_HANDLERS
 
 TABLE = "parking_lots"

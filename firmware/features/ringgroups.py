@@ -24,7 +24,6 @@ service keeps that state), random takes its random.Random.
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass, field
 
 from firmware.config.destination import (DestinationKind, Destination, destination_errors, register_kind,
