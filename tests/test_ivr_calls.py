@@ -2,8 +2,8 @@
 (RFC 4733 DTMF) and the extension the menu chose rings.
 
 Menu 500 (configured before the PBX starts, in American English; tests/browser/test_ivr_browser.py
-builds one in the browser): 1 -> extension 1001, 9 -> the dial-by-name directory, direct dial on; one repeat; a wrong
-key twice -> extension 1003, silence twice -> extension 1004.
+builds one in the browser): 1 -> extension 1001, 9 -> the dial-by-name directory, 0 -> menu 501 (5 -> extension 1005),
+direct dial on; one repeat; a wrong key twice -> extension 1003, silence twice -> extension 1004.
 Extensions 1006 "Alice Smith" and 1007 "Alicia Jones" are found in the directory by A-L-I (254).
 """
 import re
@@ -28,10 +28,15 @@ def pbx(tmp_path_factory):
                       settings={"no_answer_timeout": 20, "busy_tone_seconds": 1})
     proc.store.update_extension("1006", name="Alice Smith")
     proc.store.update_extension("1007", name="Alicia Jones")
+    support = IvrMenu("501", "Support", prompt_text="Support menu.", options={"5": "extension:1005"})
+    proc.store.add_record("ivr_menus", support)
     proc.store.add_record("ivr_menus", IvrMenu(
-        "500", "Main", prompt_text="Main menu.", language="en-US", options={"1": "extension:1001", "9": "directory"},
+        "500", "Main", prompt_text="Main menu.", language="en-US",
+        options={"1": "extension:1001", "9": "directory", "0": "ivr:501"},
         direct_dial=True, timeout=2, retries=1, invalid_destination="extension:1003",
         timeout_destination="extension:1004"))
+    proc.store.replace_record("ivr_menus", IvrMenu(**{**support.__dict__,
+                                                     "options": {"5": "extension:1005", "*": "ivr:500"}}))
     proc.start()
     yield proc
     proc.stop()
@@ -107,6 +112,20 @@ def test_direct_dial_of_an_extension_number_rings_it(pbx, tmp_path):
         a.send_dtmf("1009")
         e.wait_incoming(timeout=10)
         talk_and_hang_up(a, e)
+
+
+def test_a_key_leading_to_another_menu_plays_that_menu_whose_key_rings_its_extension(pbx, tmp_path):
+    with phone(pbx, "1002", tmp_path, CALLER_HZ) as a, phone(pbx, "1005", tmp_path) as f:
+        assert f.register() == 200
+        dial_menu(pbx, a)
+        a.send_dtmf("0")
+        time.sleep(1.5)                            # "Support menu."
+        a.send_dtmf("5")
+        f.wait_incoming(timeout=10)
+        talk_and_hang_up(a, f)
+    log = pbx.log_path.read_text()
+    assert re.search(r"IVR 500 try 1: keys '0' -> goto ivr:501", log)
+    assert re.search(r"IVR 501 try 1: keys '5' -> goto extension:1005", log)
 
 
 def test_dial_by_name_connects_to_the_chosen_match(pbx, tmp_path):
