@@ -1,7 +1,7 @@
 """Day/night toggles end to end: a pjsua2 phone dials *33 (and *33N with its PIN), the state is
-stored where the front panel reads it, and a BLF watcher (a raw SIP UA SUBSCRIBEd to *33 with
-Event: dialog through the Kamailio edge) sees its lamp go on at night and off by day, also when
-another process (the panel, the web UI) changes the mode."""
+stored where the front panel reads it, and a BLF watcher SUBSCRIBEd to *33 with Event: dialog
+through the Kamailio edge (SIPp, and a raw SIP UA that reads every NOTIFY) sees its lamp go on at
+night and off by day, also when another process (the panel, the web UI) changes the mode."""
 
 import time
 
@@ -10,6 +10,7 @@ import pytest
 from firmware.config import ConfigStore
 from firmware.features.daynight import TABLE, CallFlowToggle
 from tests.phones.raw import RawPhone
+from tests.phones.sipp import Sipp
 from tests.test_calls import CALLER_HZ, phone, registered
 
 pytestmark = pytest.mark.e2e
@@ -83,3 +84,24 @@ def test_a_second_toggle_with_a_pin_is_dialled_as_star33n_and_lights_its_own_key
             assert w.next_notify(dialog, timeout=10, match=lambda b: LIT in b) is not None
     finally:
         w.close()
+
+
+def test_a_sipp_blf_subscriber_on_star33_sees_the_lamp_go_on_and_off_as_a_phone_dials_it(pbx, tmp_path):
+    store = ConfigStore(pbx.data)
+    assert store.settings().mode == "day"
+    blf = Sipp("uac_subscribe_dialog.xml", pbx.registrar, service="*33", users=[("1006", pbx.secrets["1006"])],
+               workdir=tmp_path, timeout=40).start()
+    try:
+        time.sleep(2.0)                                   # subscribed, the initial NOTIFY (off) taken
+        with phone(pbx, "1007", tmp_path, CALLER_HZ) as a:
+            registered(a)
+            dial(pbx, a, "*33")
+            assert store.settings().mode == "night"
+            time.sleep(1.0)
+            dial(pbx, a, "*33")
+            assert store.settings().mode == "day"
+        result = blf.wait(30)
+    finally:
+        blf.stop()
+    assert result.ok, result.log_tail()
+    assert result.requests.get("NOTIFY", 0) >= 3            # initial, lit, off
