@@ -68,3 +68,22 @@ def test_an_extension_in_no_class_holds_its_caller_on_the_default_class(pbx, tmp
     notes = sorted({hz for chord in _HOLD_CHORDS for hz in chord})
     assert max(tone_fraction(wav, hz, min_snr_db=6, **window) for hz in notes) > 0.15
     assert tone_fraction(wav, MUSIC_HZ, **window) < 0.1
+
+
+def test_during_an_attended_transfer_the_waiting_party_hears_the_transferrers_class(pbx, tmp_path):
+    with phone(pbx, "1002", tmp_path, CALLER_HZ) as a, phone(pbx, "1001", tmp_path, CALLEE_HZ) as b:
+        assert a.register() == 200 and b.register() == 200
+        b.auto_answer(200)
+        a.call(pbx.uri("1001"))
+        a.wait_state("CONFIRMED", timeout=10)
+        b.wait_state("CONFIRMED", timeout=10)
+        time.sleep(0.5)
+        b.send_dtmf("*2")               # 1001 starts an attended transfer: 1002 waits
+        time.sleep(3.0)
+        t = time.monotonic()
+        a.hangup()
+        a.wait_state("DISCONNECTED", timeout=10)
+        ago = time.monotonic() - t
+        window = dict(start_s=-(ago + 2.0), end_s=-(ago + 0.2))
+        assert tone_fraction(a.recording_path, MUSIC_HZ, **window) > 0.7
+        assert tone_fraction(a.recording_path, CALLEE_HZ, **window) < 0.1
