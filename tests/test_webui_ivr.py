@@ -176,3 +176,12 @@ def test_the_en_us_prompt_set_is_spoken_on_first_use_and_replaced_on_its_own(adm
     assert prompt_files.language_prompt(data, "ivr_invalid", "en-GB") != read_wav(us)
     assert "1 replaced in en-US" in admin.get("/prompts?lang=en-US").text
     assert "0 replaced in en-GB" in admin.get("/prompts").text
+
+
+def test_a_menu_number_an_extension_or_ring_group_answers_to_is_refused(admin, store):
+    from firmware.features.ringgroups import Member, RingGroup
+    store.add_record("ring_groups", RingGroup("600", "Sales", members=(Member("extension:201"),)))
+    for number, what in (("201", "extension 201"), ("600", "ring group 600")):
+        r = post(admin, "/ivr/new", dict(FORM, number=number))
+        assert r.status_code == 400 and f"already {what}'s number" in form_error(r.text, "number")
+    assert store.records(TABLE) == []

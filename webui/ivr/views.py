@@ -125,6 +125,19 @@ def _store_upload(number: str) -> tuple[bool, str | None]:
     return True, None
 
 
+def _number_taken(number: str) -> str:
+    """What else answers to `number` when dialled from an extension ("" if nothing)."""
+    store = config_store()
+    if store.get_extension(number) is not None:
+        return f"extension {number}"
+    from firmware.config.records import RECORD_KINDS
+    for table in ("ring_groups", "queues", "conference_rooms", "paging_groups"):
+        kind = RECORD_KINDS.get(table)
+        if kind is not None and store.record(table, number) is not None:
+            return f"{kind.collection.noun} {number}"
+    return ""
+
+
 def _save(values: dict, errors: dict, existing: IvrMenu | None):
     """Validate, take the upload, store the menu and speak its text; (menu, errors)."""
     if not errors:
@@ -132,6 +145,11 @@ def _save(values: dict, errors: dict, existing: IvrMenu | None):
             _record(values).validate()
         except ValidationError as e:
             errors = {**validation_errors(e), **errors}
+    if existing is None and not errors:
+        taken = _number_taken(values["number"])
+        if taken:
+            errors["number"] = f"{values['number']} is already {taken}'s number: a caller dialling it would reach " \
+                               "that, not the menu; pick another"
     if errors:
         return None, errors
     uploaded, problem = _store_upload(values["number"])
