@@ -72,8 +72,8 @@ class BlockedCaller:
         if self.action == "voicemail":
             errors += destination_errors("destination", self.destination)
         elif self.destination:
-            errors.append(ValidationError("destination", f"only the 'voicemail' action sends calls somewhere; "
-                                                         f"clear it or choose that action"))
+            errors.append(ValidationError("destination", "only the 'voicemail' action sends calls somewhere; "
+                                                         "clear it or choose that action"))
         if not isinstance(self.note, str) or len(self.note) > 60 or not self.note.isprintable():
             errors.append(ValidationError("note", "must be plain text of at most 60 characters"))
         if errors:

@@ -13,7 +13,6 @@ registry (tests/test_feature_codes.py checks that every registered code is in it
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 

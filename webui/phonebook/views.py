@@ -24,7 +24,7 @@ from flask import (Blueprint, Response, current_app, flash, g, jsonify, redirect
                    url_for)
 
 from firmware.config import ValidationError
-from firmware.features.phonebook import (CSV_COLUMNS, MAX_IMPORT_BYTES, TABLE, VENDORS, Contact, company, export_csv,
+from firmware.features.phonebook import (MAX_IMPORT_BYTES, TABLE, VENDORS, Contact, company, export_csv,
                                          export_vcards, import_csv, import_vcards, new_id, personal,
                                          phonebook_entries, render)
 from webui.auth import guard
