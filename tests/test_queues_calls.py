@@ -82,7 +82,7 @@ def wait_log(pbx, match, timeout=20.0, since=0.0):
 def callers(pbx, number, queue, tmp_path, calls, *, hold_ms, at_once=1):
     """SIPp places `calls` calls from `number` to `queue`, `at_once` at a time; each hangs up
     `hold_ms` after the queue answered it."""
-    return Sipp("uac_load.xml", pbx.registrar, service=queue, users=[(number, pbx.secrets[number])], calls=calls,
+    return Sipp("uac_queue.xml", pbx.registrar, service=queue, users=[(number, pbx.secrets[number])], calls=calls,
                 rate=10, duration_ms=hold_ms, workdir=tmp_path, timeout=60,
                 extra_args=("-l", str(at_once))).start()
 
@@ -178,7 +178,10 @@ def test_a_waiting_caller_hears_its_position_and_music_and_leaves_with_1(pbx, tm
         a.call(pbx.uri("520"))
         a.wait_state("CONFIRMED", timeout=10)
         t0 = time.monotonic()
-        time.sleep(9.0)
+        time.sleep(3.0)
+        waiting = next(q for q in pbx.status()["queues"] if q["number"] == "520")
+        assert waiting["waiting"] == 1 and waiting["callers"][0]["number"] == "1008"
+        time.sleep(6.0)
         a.send_dtmf("1")
         target.wait_incoming(timeout=10)
         target.wait_state("CONFIRMED", timeout=10)

@@ -41,6 +41,7 @@ FEATURE_PAGES: list[tuple[str, str, str]] = [
     ("prompts", "prompts.index", "System prompts"),
     ("charging", "charging.index", "Call charging"),
     ("reports", "reports.index", "Reports"),
+    ("queues", "queues.index", "Queues"),
     ("phone", "phone.index", "Browser phone"),
 ]
 

@@ -467,7 +467,6 @@ async def run(svc, caller: Channel, step: QueueCall):
         session.fail(Disposition.BUSY, f"queue {q.number} is full")
         caller.reject(486, "Busy Here (queue full)")
         return None
-    caller.ring()
     caller.answer()
     session.state = "queued"
     caller.log("queue", queue=q.number)
