@@ -150,7 +150,10 @@ def test_star_95_records_the_menu_prompt_by_phone(pbx, tmp_path):
         assert a.register() == 200
         a.call(pbx.uri("*95500"))
         a.wait_state("CONFIRMED", timeout=10)
-        time.sleep(6.5)                             # "record the menu prompt after the tone" + beep
+        deadline = time.monotonic() + 20                # "record the menu prompt after the tone", beep
+        while "records the prompt of IVR menu 500" not in pbx.log_path.read_text():
+            assert time.monotonic() < deadline, "the PBX never started recording the prompt"
+            time.sleep(0.1)
         time.sleep(2.0)                             # the phone's 700 Hz tone is the new prompt
         a.send_dtmf("#")
         a.wait_state("DISCONNECTED", timeout=15)

@@ -172,6 +172,7 @@ async def run_record(svc, caller: Channel, step: RecordIvrPrompt):
     fd, tmp = tempfile.mkstemp(prefix=".recording-", suffix=".wav", dir=folder)
     os.close(fd)
     try:
+        log.info("call %d: %s records the prompt of IVR menu %s (# ends it)", session.n, step.extension, step.menu)
         await caller.record(tmp, max_s=RECORD_MAX_S, stop_on_digits="#")
         loop = asyncio.get_running_loop()
         seconds = await loop.run_in_executor(None, _save_recording, svc.store, data_dir, step.menu, tmp)
