@@ -5,7 +5,6 @@ Each phone sends its own sine; what a phone heard is judged by the spectrum of i
 window when everybody was in the room: the others' frequencies stand far above the noise floor,
 its own is not there.
 """
-import re
 import time
 
 import numpy as np
@@ -43,14 +42,16 @@ def levels_db(wav, freqs, start_s, end_s):
 
 
 def joined(pbx, room, count, timeout=25.0):
-    """Wait for the PBX to log that `count` people are in the room."""
-    pattern = re.compile(rf"conference {room}: \S+ joined as \w+ \({count} in the room\)")
+    """Wait until the PBX's status shows `count` people in the room; returns them."""
     deadline = time.monotonic() + timeout
+    members = []
     while time.monotonic() < deadline:
-        if pattern.search(pbx.log_path.read_text(errors="replace")):
-            return
+        rooms = {r["number"]: r["members"] for r in pbx.status().get("conference", [])}
+        members = rooms.get(room, [])
+        if len(members) == count:
+            return members
         time.sleep(0.2)
-    raise AssertionError(f"{count} never joined room {room}:\n{pbx.log_tail(30)}")
+    raise AssertionError(f"{count} never in room {room} (last seen {members}):\n{pbx.log_tail(30)}")
 
 
 def phone(pbx, number, tmp_path, hz):
@@ -67,7 +68,8 @@ def test_three_phones_in_one_room_each_hear_the_other_two_and_not_themselves(pbx
         for count, p in enumerate(phones, 1):
             p.call(pbx.uri("800"))
             p.wait_state("CONFIRMED", timeout=10)
-            joined(pbx, "800", count)
+            members = joined(pbx, "800", count)
+        assert sorted(m["number"] for m in members) == sorted(tones) and not any(m["muted"] for m in members)
         time.sleep(3.5)
         t_all = time.monotonic()
         for p in phones:
@@ -109,7 +111,9 @@ def test_pin_listener_mute_and_a_full_room(pbx, tmp_path):
         c.send_dtmf("9999#")
         time.sleep(3.0)
         c.send_dtmf("1234#")
-        joined(pbx, "801", 3)
+        members = {m["number"]: m for m in joined(pbx, "801", 3)}
+        assert members["1104"]["role"] == "listener" and members["1104"]["muted"]
+        assert members["1103"]["role"] == members["1105"]["role"] == "talker"
         d.call(pbx.uri("801"))
         d.wait_state("DISCONNECTED", timeout=20)   # answered, told the room is full, hung up
         assert any(e["state"] == "CONFIRMED" for e in d.events())

@@ -27,6 +27,7 @@ from firmware.dsp.tones import hold_music
 from firmware.features import moh as model
 from services.media import moh as files
 
+from . import hooks
 from .media import FRAME, Player, SharedFrame
 
 if TYPE_CHECKING:
@@ -189,3 +190,10 @@ def service(svc) -> MohService:
         except AttributeError:
             pass
     return found
+
+
+def _status(svc) -> dict:
+    return service(svc).status()
+
+
+hooks.ON_STATUS["moh"] = _status   # listeners per class, in `pbx status --json`

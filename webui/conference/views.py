@@ -8,7 +8,7 @@ from flask import Blueprint, current_app, flash, g, redirect, render_template, r
 from firmware.config import ValidationError
 from firmware.features import conference as model
 from webui.auth import guard
-from webui.pbx import config_store, validation_errors
+from webui.pbx import config_store, pbx_status, validation_errors
 
 bp = Blueprint("conference", __name__, template_folder="templates", url_prefix="/conference")
 
@@ -19,7 +19,10 @@ def _audit(event: str, detail: str) -> None:
 
 @bp.get("")
 def index():
-    return render_template("conference/index.html", rooms=config_store().records(model.TABLE))
+    status = pbx_status()
+    live = {r.get("number"): r.get("members", []) for r in status.get("conference") or []}
+    return render_template("conference/index.html", rooms=config_store().records(model.TABLE), live=live,
+                           running=status.get("running"))
 
 
 def _int(name: str, default: int):

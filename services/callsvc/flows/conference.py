@@ -20,6 +20,7 @@ import numpy as np
 
 from firmware.features import conference as model
 
+from .. import hooks
 from ..bridge import Bridge
 from ..channel import Channel
 from ..media import Player
@@ -206,3 +207,10 @@ async def run_conference(svc, caller: Channel, step: model.Conference):
             del rooms(svc)[room.number]
             live.bridge.dissolve()
     return None
+
+
+def _status(svc) -> list[dict]:
+    return [room.status() for room in rooms(svc).values()]
+
+
+hooks.ON_STATUS["conference"] = _status   # `pbx status --json` and the Conference page
