@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import time
 import weakref
+from dataclasses import replace
 
 from firmware.cdr import whole_seconds
 from firmware.dialplan import RuntimeView
 from firmware.features.charging import LIMITS
 from firmware.rating import rate_call
-from firmware.rating.limits import SITE, payer
+from firmware.rating.limits import SITE, Spent, payer
 from services import charging
 
 log = logging.getLogger(__name__)
@@ -49,15 +50,48 @@ def _state(svc) -> _State:
 
 
 def runtime(svc) -> RuntimeView:
-    """The live state for a routing decision, with what spend limits need (RuntimeView.spend)."""
+    """The live state for a routing decision, with what spend limits need (RuntimeView.spend).
+
+    The spend so far includes what the calls in progress have cost until now: ten hijacked calls
+    started at once must not each find the limit untouched."""
     try:
         state = _state(svc)
         check = charging.spend_check(svc.store, state.ledger, state.current_sheets(svc), time.time())
+        if check is not None and check.limits:
+            check = replace(check, spent=_with_live_calls(svc, state, dict(check.spent)))
     except Exception:
         # charging must never stop calls: without it the call goes out unchecked, and the log says so
         log.exception("call charging: spend check unavailable")
         check = None
     return RuntimeView(spend=check)
+
+
+def _live(svc, session, sheets):
+    """(payer, charge so far) of a session's answered call out on a trunk, or None."""
+    leg = next((ch for ch in session.channels if ch.cel.get("kind") in ("trunk", "line") and not ch.inbound
+                and not ch.is_gone), None)
+    if leg is None:
+        return None
+    sheet = sheets.get(leg.cel.get("trunk", "")) or sheets.get("*")
+    billsec = whole_seconds(leg.answered_at, time.time()) if leg.answered_at is not None else 0
+    charge = rate_call(sheet, leg.cel.get("external", "") or leg.number, billsec, svc.now())
+    who = session.who
+    payer_ = leg.cel.get("forwarded_from") or (session.src if who is not None and who.kind == "extension" else "")
+    return leg, payer_, charge
+
+
+def _with_live_calls(svc, state: _State, spent: dict) -> dict:
+    sheets = state.current_sheets(svc)
+    for session in list(svc.calls.values()):
+        live = _live(svc, session, sheets)
+        if live is None or not live[2].cost:
+            continue
+        _, who, charge = live
+        for scope in dict.fromkeys((who, SITE)):
+            if scope:
+                was = spent.get(scope, Spent())
+                spent[scope] = Spent(was.day + charge.cost, was.month + charge.cost)
+    return spent
 
 
 def rate(svc, records: list) -> list:
@@ -113,18 +147,12 @@ def describe(svc, session) -> dict:
     far (what it would cost if it ended now), rate and destination type."""
     out = session.describe()
     try:
-        leg = next((ch for ch in session.channels if ch.cel.get("kind") in ("trunk", "line") and not ch.inbound
-                    and not ch.is_gone), None)
-        if leg is None:
+        live = _live(svc, session, _state(svc).current_sheets(svc))
+        if live is None:
             return out
-        out["trunk"], out["external"] = ch_trunk, number = leg.cel.get("trunk", ""), leg.cel.get("external", "")
-        sheets = _state(svc).current_sheets(svc)
-        sheet = sheets.get(ch_trunk) or sheets.get("*")
-        answered = leg.answered_at
-        billsec = whole_seconds(answered, time.time()) if answered is not None else 0
-        charge = rate_call(sheet, number or leg.number, billsec, svc.now())
-        out.update(cost=str(charge.cost), currency=charge.currency, rate=str(charge.rate),
-                   dest_type=charge.dest_type)
+        leg, _, charge = live
+        out.update(trunk=leg.cel.get("trunk", ""), external=leg.cel.get("external", ""), cost=str(charge.cost),
+                   currency=charge.currency, rate=str(charge.rate), dest_type=charge.dest_type)
     except Exception:
         log.exception("call charging: no running cost for call %s", out.get("call_id"))
     return out
