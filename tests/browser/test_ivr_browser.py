@@ -143,6 +143,7 @@ def test_system_prompts_page_lists_every_prompt_and_replaces_one(page, web, tmp_
     expect(page.locator("#p-not_found")).to_contain_text("The number you have dialled is not recognised")
     upload = tmp_path / "busy.wav"
     upload.write_bytes(wav_16k_stereo(1.5))
+    page.click("#replace-busy summary")
     page.set_input_files("#upload-busy", str(upload))
     page.locator("#p-busy button:has-text('Upload')").click()
     expect(page.locator(".flash.ok")).to_contain_text("Prompt busy (en-GB) replaced")
