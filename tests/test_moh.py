@@ -263,3 +263,35 @@ def test_classes_are_created_edited_and_deleted_but_default_stays(web):
     assert "Music on hold class sales deleted" in r.text
     assert ConfigStore(data).record(model.TABLE, "sales") is None
     assert client.get("/moh/nope").status_code == 404
+
+
+def test_a_caller_from_a_trunk_hears_the_class_of_the_inbound_route_it_came_in_on(tmp_path):
+    from firmware.config.routing import InboundRoute
+    from firmware.dialplan import Caller, ConfigView
+    from services.callsvc.moh import MohService
+
+    view = ConfigView.of(inbound_routes=[InboundRoute("441632960000", "extension:1001", match_national=True)],
+                         records={model.TABLE: [model.MohClass("lobby", routes=("441632960000",)),
+                                                model.MohClass("sales", extensions=("1001",))]})
+
+    class Session:
+        n, dst, who = 1, "01632960000", Caller("trunk", "carrier", number="07700900123")
+
+    class Ch:
+        number = "07700900123"
+
+        def __init__(self, session):
+            self.session = session
+
+    class Svc:
+        pass
+
+    svc = Svc()
+    svc.view = view
+    held, holder = Ch(Session()), Ch(Session())
+    held.session.caller = held
+    holder.number = "1001"
+    service = MohService(svc)
+    assert service.class_for(held, holder) == "lobby"      # the route's class, in its national form too
+    holder.session.caller = held                           # the extension's own leg: not the trunk caller
+    assert service.class_for(holder, holder) == "sales"

@@ -23,6 +23,7 @@ import logging
 import random
 from typing import TYPE_CHECKING
 
+from firmware.dialplan.inbound import match_inbound_route
 from firmware.dsp.tones import hold_music
 from firmware.features import moh as model
 from services.media import moh as files
@@ -129,7 +130,13 @@ class MohService:
         """The class `channel` hears: its call's inbound route's, else the holder's extension's."""
         session = channel.session
         who = getattr(session, "who", None)
-        route = session.dst if who is not None and who.kind == "trunk" and session.caller is channel else ""
+        route = ""
+        if who is not None and who.kind == "trunk" and session.caller is channel:
+            # the inbound route as configured (its DID may be written in another national form)
+            view = getattr(self.svc, "view", None)
+            matched = match_inbound_route(session.dst, view.inbound_routes, view.settings.country) \
+                if view is not None else None
+            route = matched.did if matched is not None else session.dst
         extension = holder.number if holder is not None else ""
         return model.class_for(self._table(), route=route, extension=extension)
 
