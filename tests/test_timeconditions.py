@@ -236,3 +236,15 @@ def test_store_checks_references_of_time_conditions_and_toggles(tmp_path):
         store.remove_record(TOGGLES, "2")
     assert "time condition" in str(e.value)
     assert store.record(TABLE, "1").hours == ("mon-fri 09:00-17:00",)
+
+
+def test_a_toggle_with_its_own_code_is_dialled_and_watched_by_that_code():
+    from firmware.features.daynight import code_of
+    me = Caller("extension", "1000", "1000", "Alice")
+    config = view(toggles=[CallFlowToggle("2", "Sales", "extension:1000", "extension:1001", code="*34", pin="4321")])
+    assert route_call("*34", me, config, at("2026-12-01T10:00")) == ToggleDayNight("2", "1000", needs_pin=True)
+    assert route_call("*332", me, config, at("2026-12-01T10:00")) == ToggleDayNight("2", "1000", needs_pin=True)
+    assert code_of("2", config) == "*34" and code_of("1", config) == "*33"
+    for code, message in (("*78", "is taken"), ("*335", "is taken"), ("34", "is not a feature code")):
+        with pytest.raises(ValidationError, match=message):
+            CallFlowToggle("2", "Sales", code=code).validate()

@@ -42,3 +42,10 @@ def test_a_second_toggle_with_destinations_and_a_pin(admin, data):
     assert store.record(TABLE, "2").state == "night" and store.settings().mode == "day"
     page = admin.get("/daynight").text
     assert "*332" in page and "(PIN)" in page and "4321" not in page
+    form = {"number": "2", "name": "Sales", "pin": "4321", "code": "*78", "day_destination_kind": "extension",
+            "day_destination_extension": "201", "night_destination_kind": "hangup"}
+    r = post(admin, "/daynight/edit", form)
+    assert r.status_code == 400 and "is taken" in form_error(r.text, "code")
+    post(admin, "/daynight/edit", dict(form, code="*34"))
+    assert store.record(TABLE, "2").code == "*34" and store.record(TABLE, "2").state == "night"
+    assert "<code>*34</code>" in admin.get("/daynight").text

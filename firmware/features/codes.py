@@ -81,10 +81,17 @@ def _apply(overrides: dict) -> dict[str, CodeDef]:
     return table
 
 
+# Codes that come from configuration rather than the registry (a day/night toggle's own code):
+# provider(config) -> {code: CodeDef}. They never replace a registry code.
+CONFIGURED_CODES: list = []
+
+
 def effective_codes(config) -> dict[str, CodeDef]:
     """The codes the router knows, by what is dialled, for a ConfigView."""
     overrides = config.table(TABLE)
-    return FEATURE_CODES if not overrides else _apply(overrides)
+    table = FEATURE_CODES if not overrides else _apply(overrides)
+    extra = {code: d for provider in CONFIGURED_CODES for code, d in provider(config).items() if code not in table}
+    return {**table, **extra} if extra else table
 
 
 def effective_code(config, default: str) -> str | None:

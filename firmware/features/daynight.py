@@ -28,6 +28,7 @@ STATES = ("day", "night")
 MAIN = "1"             # the toggle whose state is Settings.mode (front panel)
 _NUMBER_RE = re.compile(r"[1-9]")
 _PIN_RE = re.compile(r"[0-9]{4,8}")
+_OWN_CODE_RE = re.compile(r"\*[0-9]{1,5}")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class CallFlowToggle:
     night_destination: str = ""
     state: str = "day"               # toggle 1 keeps its state in Settings.mode instead
     pin: str = ""                    # 4-8 digits *33 asks for; "" = none
+    code: str = ""                   # its own code ("*34"), dialled and watched instead of *33N
 
     def __repr__(self) -> str:       # the PIN stays out of logs
         return f"CallFlowToggle(number={self.number!r}, name={self.name!r}, state={self.state!r})"
@@ -58,6 +60,14 @@ class CallFlowToggle:
             errors.append(ValidationError("state", f"{self.state!r} is not one of day, night"))
         if self.pin and not (isinstance(self.pin, str) and _PIN_RE.fullmatch(self.pin)):
             errors.append(ValidationError("pin", "must be 4-8 digits, or empty for no PIN"))
+        if self.code:
+            from firmware.dialplan.feature_codes import FEATURE_CODES
+            if not (isinstance(self.code, str) and _OWN_CODE_RE.fullmatch(self.code)):
+                errors.append(ValidationError("code", f"{self.code!r} is not a feature code: '*' then 1-5 digits, "
+                                                      "e.g. *34; or empty for *33N"))
+            elif self.code in FEATURE_CODES or self.code.startswith(CODE):
+                errors.append(ValidationError("code", f"{self.code} is taken (a feature code, or *33N of a toggle): "
+                                                      "choose another"))
         if errors:
             raise ValidationErrors(errors)
 
@@ -87,6 +97,9 @@ def code_of(number: str, config=None) -> str:
     base = CODE
     if config is not None:
         from .codes import effective_code
+        own = config.table(TABLE).get(str(number))
+        if own is not None and own.code:
+            return own.code
         base = effective_code(config, CODE) or CODE
     return base if str(number) == MAIN else f"{base}{number}"
 
@@ -130,6 +143,24 @@ register_code(CodeDef(CODE, "daynight", "Switch day/night mode (*33N: toggle N)"
                       number_optional=True, plan=_code_plan, group="Day/night"))
 
 
+def _own_codes(config) -> dict:
+    """Toggles with their own code: dialling it switches that toggle (firmware/features/codes.py)."""
+    out = {}
+    for toggle in config.table(TABLE).values():
+        if toggle.code:
+            out[toggle.code] = CodeDef(toggle.code, "daynight", f"Switch {toggle.name} (toggle {toggle.number})",
+                                       plan=lambda parsed, ctx, t=toggle: ToggleDayNight(
+                                           t.number, ctx.caller.id, needs_pin=bool(t.pin)),
+                                       group="Day/night")
+    return out
+
+
+def _register_own_codes() -> None:
+    from . import codes
+    if _own_codes not in codes.CONFIGURED_CODES:
+        codes.CONFIGURED_CODES.append(_own_codes)
+
+
 def _plan(dest, ctx):
     from firmware.config.destination import Destination
     from firmware.dialplan.context import MAX_FORWARD_HOPS
@@ -157,3 +188,4 @@ def _register_handler() -> None:
 
 
 _register_handler()
+_register_own_codes()

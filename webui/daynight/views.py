@@ -53,9 +53,9 @@ def switch(number: str):
 
 def _values(t: CallFlowToggle | None, number: str = "") -> dict:
     if t is None:
-        return {"number": number, "name": "Main office" if number == MAIN else "", "pin": "",
+        return {"number": number, "name": "Main office" if number == MAIN else "", "pin": "", "code": "",
                 "day_destination": "", "night_destination": ""}
-    return {"number": t.number, "name": t.name, "pin": t.pin, "day_destination": t.day_destination,
+    return {"number": t.number, "name": t.name, "pin": t.pin, "code": t.code, "day_destination": t.day_destination,
             "night_destination": t.night_destination}
 
 
@@ -74,7 +74,7 @@ def edit():
     existing = store.record(TABLE, number) if number else None
     if request.method == "GET":
         return _render(_values(existing, number), {}, existing)
-    values = {k: request.form.get(k, "").strip() for k in ("number", "name", "pin")}
+    values = {k: request.form.get(k, "").strip() for k in ("number", "name", "pin", "code")}
     errors = {}
     for name in DESTS:
         values[name], problem = destinations.form_value(name, request.form)
@@ -82,7 +82,7 @@ def edit():
             errors[name] = problem
     state = existing.state if existing is not None else "day"
     record = CallFlowToggle(values["number"], values["name"], values["day_destination"], values["night_destination"],
-                            state=state, pin=values["pin"])
+                            state=state, pin=values["pin"], code=values["code"])
     if not errors:
         try:
             (store.replace_record if existing is not None else store.add_record)(TABLE, record)
