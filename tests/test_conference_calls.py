@@ -12,7 +12,7 @@ import pytest
 
 from firmware.features import conference as model
 from tests.pbxproc import PbxProcess
-from tests.phones.audio import read_wav
+from tests.phones.audio import read_wav, tone_fraction
 from tests.phones.pj import PjPhone
 
 pytestmark = pytest.mark.e2e
@@ -82,6 +82,8 @@ def test_three_phones_in_one_room_each_hear_the_other_two_and_not_themselves(pbx
             others = [lv[hz] for hz in tones.values() if hz != own]
             assert min(others) > -6, (number, lv)            # both others, loud and clear
             assert lv[own] < -35, (number, lv)               # not itself (mix-minus)
+        # the first member heard the join tone (660 then 990 Hz) when each of the others came in
+        assert tone_fraction(phones[0].recording_path, 990) > 0, "no join tone heard"
     finally:
         for p in phones:
             p.stop()
@@ -136,6 +138,7 @@ def test_pin_listener_mute_and_a_full_room(pbx, tmp_path):
         assert lb[700] > -6 and lb[1500] > -6, lb             # the listener hears both talkers
         lc_before = levels_db(c.recording_path, (700, 1100), **before)
         assert lc_before[700] > -6 and lc_before[1100] < -35, lc_before
+        assert tone_fraction(a.recording_path, 990) == 0     # this room has no join/leave tones
         heard, rate = read_wav(c.recording_path)
         quiet = heard[int(after["start_s"] * rate):int(after["end_s"] * rate)]
         assert np.sqrt(np.mean(quiet ** 2)) < 30, "c still hears someone after a muted itself (b stays muted)"
