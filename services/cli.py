@@ -241,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     ml = msub.add_parser("list", parents=[common], help="messages: sent, retrying, failed and why")
     ml.add_argument("--json", action="store_true")
     ml.add_argument("--last", type=_whole(1, 1000), default=50, metavar="N")
+    from .ha.cli import add_parser as add_ha
+    add_ha(sub, common)
     return p
 
 
@@ -252,7 +254,7 @@ def main(argv=None) -> int:
     try:
         return {"run": cmd_run, "service": cmd_service, "ext": cmd_ext, "line": cmd_line,
                 "trunk": cmd_trunk, "status": cmd_status, "cdr": cmd_cdr, "mail": cmd_mail,
-                "rating": cmd_rating, "codes": cmd_codes}[args.cmd](args)
+                "rating": cmd_rating, "codes": cmd_codes, "ha": cmd_ha}[args.cmd](args)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
@@ -441,6 +443,11 @@ def cmd_trunk(args) -> int:
                    "" if r["expires"] is None else f"{r['expires']}s") for r in rows],
                  right={"code", "expires"}))
     return 0
+
+
+def cmd_ha(args) -> int:
+    from .ha.cli import cmd_ha as run
+    return run(args)
 
 
 def cmd_codes(args) -> int:

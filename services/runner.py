@@ -272,6 +272,7 @@ class Pbx:
         self._trunks_tended = 0.0
         self.mailer = None               # services.mailer.sender.MailSender, next to the call service
         self.pnp = None                  # the plug-and-play responder's transport (services/pnp.py)
+        self.ha = None                   # services.ha.keepalived.Keepalived when failover is on
         self._mailer_restarted = 0.0
 
     def _subscribers(self) -> dict[str, str]:
@@ -294,6 +295,7 @@ class Pbx:
         o = self.opts
         loop = asyncio.get_running_loop()
         cs_port = o.cs_port
+        self._prepare_ha()
         self._check_ports(EdgeConfig(data_dir=o.data, sip_addr=o.sip_addr, sip_port=o.sip_port,
                                      cs_addr="127.0.0.1", cs_port=cs_port or 5080))
         if "calls" in o.components:
@@ -313,6 +315,7 @@ class Pbx:
                                    cs_addr="127.0.0.1", cs_port=cs_port or 5080,
                                    domain=self.store.settings().sip_domain, trusted=o.trusted,
                                    flood_limit=o.flood_limit, children=o.edge_children,
+                                   node_addr=self.ha.ha.node_addr if self.ha is not None else "",
                                    **browserphone.edge_options(o, self.store.settings().sip_domain))
         if "edge" in o.components and o.browser_phone_port:
             try:
@@ -336,6 +339,8 @@ class Pbx:
             self._start_web()
         if self.calls is not None and o.pnp_port and not o.sip_addr.startswith("127."):
             await self._start_pnp()
+        if self.ha is not None:
+            await loop.run_in_executor(None, self.ha.start)
         if "lines" in o.components and self.store.line_ports():
             await self._start_lines(loop)
         parts = ", ".join(sorted(c for c in o.components if c != "lines" or self.lines is not None))
@@ -426,7 +431,8 @@ class Pbx:
                 "rtp_legs": st["rtp_legs"], **{k: st[k] for k in hooks.ON_STATUS if k in st}}
 
     async def _ping(self, _args) -> dict:
-        return {"pong": True}
+        # keepalived's health check (`pbx ha check`) asks this: the edge counts when it is ours
+        return {"pong": True, "edge": self.edge.running if self.edge is not None else None}
 
     def _given_up(self) -> str | None:
         for restarts in (self.edge_restarts, self.web_restarts, self.lines_restarts):
@@ -457,6 +463,10 @@ class Pbx:
             healthy = True
             if self.media_relay is not None:
                 await loop.run_in_executor(None, self.media_relay.check)
+            if self.ha is not None and not self.ha.alive() and not self.stopping.is_set():
+                log.error("ha: keepalived exited (%s): starting it again", self.ha.proc.returncode
+                          if self.ha.proc else "not started")
+                await loop.run_in_executor(None, self.ha.start)
             if self.edge is not None:
                 healthy = await self._check_edge(loop)
                 if healthy and time.monotonic() >= self._trunks_tended + 1.0:
@@ -496,6 +506,26 @@ class Pbx:
         self.edge = Edge(self.edge_cfg)
         await loop.run_in_executor(None, self.edge.start)
 
+    def _prepare_ha(self) -> None:
+        """With failover on (`pbx ha set`), every service listens on the virtual IP, which only the
+        active box holds: the kernel must let the standby bind it already (ip_nonlocal_bind), and
+        keepalived (started last, once the services answer) moves it between the boxes."""
+        from .ha import settings as ha_settings
+        from .ha.keepalived import Keepalived
+        ha = ha_settings.load(self.opts.data)
+        if not ha.enabled or "calls" not in self.opts.components:
+            return
+        ha.validate()
+        if self.opts.sip_addr != ha.vip_addr:
+            raise RunError(f"failover is on: the PBX must listen on the virtual IP {ha.vip_addr}, not "
+                           f"{self.opts.sip_addr}: pass --sip-addr {ha.vip_addr} (or `pbx ha set --off`)")
+        try:
+            Path("/proc/sys/net/ipv4/ip_nonlocal_bind").write_text("1\n")
+        except OSError as exc:
+            raise RunError(f"failover needs net.ipv4.ip_nonlocal_bind=1 and it cannot be set: {exc.strerror}: "
+                           "run as root or set it with sysctl") from None
+        self.ha = Keepalived(self.opts.data, ha)
+
     async def _start_pnp(self) -> None:
         """Answer desk phones' plug-and-play requests on the LAN (services/pnp.py). A box that
         cannot join the group (no multicast on its interface) still runs: phones are then given
@@ -516,6 +546,8 @@ class Pbx:
     async def stop(self) -> None:
         self.stopping.set()
         self.notifier.stopping()
+        if self.ha is not None:     # first: the peer takes the VIP while this box winds down
+            await asyncio.get_running_loop().run_in_executor(None, self.ha.stop)
         if self.pnp is not None:
             self.pnp.close()
         if self.control is not None:

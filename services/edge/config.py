@@ -61,6 +61,10 @@ class EdgeConfig:
     ws_key: str = ""
     ws_origins: tuple[str, ...] = ()
     rtpengine_port: int = 0
+    # Failover pair (services/ha): sip_addr is the virtual IP, which only the active box holds;
+    # node_addr is this box's own address, listened on too (after the VIP, so the VIP stays the
+    # socket requests are sent from), for the start-up probe and the peer's split-brain check.
+    node_addr: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -143,6 +147,8 @@ class EdgeConfig:
 
     @property
     def probe_addr(self) -> tuple[str, int]:
+        if self.node_addr:        # the VIP may be the peer's right now
+            return self.node_addr, self.sip_port
         host = "127.0.0.1" if self.sip_addr == "0.0.0.0" else self.sip_addr
         return host, self.sip_port
 
@@ -150,6 +156,10 @@ class EdgeConfig:
     def webrtc_info_path(self) -> Path:
         """Where the browser phone page learns the WebSocket port (written by Edge.start)."""
         return self.run_dir / "webrtc.json"
+
+    @property
+    def tls_cfg_path(self) -> Path:
+        return self.run_dir / "tls.cfg"
 
     def render(self) -> str:
         """The kamailio.cfg text for these settings."""
@@ -170,6 +180,8 @@ class EdgeConfig:
             "defines": "\n".join(defines),
             "sip_addr": self.sip_addr,
             "sip_port": self.sip_port,
+            "node_listen": (f"listen=udp:{self.node_addr}:{self.sip_port}\n"
+                            f"listen=tcp:{self.node_addr}:{self.sip_port}\n") if self.node_addr else "",
             "cs_addr": self.cs_addr,
             "cs_port": self.cs_port,
             "domain_alias": domain_alias,
@@ -199,8 +211,7 @@ class EdgeConfig:
             "ctl_socket": self.ctl_socket,
             "ws_port": self.ws_port,
             "ws_proto": "tls" if self.ws_tls else "tcp",
-            "ws_cert": self.ws_cert,
-            "ws_key": self.ws_key,
+            "tls_cfg": self.tls_cfg_path,
             "ws_origin_match": " || ".join(f'$hdr(Origin) == "{o}"' for o in self.ws_origins) or "0",
             "rtpengine_port": self.rtpengine_port,
         }

@@ -1,0 +1,139 @@
+"""High availability: two boxes on one LAN sharing a virtual address (VRRP), as pure decisions.
+
+Each box keeps its own HA settings (they differ per box: its own address, its role), in
+DATA/ha.json, not in the replicated configuration. Both run keepalived (VRRPv3, adverts every
+0.1 s, unicast to the peer); the box holding the virtual IP (VIP) is the active PBX: phones and
+trunks only ever talk to the VIP, and every service listens on it on both boxes (the standby's
+kernel allows binding an address it does not hold yet: net.ipv4.ip_nonlocal_bind=1).
+
+- The primary has the higher priority and takes the VIP back when it is healthy again;
+- a health check (`pbx ha check`: the edge answers SIP, the call service answers its control
+  socket) failing twice in a row drops a box to FAULT, so the peer takes over;
+- split brain when only the heartbeat path is cut: the backup takes the VIP only if the peer is
+  not reachable on the LAN either (the tie-breaker in `pbx ha check --tie-breaker`: the peer's
+  edge answering on its own LAN address means the peer is alive, so this box stays backup).
+  See docs/decisions/ for why.
+
+`keepalived_conf(cfg, ...)` renders keepalived's configuration; nothing here runs anything.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+import secrets
+from dataclasses import asdict, dataclass, fields
+
+from firmware.config.errors import ValidationError, ValidationErrors
+
+ROLES = ("primary", "backup")
+PRIORITY = {"primary": 150, "backup": 100}
+_IFNAME = re.compile(r"[A-Za-z0-9_.\-]{1,15}")
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(24)
+
+
+@dataclass(frozen=True)
+class HaSettings:
+    enabled: bool = False
+    role: str = "primary"
+    node_addr: str = ""          # this box's own address on the LAN (adverts come from it)
+    peer_addr: str = ""          # the other box's own address
+    vip: str = ""                # "192.0.2.10/24": the address phones and trunks use
+    interface: str = ""          # the LAN interface carrying the VIP
+    router_id: int = 51          # VRRP virtual router id: unique per LAN segment
+    advert_ms: int = 100
+    secret: str = ""             # shared by both boxes: authenticates replication between them
+
+    def validate(self) -> None:
+        errors = []
+        if self.role not in ROLES:
+            errors.append(ValidationError("role", f"{self.role!r}: use primary or backup"))
+        for name in ("node_addr", "peer_addr"):
+            try:
+                ipaddress.IPv4Address(getattr(self, name))
+            except ValueError:
+                errors.append(ValidationError(name, f"{getattr(self, name)!r} is not an IPv4 address"))
+        try:
+            vip = ipaddress.IPv4Interface(self.vip)
+            if "/" not in self.vip:
+                errors.append(ValidationError("vip", "give the prefix length too, e.g. 192.0.2.10/24"))
+            elif str(vip.ip) in (self.node_addr, self.peer_addr):
+                errors.append(ValidationError("vip", "the virtual address must differ from both boxes' own addresses"))
+        except ValueError:
+            errors.append(ValidationError("vip", f"{self.vip!r} is not an address with prefix, e.g. 192.0.2.10/24"))
+        if self.node_addr and self.node_addr == self.peer_addr:
+            errors.append(ValidationError("peer_addr", "the peer's address must differ from this box's"))
+        if not _IFNAME.fullmatch(self.interface or ""):
+            errors.append(ValidationError("interface", f"{self.interface!r} is not a network interface name (e.g. eth0)"))
+        if not isinstance(self.router_id, int) or not 1 <= self.router_id <= 255:
+            errors.append(ValidationError("router_id", "must be 1-255, the same on both boxes"))
+        if not isinstance(self.advert_ms, int) or not 10 <= self.advert_ms <= 1000 or self.advert_ms % 10:
+            errors.append(ValidationError("advert_ms", "must be 10-1000 ms in steps of 10 (VRRPv3 centiseconds)"))
+        if len(self.secret or "") < 16:
+            errors.append(ValidationError("secret", "must be at least 16 characters, the same on both boxes "
+                                                    "(leave it out on the first box to have one made)"))
+        if errors:
+            raise ValidationErrors(errors)
+
+    @property
+    def vip_addr(self) -> str:
+        return str(ipaddress.IPv4Interface(self.vip).ip)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: dict) -> "HaSettings":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in names})
+
+
+def keepalived_conf(ha: HaSettings, *, check_cmd: str, notify_cmd: str, run_dir: str) -> str:
+    """keepalived.conf for this box. Both boxes start as BACKUP and the higher priority wins the
+    election; a failing check puts a box in FAULT (it gives up the VIP at once)."""
+    ha.validate()
+    advert = f"{ha.advert_ms / 1000:.2f}".rstrip("0").rstrip(".")
+    return f"""# made by the Office PBX from DATA/ha.json ({ha.role}); changes here are overwritten
+global_defs {{
+    router_id pbx-{ha.role}
+    vrrp_version 3
+    script_user root
+    enable_script_security
+    vrrp_garp_master_delay 1
+    vrrp_garp_master_repeat 3
+    vrrp_garp_master_refresh 10
+    vrrp_no_swap
+}}
+
+vrrp_script pbx_healthy {{
+    script "{check_cmd}"
+    interval 1
+    timeout 3
+    fall 2
+    rise 2
+}}
+
+vrrp_instance PBX {{
+    state BACKUP
+    interface {ha.interface}
+    virtual_router_id {ha.router_id}
+    priority {PRIORITY[ha.role]}
+    advert_int {advert}
+    unicast_src_ip {ha.node_addr}
+    unicast_peer {{
+        {ha.peer_addr}
+    }}
+    virtual_ipaddress {{
+        {ha.vip} dev {ha.interface}
+    }}
+    track_interface {{
+        {ha.interface}
+    }}
+    track_script {{
+        pbx_healthy
+    }}
+    notify "{notify_cmd}"
+}}
+"""

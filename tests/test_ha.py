@@ -1,0 +1,126 @@
+"""Failover of a VRRP pair (issue 14, item 1): two real PBXes (`pbx run` with `pbx ha set`) in
+their own network namespaces on one switch, a phone host beside them. The primary holds the
+virtual IP; a power cut of the primary (every process killed, cable pulled) moves the VIP to the
+backup, which then registers phones and says so in `pbx ha status`.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from firmware.config import ConfigStore
+from firmware.config.errors import ValidationErrors
+from firmware.ha import HaSettings, keepalived_conf, new_secret
+from services.ha import settings as ha_settings
+from tests.hanet import OfficeLan
+from tests.phones.raw import RawPhone
+
+ROOT = Path(__file__).resolve().parents[1]
+PBX = str(ROOT / ".venv" / "bin" / "pbx")
+SECRET = "Ann-ha-1000-secret"
+
+
+def _ha(**kw) -> HaSettings:
+    base = dict(enabled=True, role="primary", node_addr="192.0.2.2", peer_addr="192.0.2.3",
+                vip="192.0.2.10/24", interface="eth0", secret="s" * 24)
+    return HaSettings(**{**base, **kw})
+
+
+def test_keepalived_gets_vrrp3_unicast_adverts_every_100_ms_with_the_health_check():
+    conf = keepalived_conf(_ha(), check_cmd="/x/pbx ha check", notify_cmd="/x/pbx ha notify", run_dir="/tmp")
+    assert "vrrp_version 3" in conf and "advert_int 0.1" in conf
+    assert "unicast_src_ip 192.0.2.2" in conf and "192.0.2.3" in conf.split("unicast_peer")[1]
+    assert "priority 150" in conf and "192.0.2.10/24 dev eth0" in conf
+    assert 'script "/x/pbx ha check"' in conf and "fall 2" in conf
+    backup = keepalived_conf(_ha(role="backup", node_addr="192.0.2.3", peer_addr="192.0.2.2"),
+                             check_cmd="c", notify_cmd="n", run_dir="/tmp")
+    assert "priority 100" in backup
+
+
+@pytest.mark.parametrize("change,field", [({"vip": "192.0.2.10"}, "vip"), ({"vip": "192.0.2.2/24"}, "vip"),
+                                          ({"peer_addr": "192.0.2.2"}, "peer_addr"), ({"interface": "eth 0"}, "interface"),
+                                          ({"advert_ms": 5}, "advert_ms"), ({"secret": "short"}, "secret"),
+                                          ({"role": "master"}, "role")])
+def test_bad_failover_settings_are_refused_naming_the_field(change, field):
+    with pytest.raises(ValidationErrors) as e:
+        _ha(**change).validate()
+    assert field in {err.field for err in e.value.errors}
+
+
+def test_pbx_ha_set_makes_a_shared_secret_and_refuses_a_bad_vip(tmp_path):
+    data = tmp_path / "data"
+    ok = subprocess.run([PBX, "ha", "set", "--data", str(data), "--role", "primary", "--node", "192.0.2.2",
+                         "--peer", "192.0.2.3", "--vip", "192.0.2.10/24", "--interface", "eth0"],
+                        capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0, ok.stderr
+    secret = ha_settings.load(data).secret
+    assert len(secret) >= 24 and secret in ok.stdout
+    bad = subprocess.run([PBX, "ha", "set", "--data", str(data), "--vip", "192.0.2.2/24"],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "--vip: the virtual address must differ" in bad.stderr
+    shown = subprocess.run([PBX, "ha", "show", "--data", str(data), "--json"], capture_output=True, text=True)
+    assert json.loads(shown.stdout)["vip"] == "192.0.2.10/24" and secret not in shown.stdout
+
+
+def _wait(what: str, check, timeout: float, every: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.mark.e2e
+def test_power_cut_of_the_primary_moves_the_vip_to_the_backup_which_then_serves_phones(tmp_path):
+    with OfficeLan() as lan:
+        secret = new_secret()
+        procs = {}
+        for box, role, peer in ((lan.box_a, "primary", lan.box_b), (lan.box_b, "backup", lan.box_a)):
+            data = tmp_path / box.name
+            store = ConfigStore(data)
+            store.add_extension("1000", "Ann", secret=SECRET)
+            ha_settings.save(data, HaSettings(True, role, box.addr, peer.addr, f"{lan.vip}/24", "eth0",
+                                              secret=secret))
+            log = open(tmp_path / f"{box.name}.log", "wb")
+            procs[box.name] = box.popen([PBX, "run", "--data", str(data), "--sip-addr", lan.vip,
+                                         "--sip-port", "5060", "--web-port", "8443", "--rtp-ports", "20000-20200"],
+                                        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        try:
+            _wait("the primary to hold the VIP", lambda: lan.vip in lan.box_a.addresses(), 60)
+            _wait("the backup to be BACKUP",
+                  lambda: ha_settings.state(tmp_path / "b").get("state") == "BACKUP", 30)
+            assert lan.vip not in lan.box_b.addresses()
+            phone = RawPhone("1000", SECRET, (lan.vip, 5060), sock=lan.phone.socket(), ip=lan.phone.addr)
+            assert phone.register() == 200
+
+            cut = lan.power_cut(lan.box_a)
+            moved = _wait("the backup to take the VIP", lambda: lan.vip in lan.box_b.addresses() and time.monotonic(),
+                          10, every=0.005)
+            took = moved - cut
+            (tmp_path / "takeover.txt").write_text(f"{took:.3f}\n")
+            print(f"VIP moved {took * 1000:.0f} ms after the power cut")
+            assert took < 2.0        # 0.3-0.4 s measured on a quiet machine (make ha-bench keeps the number)
+            # the backup serves: the phone registers again through the VIP
+            registered = _wait("the phone to register on the backup", lambda: phone.register(timeout=1.0) == 200, 10,
+                               every=0.1)
+            assert registered
+            status = subprocess.run([PBX, "ha", "status", "--data", str(tmp_path / "b"), "--json"],
+                                    capture_output=True, text=True, timeout=30)
+            doc = json.loads(status.stdout)
+            assert doc["state"] == "MASTER" and doc["takeovers"] >= 1 and doc["role"] == "backup"
+            phone.close()
+        finally:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.terminate()
+            for proc in procs.values():
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
