@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PBX := $(VENV)/bin/pbx
 APT_PACKAGES := kamailio kamailio-sqlite-modules kamailio-presence-modules kamailio-websocket-modules kamailio-tls-modules rtpengine-daemon \
-	sip-tester baresip-core sipsak sox ffmpeg espeak-ng sqlite3 iproute2 \
+	sip-tester baresip-core sipsak sox ffmpeg espeak-ng sqlite3 iproute2 keepalived \
 	python3-venv python3-dev gcc libasound2-dev systemd chromium fonts-dejavu-core linphone-cli
 DATA ?= var
 
