@@ -70,6 +70,7 @@ class MediaRelay:
                                              ng_port=edge_cfg.rtpengine_port,
                                              ports=tuple(opts.browser_phone_rtp_ports)))
         self._last_start = 0.0
+        self.certs = CertFollower(edge_cfg) if edge_cfg.ws_tls else None
 
     def start(self) -> "MediaRelay":
         self._last_start = time.monotonic()
@@ -77,7 +78,10 @@ class MediaRelay:
         return self
 
     def check(self) -> bool:
-        """Call from the supervision loop: restarts a dead relay (at most every 5 s); False while down."""
+        """Call from the supervision loop: restarts a dead relay (at most every 5 s); False while down.
+        Also gives the edge's wss a certificate the administrator changed (CertFollower)."""
+        if self.certs is not None:
+            self.certs.check()
         if self.rtp.running:
             return True
         if time.monotonic() - self._last_start < RESTART_AFTER_S:
@@ -92,3 +96,49 @@ class MediaRelay:
 
     def stop(self) -> None:
         self.rtp.stop()
+
+
+class CertFollower:
+    """The edge's wss serves the web UI's active certificate (DATA/tls/uploaded.* when present, else
+    box.*). When that changes (a certificate uploaded or removed on the HTTPS page, the generated one
+    renewed), tls.cfg is rewritten and the running edge reloads it (RPC tls.reload): no restart,
+    registered browsers stay connected."""
+
+    def __init__(self, edge_cfg, every: float = 5.0):
+        self.cfg, self.every = edge_cfg, every
+        self._checked = time.monotonic()
+        self.current = self._active()
+
+    def _active(self):
+        d = self.cfg.data_dir / "tls"
+        for crt, key in ((d / "uploaded.crt", d / "uploaded.key"), (d / "box.crt", d / "box.key")):
+            try:
+                return str(crt), str(key), crt.stat().st_mtime_ns, key.stat().st_mtime_ns
+            except OSError:
+                continue
+        return None
+
+    def check(self, force: bool = False) -> bool:
+        """True when a changed certificate was handed to the edge now."""
+        if not force and time.monotonic() - self._checked < self.every:
+            return False
+        self._checked = time.monotonic()
+        active = self._active()
+        try:        # an edge restarted since writes tls.cfg from its start-up settings again
+            named = f"certificate = {active[0]}\n" in self.cfg.tls_cfg_path.read_text() if active else True
+        except OSError:
+            named = False
+        if active is None or (active == self.current and named):
+            return False
+        from .edge.process import write_tls_cfg
+        from .edge.rpc import KamailioRpc
+        write_tls_cfg(self.cfg.tls_cfg_path, active[0], active[1])
+        try:
+            KamailioRpc(self.cfg.rpc_fifo, self.cfg.run_dir).call("tls.reload")
+        except Exception as exc:        # the edge is down or restarting: it reads tls.cfg when it starts
+            log.warning("browser phones: new certificate %s not reloaded into the edge (%s): it applies "
+                        "when the edge starts again", active[0], exc)
+        else:
+            log.info("browser phones: wss now serves %s", active[0])
+        self.current = active
+        return True

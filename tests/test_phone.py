@@ -185,6 +185,24 @@ def test_a_call_from_the_call_service_reaches_the_browser_over_wss_with_dtls_srt
         ws.close()
 
 
+def test_a_certificate_uploaded_on_the_https_page_is_served_on_wss_without_a_restart(wss_edge, tmp_path):
+    from services.browserphone import CertFollower
+    cfg = wss_edge.cfg
+    follower = CertFollower(cfg)
+    assert not follower.check(force=True)                     # nothing changed yet
+    other_crt, other_key = certs.ensure_generated(tmp_path / "other", ["pbx.example"], ["127.0.0.1"])
+    certs.install(cfg.data_dir, other_crt.read_bytes(), other_key.read_bytes())
+    pid = wss_edge.pid
+    assert follower.check(force=True)
+    ws = Ws("127.0.0.1", cfg.ws_port, ORIGIN)
+    try:
+        served = ssl.DER_cert_to_PEM_cert(ws.sock.getpeercert(binary_form=True))
+        assert served.split() == other_crt.read_text().split(), "wss still serves the old certificate"
+        assert ws.accepted and wss_edge.pid == pid
+    finally:
+        ws.close()
+
+
 def test_websocket_only_from_the_web_uis_origin_and_only_on_its_port(wss_edge):
     cfg = wss_edge.cfg
     for origin in ("https://evil.example", "https://pbx.example:8444", "null"):

@@ -391,9 +391,21 @@ def _write_webrtc_info(cfg: EdgeConfig) -> None:
     if not cfg.ws_port:
         path.unlink(missing_ok=True)
         return
+    if cfg.ws_tls:
+        write_tls_cfg(cfg.tls_cfg_path, cfg.ws_cert, cfg.ws_key)
     import json
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"port": cfg.ws_port, "tls": cfg.ws_tls}))
+    tmp.replace(path)
+
+
+def write_tls_cfg(path, cert: str, key: str) -> None:
+    """Kamailio's TLS settings for the wss listener: this certificate and key, TLS 1.2 or later, no
+    client certificates (browsers send none)."""
+    text = (f"[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n"
+            f"certificate = {cert}\nprivate_key = {key}\n")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
     tmp.replace(path)
 
 

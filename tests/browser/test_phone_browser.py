@@ -27,6 +27,7 @@ from webui.auth.accounts import AccountStore
 
 BROWSER_HZ = 1000
 DESK_HZ = 700
+TARGET_HZ = 1500
 
 
 def write_tone(path: Path, hz: int, seconds: float = 30.0, rate: int = 48000) -> Path:
@@ -44,7 +45,7 @@ def write_tone(path: Path, hz: int, seconds: float = 30.0, rate: int = 48000) ->
 def pbx(tmp_path_factory):
     data = tmp_path_factory.mktemp("phone") / "data"
     lo, hi = free_rtp_range(100)
-    proc = PbxProcess(data, extensions=("201", "202"), web=True,
+    proc = PbxProcess(data, extensions=("201", "202", "203"), web=True,
                       args=["--browser-phone-port", str(free_port(both=False, kind=__import__("socket").SOCK_STREAM)),
                             "--browser-phone-rtp-ports", f"{lo}-{hi}", "--no-lines"])
     accounts = AccountStore(data)
@@ -83,8 +84,8 @@ def page(browser):
     context.close()
 
 
-def desk_phone(pbx, tmp_path) -> PjPhone:
-    p = PjPhone(user="202", secret=pbx.secrets["202"], registrar=pbx.registrar, tone_hz=DESK_HZ,
+def desk_phone(pbx, tmp_path, number="202", hz=DESK_HZ) -> PjPhone:
+    p = PjPhone(user=number, secret=pbx.secrets[number], registrar=pbx.registrar, tone_hz=hz,
                 record_dir=tmp_path).start()
     assert p.register() == 200
     return p
@@ -167,3 +168,30 @@ def test_a_desk_phone_calls_the_browser_which_rings_and_answers(page, pbx, tmp_p
         shot(page, "142-browser-phone-history")
     finally:
         desk.stop()
+
+
+def test_the_browser_blind_transfers_its_caller_to_another_desk_phone(page, pbx, tmp_path):
+    caller = desk_phone(pbx, tmp_path)
+    target = desk_phone(pbx, tmp_path, "203", TARGET_HZ)
+    try:
+        target.auto_answer(200, after_ms=300)
+        open_phone(page, pbx)
+        caller.call(pbx.uri("201"))
+        page.click("#answer-btn")
+        expect(page.locator("#call-state")).to_have_text("connected")
+        caller.wait_state("CONFIRMED", timeout=10)
+        page.fill("#transfer-to", "203")
+        shot(page, "143-browser-phone-transfer")
+        page.click("#transfer-btn")
+        target.wait_incoming(timeout=10)
+        target.wait_state("CONFIRMED", timeout=10)
+        expect(page.locator("#call-panel")).to_be_hidden()      # the PBX ended the browser's leg
+        time.sleep(2)
+        caller.hangup()
+        target.wait_state("DISCONNECTED", timeout=10)
+        assert tone_present(caller.recording_path, TARGET_HZ, start_s=-1.5, end_s=-0.3), "caller not joined to 203"
+        assert tone_present(target.recording_path, DESK_HZ, start_s=-1.5, end_s=-0.3), "203 does not hear the caller"
+        expect(page.locator("#history tbody tr").first).to_contain_text("answered")
+    finally:
+        target.stop()
+        caller.stop()
