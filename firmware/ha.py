@@ -117,6 +117,7 @@ vrrp_script pbx_healthy {{
 
 vrrp_instance PBX {{
     state BACKUP
+    preempt_delay 3
     interface {ha.interface}
     virtual_router_id {ha.router_id}
     priority {PRIORITY[ha.role]}

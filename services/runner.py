@@ -273,6 +273,7 @@ class Pbx:
         self.mailer = None               # services.mailer.sender.MailSender, next to the call service
         self.pnp = None                  # the plug-and-play responder's transport (services/pnp.py)
         self.ha = None                   # services.ha.keepalived.Keepalived when failover is on
+        self.replicator = None           # services.ha.replication.Replicator when failover is on
         self._mailer_restarted = 0.0
 
     def _subscribers(self) -> dict[str, str]:
@@ -341,6 +342,11 @@ class Pbx:
             await self._start_pnp()
         if self.ha is not None:
             await loop.run_in_executor(None, self.ha.start)
+            from .ha import settings as ha_settings
+            from .ha.replication import Replicator
+            self.replicator = Replicator(self.store, o.data, self.ha.ha,
+                                         lambda: ha_settings.state(o.data).get("state"))
+            await self.replicator.start()
         if "lines" in o.components and self.store.line_ports():
             await self._start_lines(loop)
         parts = ", ".join(sorted(c for c in o.components if c != "lines" or self.lines is not None))
@@ -548,6 +554,8 @@ class Pbx:
         self.notifier.stopping()
         if self.ha is not None:     # first: the peer takes the VIP while this box winds down
             await asyncio.get_running_loop().run_in_executor(None, self.ha.stop)
+        if self.replicator is not None:
+            await self.replicator.stop()
         if self.pnp is not None:
             self.pnp.close()
         if self.control is not None:

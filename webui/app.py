@@ -72,7 +72,8 @@ def create_app(data_dir: str | Path, config: dict | None = None) -> Flask:
             site = config_store().settings().site_name
         except Exception:  # a broken config file must not take the login page down with it
             site = "Office PBX"
-        return {"site_name": site, "main_pages": nav.MAIN_PAGES, "feature_pages": nav.FEATURE_PAGES}
+        return {"site_name": site, "main_pages": nav.MAIN_PAGES, "feature_pages": nav.FEATURE_PAGES,
+                "standby_note": guard._standby_says()}
 
     @app.template_filter("destination")
     def _destination(value, names=None):

@@ -137,7 +137,28 @@ def before_request():
                 return refuse(401, "log in first")
             if access == "admin" and not g.user.is_admin:
                 return refuse(403, "this page is for administrators")
+    standby = _standby_says()
+    if standby and request.method in UNSAFE_METHODS and endpoint not in ("auth.login_post", "auth.logout"):
+        return refuse(503, standby)
     return _check_csrf()
+
+
+def _standby_says() -> str:
+    """On the standby box of a failover pair, what to tell someone who tries to change anything:
+    the active box's configuration is replicated here and would overwrite it (services/ha)."""
+    from pathlib import Path
+    import json
+    ha_dir = Path(current_app.config["DATA_DIR"]) / "ha"
+    try:
+        state = json.loads((ha_dir / "state.json").read_text()).get("state")
+        settings = json.loads((ha_dir / "settings.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    if not settings.get("enabled") or state == "MASTER":
+        return ""
+    vip = str(settings.get("vip", "")).split("/")[0]
+    return (f"this box is the standby of a failover pair ({state}): it takes the active box's configuration; "
+            f"make changes on the active box at https://{vip}/")
 
 
 def _check_csrf():
