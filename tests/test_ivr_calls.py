@@ -163,3 +163,21 @@ def test_star_95_records_the_menu_prompt_by_phone(pbx, tmp_path):
     assert tone_present(path, CALLER_HZ)
     from firmware.config import ConfigStore
     assert ConfigStore(pbx.data).record("ivr_menus", "500").prompt_kind == "recorded"
+
+
+def test_a_replaced_system_prompt_is_what_callers_hear(pbx, tmp_path):
+    import numpy as np
+    from services.media.prompt_files import custom_path
+    from services.media.wavfile import write_wav
+    custom = custom_path(pbx.data, "not_found")
+    custom.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(3 * 8000) / 8000
+    write_wav(custom, (np.sin(2 * np.pi * 1500 * t) * 8000).astype("<i2").tobytes())
+    try:
+        with phone(pbx, "1003", tmp_path, CALLER_HZ) as a:
+            assert a.register() == 200
+            a.call(pbx.uri("4999"))                  # no such number: the not_found announcement
+            a.wait_state("DISCONNECTED", timeout=15)
+            assert tone_present(a.recording_path, 1500, start_s=0.5, end_s=2.5)
+    finally:
+        custom.unlink()
