@@ -200,13 +200,23 @@ _LINK_SALT = "voicemail-link"
 
 
 def _secret_key(data_dir) -> bytes:
-    """The web UI's signing key (webui/app.py makes it on its first start)."""
+    """The web UI's signing key, DATA/webui/secret-key: made here the way webui/app.py makes it
+    (32 random bytes, 0600, created once) when the call service signs a link before the web UI
+    first started, so the link still works once it has."""
     path = Path(data_dir) / "webui" / "secret-key"
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise ValueError(f"no web UI signing key ({path}): start the web UI once, or use e-mail mode "
-                         "'attach'") from None
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:            # the web UI made it meanwhile
+        return path.read_bytes()
+    key = os.urandom(32)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key
 
 
 def sign_link(data_dir, mailbox: str, msg_id: int) -> str:

@@ -5,11 +5,13 @@ message (its tone decoded at the phone), deletes it, and the lamp goes off. The 
 message reaches a real SMTP server (aiosmtpd) with the WAV attached, after retrying while the
 server was down; the mailbox page shows "retrying", then "sent"."""
 
+import re
 import threading
 import time
 
 import pytest
 
+from firmware.cdr import Disposition
 from firmware.config import ConfigStore
 from firmware.features import voicemail as vm
 from tests.pbxproc import PbxProcess
@@ -18,7 +20,7 @@ from tests.phones.raw import RawPhone
 from tests.test_calls import CALLER_HZ, phone, registered
 from services.mailer import outbox
 from services.voicemail import VoicemailStore
-from tests.browser.webui_env import admin_client, make_app
+from tests.browser.webui_env import ADMIN_PASSWORD, login, make_app
 from tests.mailer_smtp import SmtpServer
 
 pytestmark = pytest.mark.e2e
@@ -85,6 +87,18 @@ class Lamp:
         self.phone.close()
 
 
+def web_client(pbx, log_in=True):
+    """The web UI (in this process) on the PBX's data directory, past its first-boot setup."""
+    app = make_app(pbx.data)
+    accounts = app.extensions["pbx.accounts"]
+    if not accounts.has_admin():
+        accounts.create("admin", ADMIN_PASSWORD, "admin")
+    client = app.test_client()
+    if log_in:
+        login(client, "admin", ADMIN_PASSWORD)
+    return client
+
+
 def log_lines(pbx, text):
     return [line for line in pbx.log_path.read_text(errors="replace").splitlines() if text in line]
 
@@ -118,6 +132,8 @@ def test_a_message_lights_the_lamp_is_heard_with_star97_and_deleted(vpbx, tmp_pa
         store = VoicemailStore(vpbx.data)
         [msg] = store.messages("2001")
         assert msg.caller_number == "2000" and msg.status == "new"
+        rec = vpbx.wait_cdr(lambda r: r.src == "2000" and r.dst == "2001")
+        assert rec.disposition is Disposition.ANSWERED and 4 <= rec.billsec
         assert 4.0 <= msg.duration <= 8.0, msg.duration
         assert tone_fraction(store.file_of(msg), CALLER_HZ) > 0.8
         assert "Voice-Message: 1/0" in lamp.wait("Messages-Waiting: yes")
@@ -171,7 +187,7 @@ def test_a_message_is_emailed_with_its_wav_after_the_smtp_server_comes_back(vpbx
         [msg] = store.messages("2003")
         assert msg.email_id
         wait_for(lambda: outbox.status(vpbx.data, msg.email_id)["state"] == "retrying", 30, "a retrying e-mail")
-        web = admin_client(make_app(vpbx.data), vpbx.data)
+        web = web_client(vpbx)
         page = web.get("/voicemail/2003").text
         assert "retrying" in page
     finally:
@@ -249,3 +265,31 @@ def test_a_full_mailbox_says_so_and_star98_opens_it_and_calls_the_caller_back(vp
         assert tone_fraction(c.recording_path, CALLER_HZ) > 0.3    # the owner talks to the caller
     assert log_lines(vpbx, "mailbox 2005 opened by 2000")
     assert log_lines(vpbx, "calling back 2002 from mailbox 2005")
+
+
+def test_a_link_in_the_email_plays_the_message_without_a_login(vpbx, smtp, tmp_path):
+    ConfigStore(vpbx.data).update_record(vm.TABLE, "2003", email="anna@office.example", email_mode="link")
+    before = len(smtp.inbox.messages)
+    leave_message(vpbx, tmp_path, "2002", "2003", seconds=2.0, skip_greeting=True)
+    smtp.inbox.wait(before + 1)
+    mail = smtp.inbox.parsed(-1)
+    assert not list(mail.iter_attachments())
+    link = re.search(r"(/voicemail/listen/\S+)", mail.get_body().get_content()).group(1)
+    r = web_client(vpbx, log_in=False).get(link)         # nobody logged in
+    newest = VoicemailStore(vpbx.data).messages("2003")[0]
+    assert r.status_code == 200 and r.data == VoicemailStore(vpbx.data).file_of(newest).read_bytes()
+
+
+def test_an_extension_on_dnd_sends_callers_to_its_busy_greeting(vpbx, tmp_path):
+    ConfigStore(vpbx.data).update_extension("2002", dnd=True)
+    time.sleep(1)                                      # the call service re-reads the config twice a second
+    try:
+        with phone(vpbx, "2000", tmp_path, CALLER_HZ) as a:
+            registered(a)
+            a.call(vpbx.uri("2002"))
+            a.wait_state("CONFIRMED", timeout=10)          # voicemail answers at once: no ringing
+            time.sleep(1)
+            a.hangup()
+        assert log_lines(vpbx, "2000 -> 2002: voicemail 2002 (busy greeting)")
+    finally:
+        ConfigStore(vpbx.data).update_extension("2002", dnd=False)
