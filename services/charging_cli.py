@@ -23,8 +23,7 @@ def cmd_rerate(args) -> int:
     from firmware.config import ConfigStore
     from firmware.config.store import open_data_dir
     if not args.since:
-        print("error: pbx cdr rerate needs --from YYYY-MM-DD (the first day to rate again)", file=sys.stderr)
-        return 2
+        raise ValidationError("from", "needs a day, YYYY-MM-DD: the first day to rate again")
     data = open_data_dir(args.data, create=False)
     store = ConfigStore(data, create=False)
     tz = charging.zone(store.settings())
@@ -42,6 +41,11 @@ def cmd_rating(args) -> int:
     store = ConfigStore(data, create=False)
     sheets = charging.SheetStore(data)
     if args.rating_cmd == "import":
+        if args.trunk is not None:
+            RateAssignment(args.trunk, "x").validate()
+            known = {"*"} | {t.name for t in store.trunks()} | {f"line:{p.number}" for p in store.line_ports()}
+            if args.trunk not in known:
+                raise ValidationError("trunk", f"no trunk {args.trunk}: see `pbx trunk list` (or * for every trunk)")
         path = charging.EXAMPLE if args.file == "example" else args.file
         try:
             with open(path, "rb") as f:

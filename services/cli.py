@@ -217,10 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.add_argument("--last", type=_whole(1, 100000), default=20, metavar="N",
                    help="the N most recent calls (default 20)")
-    c.add_argument("action", nargs="?", choices=("rerate",),
-                   help="rerate: rate the calls since --from again with the sheets in use now")
-    c.add_argument("--from", dest="since", metavar="DATE", help="rerate: from this day (YYYY-MM-DD, box time)")
-    c.add_argument("--to", dest="until", metavar="DATE", help="rerate: up to the end of this day (default: now)")
+    csub = c.add_subparsers(dest="cdr_cmd", required=False)
+    cr = csub.add_parser("rerate", parents=[common], help="price the calls since --from again with the rate "
+                                                          "sheets in use now (call charging)")
+    cr.add_argument("--from", dest="since", metavar="DATE", required=True, help="first day (YYYY-MM-DD, box time)")
+    cr.add_argument("--to", dest="until", metavar="DATE", help="last day (default: up to now)")
 
     rt = sub.add_parser("rating", help="call charging: rate sheets")
     rtsub = rt.add_subparsers(dest="rating_cmd", required=True)
@@ -463,7 +464,7 @@ def cmd_rating(args) -> int:
 def cmd_cdr(args) -> int:
     from firmware.cdr import CdrStore
     from firmware.config.store import open_data_dir
-    if args.action == "rerate":
+    if getattr(args, "cdr_cmd", None) == "rerate":
         from .charging_cli import cmd_rerate
         return cmd_rerate(args)
     store = CdrStore(open_data_dir(args.data, create=False))

@@ -36,6 +36,8 @@ SAMPLES = {
     (("line", "add"), "number"): "2",
     (("line", "add"), "extension"): "2001",
     (("line", "rm"), "number"): "1",
+    (("rating", "import"), "file"): "example",
+    (("cdr", "rerate"), "since"): "2026-01-01",
     "name": "Test",
     "number": "2000",
     "extension": "2000",
