@@ -281,6 +281,12 @@ def test_the_default_greeting_says_the_number_or_the_recorded_name():
     assert vm.greeting_prompts(box, "busy", False) == ["vm_greeting_extension", "n1", "n0", "n0", "n0",
                                                        "vm_greeting_busy"]
     assert vm.greeting_prompts(box, "unavailable", True) == ["name", "vm_greeting_unavailable"]
+    group = Mailbox("8000", "Sales", group=True, generated_pin="123456")
+    assert vm.greeting_prompts(group, "unavailable", False) == ["vm_greeting_mailbox", "n8", "n0", "n0", "n0",
+                                                                "vm_leave_message"]
+    assert vm.greeting_prompts(group, "busy", True) == ["vm_greeting_mailbox", "name", "vm_leave_message"]
+    assert {p for p in vm.greeting_prompts(group, "busy", False) + vm.greeting_prompts(box, "busy", False)
+            if not p.startswith("n")} <= set(PROMPTS)
 
 
 def test_the_email_says_who_when_and_how_long():

@@ -452,6 +452,9 @@ def count_prompts(new: int, old: int) -> list[str]:
 def greeting_prompts(box: Mailbox, kind: str, has_name_recording: bool) -> list[str]:
     """The spoken default greeting when no recorded one exists. "name" stands for the recorded
     name; without one the mailbox number is said digit by digit."""
+    if box.group:    # nobody in particular is busy: "you have reached mailbox 8 0 0 0 (Sales)"
+        return ["vm_greeting_mailbox"] + (["name"] if has_name_recording else say_digits(box.number)) \
+            + ["vm_leave_message"]
     who = ["name"] if has_name_recording else ["vm_greeting_extension"] + say_digits(box.number)
     return who + ["vm_greeting_busy" if kind == "busy" else "vm_greeting_unavailable"]
 

@@ -68,6 +68,8 @@ PROMPTS.update({
     "vm_greeting_unavailable": "is not available. Please leave a message after the tone, then hang up or "
                                "press hash.",
     "vm_greeting_busy": "is busy. Please leave a message after the tone, then hang up or press hash.",
+    "vm_greeting_mailbox": "You have reached the mailbox of",
+    "vm_leave_message": "Please leave a message after the tone, then hang up or press hash.",
     "vm_mailbox_full": "Sorry, this mailbox is full and cannot take any more messages. Goodbye.",
     "vm_message_saved": "Your message has been saved. Goodbye.",
     "vm_enter_mailbox": "Please enter the mailbox number, then press hash.",
