@@ -39,6 +39,7 @@ class _State:
         if svc.store.generation != self.generation or now - self.sheets_at > 5:
             self.sheets = charging.sheets_from_config(svc.store)
             self.sheets_at, self.generation = now, svc.store.generation
+            self.ledger.tz = charging.zone(svc.settings)      # "today" and "this month" in the box's zone
         return self.sheets
 
 
