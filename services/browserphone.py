@@ -6,7 +6,7 @@ Enabled with `pbx run --browser-phone-port PORT` (0, the default: off). Then
     (`make run`: http://127.0.0.1 and ws://127.0.0.1 count as secure for getUserMedia), and accepts
     only the web UI's own origins;
   - rtpengine runs as a child, restarted when it dies, and carries the media of calls with a
-    browser leg only (docs/decisions/013-browser-phone.md).
+    browser leg only (docs/decisions/018-browser-phone.md).
 """
 from __future__ import annotations
 

@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rtp-ports", type=_rtp, default=(10000, 20000), metavar="A-B")
     r.add_argument("--cs-port", type=_port, default=0, help="call service UDP port on 127.0.0.1 (0: any)")
     r.add_argument("--no-web", action="store_true", help="do not start the web UI")
-    r.add_argument("--browser-phone-port", type=int, default=0, metavar="PORT",
+    r.add_argument("--browser-phone-port", type=_port, default=0, metavar="PORT",
                    help="SIP over WebSocket for the browser phone page on PORT (e.g. 8443; starts rtpengine); 0: off")
     r.add_argument("--browser-phone-rtp-ports", type=_rtp, default=(21000, 21999), metavar="A-B",
                    help="rtpengine's RTP ports for browser phone calls")
@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--redirect-port", type=_port, default=None,
                     help="answer plain HTTP here with a redirect to the HTTPS UI (e.g. 80)")
     sv.add_argument("--trusted", type=_ipv4_net, action="append", default=[])
+    sv.add_argument("--browser-phone-port", type=_port, default=0, metavar="PORT",
+                    help="edge: SIP over WebSocket for browser phones on PORT (starts rtpengine); 0: off")
+    sv.add_argument("--browser-phone-rtp-ports", type=_rtp, default=(21000, 21999), metavar="A-B")
 
     e = sub.add_parser("ext", help="extensions")
     esub = e.add_subparsers(dest="ext_cmd", required=True)
@@ -319,7 +322,9 @@ def cmd_service(args) -> int:
     from .runner import RunOptions, run
     opts = RunOptions(data=data, sip_addr=args.sip_addr, sip_port=args.sip_port, web_port=args.web_port,
                       rtp_ports=args.rtp_ports, cs_port=args.cs_port, web=False,
-                      trusted=tuple(args.trusted), components=frozenset({args.name}))
+                      trusted=tuple(args.trusted), components=frozenset({args.name}),
+                      browser_phone_port=args.browser_phone_port,
+                      browser_phone_rtp_ports=args.browser_phone_rtp_ports)
     return run(opts)
 
 

@@ -51,7 +51,7 @@ class EdgeConfig:
     trunk_timer_seconds: int = 5
     trunk_retry_seconds: int = 30
     trunk_retry_max_seconds: int = 600
-    # Browser phones (SIP over WebSocket, RFC 7118; docs/decisions/013-browser-phone.md): 0 = off.
+    # Browser phones (SIP over WebSocket, RFC 7118; docs/decisions/018-browser-phone.md): 0 = off.
     # ws_tls: wss with the web UI's certificate files (ws_cert, ws_key), else plain ws (loopback only);
     # ws_origins: the only Origin headers a WebSocket handshake may carry (the box's own web UI);
     # rtpengine_port: the media relay's control port on 127.0.0.1 (calls with a browser leg only).

@@ -3,7 +3,7 @@
 Browsers only speak ICE + DTLS-SRTP with rtcp-mux; the call service speaks plain RTP/AVP G.711.
 Kamailio's rtpengine module hands the SDP of calls with a WebSocket leg (and only those) to this
 daemon, which terminates ICE and DTLS toward the browser and relays plain RTP to the call service
-(docs/decisions/013-browser-phone.md). Userspace only (no kernel module on the box): measured 0.4-0.5 %
+(docs/decisions/018-browser-phone.md). Userspace only (no kernel module on the box): measured 0.4-0.5 %
 of a core per call.
 
     rtp = RtpEngine(RtpEngineConfig(run_dir, interface="192.0.2.10", ng_port=22222, ports=(20000, 20999)))

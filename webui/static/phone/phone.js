@@ -34,6 +34,14 @@
   function showHistory() {
     var body = $('history').tBodies[0];
     body.textContent = '';
+    if (!history().length) {
+      var empty = document.createElement('tr'), cell = document.createElement('td');
+      cell.colSpan = 4;
+      cell.className = 'hint';
+      cell.textContent = 'No calls yet.';
+      empty.appendChild(cell);
+      body.appendChild(empty);
+    }
     history().slice(0, 20).forEach(function (h) {
       var tr = document.createElement('tr');
       [new Date(h.at).toLocaleString(), (h.dir === 'in' ? '← ' : '→ ') + h.peer, h.result,
@@ -221,7 +229,7 @@
       });
       ua.on('connecting', function () { setState($('phone-state'), 'connecting', 'off'); });
       ua.on('disconnected', function () { setState($('phone-state'), 'disconnected', 'bad');
-        note('No connection to the box (' + c.ws_url + '): it retries on its own.', true); });
+        note('No connection to the box (' + c.ws_url + '): it retries on its own. Away from the office, connect its VPN first.', true); });
       ua.on('registered', function () { setState($('phone-state'), 'registered', 'ok'); note('Ready: type a number or wait for a call.', false); });
       ua.on('unregistered', function () { setState($('phone-state'), 'not registered', 'off'); });
       ua.on('registrationFailed', function (e) { setState($('phone-state'), 'refused', 'bad');
