@@ -14,7 +14,7 @@ PUBLIC = {"auth.login", "auth.login_post", "auth.logout", "auth.health", "static
           "provisioning.fetch",     # phones: their own token and credentials, checked by the view
           "phonebook.directory_file"}   # phones: the extension's SIP credentials or the phonebook token
 USER_ENDPOINTS = {"dashboard.home", "me.index", "me.save", "me.call_handling", "me.reveal", "me.regenerate",
-                  "me.password",
+                  "me.password", "phone.index", "phone.credentials",
                   "api.extension_get", "api.extension_update", "api.extension_regenerate",
                   "api.openapi", "api.docs",
                   "phonebook.mine", "phonebook.add_mine", "phonebook.delete_mine", "phonebook.import_mine",
