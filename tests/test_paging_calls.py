@@ -73,6 +73,9 @@ def test_a_page_is_answered_by_the_members_phones_who_hear_the_pager_one_way(pbx
             p.stop()
     log = pbx.log_path.read_text(errors="replace")
     assert "page 500: 1201 answered" in log and "page 500: 1202 answered" in log
+    rec = pbx.wait_cdr(lambda r: r.src == "1200")       # one record: the pager's call to the group
+    assert rec.dst == "500" and rec.disposition.value == "ANSWERED", rec
+    assert not [r for r in pbx.cdrs() if r.src in ("1201", "1202")]
 
 
 def test_intercom_star_80_is_auto_answered_and_two_way_and_an_ordinary_call_still_rings(pbx, tmp_path):

@@ -57,7 +57,7 @@ class Bridge:
         self.members.append(ch)
         ch.bridge = self
         ch.on_hold_change = self._on_hold_change
-        for session in ch.sessions:
+        for session in ch.sessions if not self.conference else ():  # a room logs its own events
             if peer is None or peer in session.channels:
                 session.event("bridge_enter", ch, bridge=self.id, peer=peer.n if peer is not None else 0)
         self._wire()
@@ -96,7 +96,8 @@ class Bridge:
             self._wire()
         ch.bridge = None
         ch.on_hold_change = None
-        ch.log("bridge_exit", bridge=self.id)
+        if not self.conference:
+            ch.log("bridge_exit", bridge=self.id)
         for other in self.members if len(self.members) == 1 else ():
             if other.rtp is None or other.is_gone:
                 continue
