@@ -316,7 +316,7 @@ class Pbx:
                                    cs_addr="127.0.0.1", cs_port=cs_port or 5080,
                                    domain=self.store.settings().sip_domain, trusted=o.trusted,
                                    flood_limit=o.flood_limit, children=o.edge_children,
-                                   node_addr=self.ha.ha.node_addr if self.ha is not None else "",
+                                   **(self._ha_edge_options() if self.ha is not None else {}),
                                    **browserphone.edge_options(o, self.store.settings().sip_domain))
         if "edge" in o.components and o.browser_phone_port:
             try:
@@ -531,6 +531,14 @@ class Pbx:
             raise RunError(f"failover needs net.ipv4.ip_nonlocal_bind=1 and it cannot be set: {exc.strerror}: "
                            "run as root or set it with sysctl") from None
         self.ha = Keepalived(self.opts.data, ha)
+
+    def _ha_edge_options(self) -> dict:
+        """The edge of a failover pair: listens on the box's own address too, replicates
+        registrations and bans to the peer (DMQ), and shares the nonce secret with it."""
+        import hashlib
+        ha = self.ha.ha
+        secret = hashlib.sha256(f"officepbx-ha-nonce:{ha.secret}".encode()).hexdigest()[:32]
+        return {"node_addr": ha.node_addr, "dmq_peer": ha.peer_addr, "auth_secret": secret}
 
     async def _start_pnp(self) -> None:
         """Answer desk phones' plug-and-play requests on the LAN (services/pnp.py). A box that

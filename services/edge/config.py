@@ -65,6 +65,8 @@ class EdgeConfig:
     # node_addr is this box's own address, listened on too (after the VIP, so the VIP stays the
     # socket requests are sent from), for the start-up probe and the peer's split-brain check.
     node_addr: str = ""
+    dmq_peer: str = ""       # the peer box's own address: registrations and bans replicated (DMQ)
+    auth_secret: str = ""    # the nonce secret, the same on both boxes of a pair
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -168,6 +170,8 @@ class EdgeConfig:
             defines.append("#!define WITH_WEBRTC")
             if self.ws_tls:
                 defines.append("#!define WITH_WSS")
+        if self.dmq_peer and self.node_addr:
+            defines.append("#!define WITH_DMQ")
         domain_alias = domain_match = ""
         if self.domain:
             defines.append("#!define WITH_DOMAIN")
@@ -180,6 +184,9 @@ class EdgeConfig:
             "defines": "\n".join(defines),
             "sip_addr": self.sip_addr,
             "sip_port": self.sip_port,
+            "node_addr": self.node_addr,
+            "dmq_peer": self.dmq_peer,
+            "auth_secret": self.auth_secret,
             "node_listen": (f"listen=udp:{self.node_addr}:{self.sip_port}\n"
                             f"listen=tcp:{self.node_addr}:{self.sip_port}\n") if self.node_addr else "",
             "cs_addr": self.cs_addr,
