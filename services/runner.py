@@ -326,6 +326,8 @@ class Pbx:
                 raise RunError(f"browser phone media relay cannot start: {str(exc).splitlines()[0]}") from None
         if "edge" in o.components:
             self.edge = Edge(self.edge_cfg)
+            if self.ha is not None:
+                self.edge.registering = False     # until keepalived makes this box the active one
             self.edge.sync_subscribers(self._subscribers())
             try:
                 await loop.run_in_executor(None, self.edge.start)
@@ -469,6 +471,10 @@ class Pbx:
             healthy = True
             if self.media_relay is not None:
                 await loop.run_in_executor(None, self.media_relay.check)
+            if self.ha is not None and self.edge is not None:
+                active = self._ha_state() == "MASTER"
+                if active != self.edge.registering:
+                    await loop.run_in_executor(None, self.edge.set_registering, active)
             if self.ha is not None and not self.ha.alive() and not self.stopping.is_set():
                 log.error("ha: keepalived exited (%s): starting it again", self.ha.proc.returncode
                           if self.ha.proc else "not started")
@@ -510,6 +516,8 @@ class Pbx:
         self.edge_cfg = dataclasses.replace(self.edge_cfg, domain=domain)
         await loop.run_in_executor(None, self.edge.stop)
         self.edge = Edge(self.edge_cfg)
+        if self.ha is not None:
+            self.edge.registering = self._ha_state() == "MASTER"
         await loop.run_in_executor(None, self.edge.start)
 
     def _prepare_ha(self) -> None:
@@ -531,6 +539,10 @@ class Pbx:
             raise RunError(f"failover needs net.ipv4.ip_nonlocal_bind=1 and it cannot be set: {exc.strerror}: "
                            "run as root or set it with sysctl") from None
         self.ha = Keepalived(self.opts.data, ha)
+
+    def _ha_state(self) -> str | None:
+        from .ha import settings as ha_settings
+        return ha_settings.state(self.opts.data).get("state")
 
     def _ha_edge_options(self) -> dict:
         """The edge of a failover pair: listens on the box's own address too, replicates

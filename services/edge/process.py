@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -55,6 +56,18 @@ class Edge:
         self._lock = threading.Lock()
         self._stopping = False
         self._backoff = Backoff(cfg.trunk_retry_seconds, cfg.trunk_retry_max_seconds)
+        # False on the standby box of a failover pair: trunk registrations run on the active box
+        # only (a provider sees one contact) and move with the VIP (set_registering)
+        self.registering = True
+
+    def set_registering(self, active: bool) -> None:
+        """Start (active box) or drop (standby) the trunk registrations, now."""
+        if active == self.registering:
+            return
+        self.registering = active
+        logger.info("edge: trunk registrations %s", "started (this box is active)" if active
+                    else "stopped (this box is the standby)")
+        self.sync_trunks()
 
     # ----- subscribers -------------------------------------------------------
     def sync_subscribers(self, subscribers: Mapping[str, str]) -> None:
@@ -107,7 +120,10 @@ class Edge:
         if not (self.cfg.data_dir / "config.json").exists():
             return []
         from firmware.config import ConfigStore
-        return [EdgeTrunk.of(t, resolve) for t in ConfigStore(self.cfg.data_dir).trunks()]
+        trunks = [EdgeTrunk.of(t, resolve) for t in ConfigStore(self.cfg.data_dir).trunks()]
+        if not self.registering:
+            trunks = [dataclasses.replace(t, register=False) for t in trunks]
+        return trunks
 
     def sync_trunks(self) -> None:
         """Write the trunks to trunks.sqlite; a running edge loads the registrations that
