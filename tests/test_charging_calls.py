@@ -2,6 +2,7 @@
 carries its cost at the carrier's rate; the running cost is in the status during the call; a spend
 limit of 1p refuses the next call with the spoken reason, raises an alert and mails it."""
 
+import dataclasses
 import time
 from decimal import Decimal
 
@@ -52,6 +53,27 @@ def pbx(tmp_path_factory, carrier_port):
     proc.stop()
 
 
+def use_sheet(pbx, text: str, trunk: str = "carrier") -> str:
+    """Give `trunk` the sheet in `text` (imported once per PBX); its version id. Each spec sets the
+    state it needs itself: under xdist the specs of this module may run on different workers."""
+    store = charging.SheetStore(pbx.data)
+    name = text.split("# sheet:", 1)[1].split("\n", 1)[0].strip()
+    sheet = store.load(name) or store.import_text(text)
+    assignment = RateAssignment(trunk, sheet.name)
+    if pbx.store.record(ASSIGNMENTS, trunk) is None:
+        pbx.store.add_record(ASSIGNMENTS, assignment)
+    else:
+        pbx.store.replace_record(ASSIGNMENTS, assignment)
+    return sheet.version_id
+
+
+def set_limit(pbx, limit: SpendLimit) -> None:
+    if pbx.store.record(LIMITS, limit.scope) is None:
+        pbx.store.add_record(LIMITS, limit)
+    else:
+        pbx.store.replace_record(LIMITS, limit)
+
+
 def carrier(carrier_port, tmp_path, calls=1):
     return Sipp("uas_answer.xml", local_ip=CARRIER, port=carrier_port, workdir=tmp_path, timeout=40,
                 rtp_echo=True, calls=calls).start()
@@ -69,6 +91,9 @@ def call_for(pbx, phone, number, seconds, during=None):
 
 
 def test_a_call_to_a_mobile_is_charged_at_the_sheets_rate_and_its_running_cost_is_live(pbx, carrier_port, tmp_path):
+    assert use_sheet(pbx, charging.EXAMPLE.read_text()) == "uk-example@1"
+    if pbx.store.record(LIMITS, "1000") is not None:
+        pbx.store.remove_record(LIMITS, "1000")
     uas = carrier(carrier_port, tmp_path)
     seen = {}
 
@@ -120,10 +145,8 @@ def _similarity(recording, prompt_pcm: bytes, chunk: int = 2000) -> float:
 
 
 def test_a_1p_limit_refuses_the_second_call_with_the_spoken_reason_an_alert_and_a_mail(pbx, carrier_port, tmp_path):
-    sheet = charging.SheetStore(pbx.data).import_text(DEAR)
-    pbx.store.add_record(ASSIGNMENTS, RateAssignment("*", sheet.name))
-    pbx.store.replace_record(ASSIGNMENTS, RateAssignment("carrier", sheet.name))
-    pbx.store.add_record(LIMITS, SpendLimit("1001", per_day="0.01", email="boss@example.com"))
+    version = use_sheet(pbx, DEAR)
+    set_limit(pbx, SpendLimit("1001", per_day="0.01", email="boss@example.com"))
     uas = carrier(carrier_port, tmp_path)
     with PjPhone(user="1001", secret=pbx.secrets["1001"], registrar=pbx.registrar, record_dir=tmp_path) as b:
         assert b.register() == 200
@@ -131,7 +154,7 @@ def test_a_1p_limit_refuses_the_second_call_with_the_spoken_reason_an_alert_and_
         call_for(pbx, b, "07700900555", 2.5)
         first = pbx.wait_cdr(lambda r: r.dst == "07700900555" and r.cost is not None)
         assert first.cost == Decimal("0.01") * first.billsec > Decimal("0.01")    # 1p a second, over the limit
-        assert first.sheet_version == "dear-carrier@1"
+        assert first.sheet_version == version == "dear-carrier@1"
         # the second call: refused before it reaches the carrier, with the prompt as early media
         b.call(pbx.uri("07700900556"))
         b.wait_state("DISCONNECTED", timeout=15)
@@ -151,6 +174,7 @@ def test_a_1p_limit_refuses_the_second_call_with_the_spoken_reason_an_alert_and_
 
 
 def test_the_sheet_bars_premium_numbers_with_their_own_prompt(pbx, tmp_path):
+    version = use_sheet(pbx, charging.EXAMPLE.read_text())
     with PjPhone(user="1000", secret=pbx.secrets["1000"], registrar=pbx.registrar, record_dir=tmp_path) as a:
         assert a.register() == 200
         a.call(pbx.uri("09011234567"))
@@ -158,13 +182,13 @@ def test_the_sheet_bars_premium_numbers_with_their_own_prompt(pbx, tmp_path):
         assert a.last_status == 403
         assert _similarity(a.recording_path, load_prompt("number_barred")) > 0.7
     rec = pbx.wait_cdr(lambda r: r.dst == "09011234567")
-    assert "are barred by rate sheet dear-carrier@1" in rec.cause
+    assert f"calls to UK premium rate (09) (+449) are barred by rate sheet {version}" in rec.cause
 
 
 def test_calls_in_progress_count_towards_the_limit(pbx, carrier_port, tmp_path):
-    # 1000 has spent 0.55p today (the first spec); 2p a day, and a call in progress at 1p a second
-    pbx.store.replace_record(ASSIGNMENTS, RateAssignment("carrier", "dear-carrier"))
-    pbx.store.add_record(LIMITS, SpendLimit("1000", per_day="0.02"))
+    # 2p a day, and a call in progress at 1p a second (1000 may have spent 0.55p in the first spec)
+    use_sheet(pbx, DEAR)
+    set_limit(pbx, SpendLimit("1000", per_day="0.02"))
     uas = carrier(carrier_port, tmp_path)
     with PjPhone(user="1000", secret=pbx.secrets["1000"], registrar=pbx.registrar, record_dir=tmp_path) as a:
         assert a.register() == 200
@@ -184,11 +208,19 @@ def test_calls_in_progress_count_towards_the_limit(pbx, carrier_port, tmp_path):
 
 
 def test_rerate_after_a_sheet_change_rates_the_history_again(pbx):
-    from firmware.cdr import CdrStore
-    pbx.store.replace_record(ASSIGNMENTS, RateAssignment("carrier", "uk-example"))
-    since = time.time() - 3600
-    rows, before, after = charging.rerate(pbx.data, since)
-    assert rows >= 3 and after < before
+    from firmware.cdr import CallRecord, CdrStore
+    from firmware.rating import parse_sheet
+    now = time.time()
+    dear = dataclasses.replace(parse_sheet(DEAR), version=1)
+    row = charging.rate_record(CallRecord("rerate-1", "1000", "07700900999", now - 70, now - 60, now, Disposition.ANSWERED,
+                                          src_kind="extension", dst_kind="trunk", dst_trunk="carrier",
+                                          external_number="07700900999"), {"carrier": dear}, charging.zone(pbx.store.settings()))
+    assert row.cost == Decimal("0.60000")
     with CdrStore(pbx.data) as cdr:
-        mobile = [r for r in cdr.query(since=since) if r.dst == "07700900555"][0]
-    assert (mobile.cost, mobile.sheet_version) == (Decimal("0.00550"), "uk-example@1")
+        cdr.write(row)
+    version = use_sheet(pbx, charging.EXAMPLE.read_text())
+    rows, before, after = charging.rerate(pbx.data, now - 3600)
+    assert rows >= 1 and after < before
+    with CdrStore(pbx.data) as cdr:
+        again = cdr.query(linkedid="rerate-1")[0]
+    assert (again.cost, again.sheet_version, again.rate) == (Decimal("0.00550"), version, "0.0055")

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from firmware.cdr import whole_seconds
 from firmware.dialplan import RuntimeView
-from firmware.features.charging import LIMITS
+from firmware.features.charging import ASSIGNMENTS, LIMITS
 from firmware.rating import rate_call
 from firmware.rating.limits import SITE, Spent, payer
 from services import charging
@@ -31,14 +31,16 @@ class _State:
         self.ledger = charging.Ledger(self.data_dir, charging.zone(svc.settings))
         self.sheets: dict = {}
         self.sheets_at = -1.0
-        self.generation = -1
+        self.assignments: tuple = ()
 
     def current_sheets(self, svc) -> dict:
-        # a re-import (a new newest version) changes no config: look again every few seconds
+        # the assignments as the config file has them now (a stat when nothing changed); a re-import
+        # (a new newest version) changes no config: look at the sheet files again every few seconds
+        assignments = tuple(svc.store.records(ASSIGNMENTS))
         now = time.monotonic()
-        if svc.store.generation != self.generation or now - self.sheets_at > 5:
-            self.sheets = charging.sheets_from_config(svc.store)
-            self.sheets_at, self.generation = now, svc.store.generation
+        if assignments != self.assignments or now - self.sheets_at > 3:
+            self.sheets = charging.active_sheets(self.data_dir, assignments)
+            self.sheets_at, self.assignments = now, assignments
             self.ledger.tz = charging.zone(svc.settings)      # "today" and "this month" in the box's zone
         return self.sheets
 
