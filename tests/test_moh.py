@@ -295,3 +295,16 @@ def test_a_caller_from_a_trunk_hears_the_class_of_the_inbound_route_it_came_in_o
     assert service.class_for(held, holder) == "lobby"      # the route's class, in its national form too
     holder.session.caller = held                           # the extension's own leg: not the trunk caller
     assert service.class_for(holder, holder) == "sales"
+
+
+def test_hostile_upload_names_and_values_are_refused_not_crashed_on(web):
+    from io import BytesIO
+    client, data = web
+    for name in ("a\x00.mp3", "../../x.wav", "song.mp3\x00.exe", "ü" * 300 + ".ogg"):
+        r = post(client, "/moh/default/upload", {"file": (BytesIO(b"not audio"), name)},
+                 content_type="multipart/form-data", follow_redirects=True)
+        assert r.status_code == 200 and "Not added:" in r.text, name
+    for value in ("../../etc/passwd", "\x00", "x" * 500):
+        assert client.get("/moh/default/file", query_string={"file": value}).status_code == 404
+        assert post(client, "/moh/new", {"name": value, "order": value}).status_code == 400
+    assert not list(files.moh_dir(data).rglob("*.wav"))      # nothing half-converted left behind

@@ -144,7 +144,8 @@ def upload(name: str):
         flash("Choose an audio file to upload first.", "error")
         return back
     with tempfile.TemporaryDirectory(prefix="moh-upload-") as tmp:
-        src = Path(tmp) / ("upload." + upload.filename.rsplit(".", 1)[-1].lower()[:5])
+        suffix = "".join(c for c in upload.filename.rsplit(".", 1)[-1].lower() if c.isascii() and c.isalnum())
+        src = Path(tmp) / f"upload.{suffix[:5] or 'bin'}"
         upload.save(src)
         size = src.stat().st_size
         problem = model.upload_error(upload.filename, size)
