@@ -195,3 +195,61 @@ def test_the_browser_blind_transfers_its_caller_to_another_desk_phone(page, pbx,
     finally:
         target.stop()
         caller.stop()
+
+
+# ----- on a LAN address: HTTPS page, wss with the box's certificate -------------------------------
+@pytest.fixture(scope="module")
+def lan_pbx(tmp_path_factory):
+    from tests.lanhost import LanHost
+    with LanHost() as lan:
+        data = tmp_path_factory.mktemp("phone-lan") / "data"
+        lo, hi = free_rtp_range(100)
+        proc = PbxProcess(data, extensions=("201", "202"), web=True, addr=lan.box_addr,
+                          args=["--browser-phone-port", str(free_port(both=False, kind=__import__("socket").SOCK_STREAM)),
+                                "--browser-phone-rtp-ports", f"{lo}-{hi}", "--no-lines"])
+        accounts = AccountStore(data)
+        accounts.create("admin", ADMIN_PASSWORD, "admin")
+        accounts.create("201", USER_PASSWORD, "user", extension="201")
+        proc.start()
+        proc.url = f"https://{lan.box_addr}:{proc.web_port}"
+        import ssl
+        import urllib.request
+        insecure = ssl.create_default_context()
+        insecure.check_hostname, insecure.verify_mode = False, ssl.CERT_NONE
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(proc.url + "/healthz", timeout=1, context=insecure)
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield proc
+        proc.stop()
+
+
+def test_over_https_the_browser_phone_uses_wss_with_the_boxs_certificate(browser, lan_pbx, tmp_path):
+    """The box's self-signed certificate, accepted once by the user (here: ignore_https_errors),
+    serves the page and the secure WebSocket alike."""
+    context = browser.new_context(viewport=LAPTOP, ignore_https_errors=True)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    desk = PjPhone(user="202", secret=lan_pbx.secrets["202"], registrar=lan_pbx.registrar, tone_hz=DESK_HZ,
+                   local_addr=lan_pbx.addr, record_dir=tmp_path).start()
+    try:
+        assert desk.register() == 200
+        desk.auto_answer(200, after_ms=500)
+        open_phone(page, lan_pbx)
+        creds = page.evaluate("""() => fetch('/phone/credentials', {method: 'POST', body: new URLSearchParams({ext: '201'}),
+            headers: {'X-CSRF-Token': document.getElementById('phone-app').dataset.csrf}}).then(r => r.json())""")
+        assert creds["ws_url"].startswith(f"wss://{lan_pbx.addr}:")
+        page.fill("#phone-number", "202")
+        page.click("#call-btn")
+        expect(page.locator("#call-state")).to_have_text("connected")
+        hears_the_desk_phone(page)
+        time.sleep(2)
+        page.click("#hangup-btn")
+        desk.wait_state("DISCONNECTED", timeout=10)
+        assert tone_present(desk.recording_path, BROWSER_HZ, start_s=0.5), "the desk phone did not hear the browser"
+    finally:
+        desk.stop()
+        context.close()
