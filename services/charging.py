@@ -155,9 +155,12 @@ def rate_record(rec: CallRecord, sheets: dict[str, RateSheet], tz: ZoneInfo) -> 
         sheet = sheets.get(rec.src_trunk) or default
         charge = rate_call(sheet, "", rec.billsec, when, direction="in")
     else:
+        # between extensions (or the PBX itself): free. A call that never reached anyone and no
+        # trunk (refused by a limit, a wrong number) is no destination at all: dest_type ""
         sheet = default
         return replace(rec, cost=ZERO if sheet is None else ZERO.quantize(Decimal(1).scaleb(-sheet.decimals)),
-                       currency=sheet.currency if sheet else "", rate="0", dest_type="internal",
+                       currency=sheet.currency if sheet else "", rate="0",
+                       dest_type="internal" if rec.answer is not None else "",
                        sheet_version=sheet.version_id if sheet else "")
     return replace(rec, cost=charge.cost, currency=charge.currency, rate=str(charge.rate),
                    dest_type=charge.dest_type or "", sheet_version=charge.sheet_version)

@@ -487,7 +487,11 @@ def cmd_cdr(args) -> int:
     headers = ("start", "src", "dst", "disposition", "dur", "bill", "cause", "details")
     if not any(row[-1] for row in rows):   # trunk, forward, transfer: a column only when a call has them
         headers, rows = headers[:-1], [row[:-1] for row in rows]
-    print(_table(headers, rows, right={"dur", "bill"}))
+    if any(r.currency for r in records):   # call charging: a cost column once calls are rated
+        headers = headers[:6] + ("cost",) + headers[6:]
+        rows = [row[:6] + ((f"{r.cost} {r.currency}" if r.currency and r.cost is not None else ""),) + row[6:]
+                for row, r in zip(rows, records)]
+    print(_table(headers, rows, right={"dur", "bill", "cost"}))
     return 0
 
 
