@@ -47,16 +47,20 @@ def held_by_callee(pbx, tmp_path, caller, callee, seconds=3.0):
         b.hold()
         b.wait_media("LOCAL_HOLD", timeout=10, after=mark)
         t_hold = time.monotonic()
-        time.sleep(seconds)
+        time.sleep(1.0)
+        listening = pbx.status().get("moh", {})
+        time.sleep(seconds - 1.0)
         t_unhold = time.monotonic()
         a.hangup()
         t_end = time.monotonic()
         a.wait_state("DISCONNECTED", timeout=10)
-        return a.recording_path, dict(start_s=-(t_end - t_hold - 0.5), end_s=-(t_end - t_unhold + 0.2))
+        return (a.recording_path, dict(start_s=-(t_end - t_hold - 0.5), end_s=-(t_end - t_unhold + 0.2)),
+                listening)
 
 
 def test_a_caller_held_by_the_callee_hears_the_mp3_uploaded_for_the_callees_class(pbx, tmp_path):
-    wav, window = held_by_callee(pbx, tmp_path, "1000", "1001")
+    wav, window, listening = held_by_callee(pbx, tmp_path, "1000", "1001")
+    assert listening["sales"] == {"listeners": 1, "track": "jingle.wav"}
     assert tone_fraction(wav, MUSIC_HZ, min_snr_db=10, **window) > 0.7
     assert tone_fraction(wav, CALLEE_HZ, **window) < 0.1
     notes = sorted({hz for chord in _HOLD_CHORDS for hz in chord})
@@ -64,7 +68,8 @@ def test_a_caller_held_by_the_callee_hears_the_mp3_uploaded_for_the_callees_clas
 
 
 def test_an_extension_in_no_class_holds_its_caller_on_the_default_class(pbx, tmp_path):
-    wav, window = held_by_callee(pbx, tmp_path, "1002", "1003")
+    wav, window, listening = held_by_callee(pbx, tmp_path, "1002", "1003")
+    assert listening["default"]["listeners"] == 1 and listening.get("sales", {}).get("listeners", 0) == 0
     notes = sorted({hz for chord in _HOLD_CHORDS for hz in chord})
     assert max(tone_fraction(wav, hz, min_snr_db=6, **window) for hz in notes) > 0.15
     assert tone_fraction(wav, MUSIC_HZ, **window) < 0.1

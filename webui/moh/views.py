@@ -19,7 +19,7 @@ from firmware.config.errors import ValidationErrors
 from firmware.features import moh as model
 from services.media import moh as files
 from webui.auth import guard
-from webui.pbx import config_store, data_dir, validation_errors
+from webui.pbx import config_store, data_dir, pbx_status, validation_errors
 
 bp = Blueprint("moh", __name__, template_folder="templates", url_prefix="/moh")
 
@@ -61,7 +61,10 @@ def _seconds(cls_name: str, name: str) -> float:
 def index():
     classes = model.classes(_table())
     lengths = {(c.name, f): _seconds(c.name, f) for c in classes for f in c.files}
+    status = pbx_status()
+    listening = {name: s.get("listeners", 0) for name, s in (status.get("moh") or {}).items()}
     return render_template("moh/index.html", classes=classes, lengths=lengths, orders=model.ORDERS,
+                           listening=listening, running=status.get("running"),
                            types=", ".join(t.upper() for t in model.UPLOAD_TYPES if t != "oga"),
                            max_mb=model.MAX_UPLOAD_BYTES // 1048576, max_min=model.MAX_SECONDS // 60,
                            values={}, errors={})
@@ -101,7 +104,7 @@ def new():
         return render_template("moh/index.html", classes=classes, lengths={}, orders=model.ORDERS,
                                types=", ".join(t.upper() for t in model.UPLOAD_TYPES if t != "oga"),
                                max_mb=model.MAX_UPLOAD_BYTES // 1048576, max_min=model.MAX_SECONDS // 60,
-                               values=request.form, errors=errors), 400
+                               listening={}, running=False, values=request.form, errors=errors), 400
     _audit("moh_class_added", name)
     flash(f"Music on hold class {name} created: upload its music below.", "ok")
     return redirect(url_for("moh.index") + f"#class-{name}")
