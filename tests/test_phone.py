@@ -303,3 +303,36 @@ def test_the_page_says_how_to_switch_browser_phones_on(web):
     assert 'id="phone-off"' in html and "--browser-phone-port" in html and "phone.js" not in html
     r = api(admin, "POST", "/phone/credentials", data={"ext": "201"})
     assert r.status_code == 503 and "--browser-phone-port" in r.json["error"]
+
+
+# ----- pbx run ----------------------------------------------------------------------------------
+def _rtpengines(pbx) -> list[int]:
+    from tests.bench.procstat import comm, descendants
+    return [p for p in descendants(pbx.proc.pid) if comm(p) == "rtpengine"]
+
+
+def test_pbx_run_starts_rtpengine_only_for_browser_phones_and_restarts_it_when_it_dies(tmp_path):
+    import signal
+    import time
+
+    from tests.pbxproc import PbxProcess
+    plain = PbxProcess(tmp_path / "plain", args=["--no-lines"]).start()
+    try:
+        assert _rtpengines(plain) == [] and not (tmp_path / "plain" / "edge" / "webrtc.json").exists()
+    finally:
+        plain.stop()
+    lo, hi = free_rtp_range(40)
+    port = free_port(socket.SOCK_STREAM, both=False)
+    pbx = PbxProcess(tmp_path / "data", args=["--no-lines", "--browser-phone-port", str(port),
+                                              "--browser-phone-rtp-ports", f"{lo}-{hi}"]).start()
+    try:
+        assert json.loads((tmp_path / "data" / "edge" / "webrtc.json").read_text()) == {"port": port, "tls": False}
+        [first] = _rtpengines(pbx)
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and [p for p in _rtpengines(pbx) if p != first] == []:
+            time.sleep(0.2)
+        assert [p for p in _rtpengines(pbx) if p != first], f"rtpengine not restarted:\n{pbx.log_tail()}"
+        assert "rtpengine (browser phone media) is not running: restarting it" in pbx.log_tail(200)
+    finally:
+        pbx.stop()
