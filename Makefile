@@ -55,6 +55,7 @@ bench: deps
 	@$(PY) -m tests.bench.run
 	@$(PY) -m tests.bench.relay_floor
 	@$(PY) -m tests.bench.media_features
+	@$(PY) -m tests.bench.queues
 
 clean:
 	rm -rf .stamp-* build *.egg-info

@@ -18,7 +18,9 @@ USER_ENDPOINTS = {"dashboard.home", "me.index", "me.save", "me.call_handling", "
                   "api.extension_get", "api.extension_update", "api.extension_regenerate",
                   "api.openapi", "api.docs",
                   "phonebook.mine", "phonebook.add_mine", "phonebook.delete_mine", "phonebook.import_mine",
-                  "phonebook.export_mine"}
+                  "phonebook.export_mine",
+                  "queues.agent", "queues.agent_post", "queues.wallboard", "queues.wallboard_stream",
+                  "queues.api_wallboard"}
 SAMPLE_ARGS = {"number": "201", "name": "carrier", "did": "5550100", "ident": "x", "token_id": 1,
                "filename": "style.css", "token": "Zm9vYmFyYmF6cXV4cXV1eA", "mac": "001565abcdef",
                "version": 1, "scope": "site", "contact_id": "c0ffee01", "vendor": "yealink", "fmt": "csv"}

@@ -205,6 +205,27 @@ def _schemas() -> dict:
     }
 
 
+def _queues() -> dict:
+    """Call queues (webui/queues): the queues with their live state, statistics, the queue log."""
+    days = [{"name": "from", "in": "query", "schema": {"type": "string"}, "description": "YYYY-MM-DD (default today)"},
+            {"name": "to", "in": "query", "schema": {"type": "string"}, "description": "YYYY-MM-DD (inclusive)"}]
+    obj = {"type": "object"}
+    return {
+        "/api/v1/queues": {"get": {"tags": ["queues"], "summary": "Queues with their settings, static members and live "
+                                                                 "state (callers waiting, agents)",
+                                   "responses": {"200": _json(obj), **ERRORS}}},
+        "/api/v1/queues/stats": {"get": {
+            "tags": ["queues"], "summary": "Per queue and per agent: offered, answered, abandoned, service level, "
+                                           "waits, talk time, occupancy; per day and per hour",
+            "parameters": days + [{"name": "queue", "in": "query", "schema": {"type": "string"}}],
+            "responses": {"200": _json(obj), **ERRORS}}},
+        "/api/v1/queues/log": {"get": {"tags": ["queues"], "summary": "The queue log's events (as Asterisk's queue_log)",
+                                       "parameters": days, "responses": {"200": _json(obj), **ERRORS}}},
+        "/api/v1/queues/wallboard": {"get": {"tags": ["queues"], "summary": "What the wallboard shows (any user)",
+                                             "responses": {"200": _json(obj), **ERRORS}}},
+    }
+
+
 def spec(app=None) -> dict:
     cdr_params = [
         {"name": "since", "in": "query", "schema": {"type": "string"}, "description": "YYYY-MM-DD or ISO time (site zone)"},
@@ -267,6 +288,7 @@ def spec(app=None) -> dict:
         "/api/v1/reports.csv": {"get": {"tags": ["cdr"], "summary": "The call report as CSV (one table, a section column)",
                                         "responses": {"200": {"description": "CSV", "content": {
                                             "text/csv": {"schema": {"type": "string"}}}}, **ERRORS}}},
+        **_queues(),
         "/api/v1/backup": {"get": {"tags": ["system"], "summary": "The whole configuration as one document",
                                    "responses": {"200": _json(_ref("Backup")), **ERRORS}}},
         "/api/v1/restore": {"post": {
