@@ -81,7 +81,7 @@ class MohStream:
 
     def _next_track(self) -> None:
         self.pos = 0
-        for _ in range(len(self.cls.files) + 1):
+        for _ in range(len(self.cls.files) + 1 if self.data_dir is not None else 0):
             if not self.queue:
                 self.queue = model.playlist(self.cls, self.rng)
             if not self.queue:
