@@ -308,3 +308,27 @@ def test_hostile_upload_names_and_values_are_refused_not_crashed_on(web):
         assert client.get("/moh/default/file", query_string={"file": value}).status_code == 404
         assert post(client, "/moh/new", {"name": value, "order": value}).status_code == 400
     assert not list(files.moh_dir(data).rglob("*.wav"))      # nothing half-converted left behind
+
+
+def test_a_class_stream_plays_its_files_one_after_another_and_starts_over(tmp_path):
+    from services.callsvc.moh import MohStream
+
+    cls_dir = files.class_dir(tmp_path, "sales")
+    cls_dir.mkdir(parents=True)
+    t = np.arange(800) / 8000                                   # 0.1 s = 5 frames each
+    for name, hz in (("a.wav", 600), ("b.wav", 1000)):
+        write_wav(cls_dir / name, (np.sin(2 * np.pi * hz * t) * 8000).astype("<i2").tobytes())
+
+    class Engine:
+        ticks = 0
+
+    engine = Engine()
+    stream = MohStream(engine, model.MohClass("sales", files=("a.wav", "b.wav")), tmp_path)
+    heard = []
+    for tick in range(20):
+        engine.ticks = tick
+        frame = stream.current()
+        assert stream.current() is frame                          # a second listener, same tick
+        heard.append(round(dominant_hz(bytes(frame)) / 100) * 100)
+    assert heard == [600] * 5 + [1000] * 5 + [600] * 5 + [1000] * 5
+    assert stream.frames_made == 20
