@@ -4,6 +4,7 @@ SIPp callers, and what the queue log says happened.
 Queues (configured before the PBX starts):
   510-516  one per strategy, members 1001-1003, no wrap-up, no announcements
   517      linear, the same agents, for six callers at once
+  518      linear, the same agents, while 1001 is on an ordinary call
   520      nobody in it: callers hear their position and music; 1 leaves for extension 1009
   521      nobody in it, at most 4 s of waiting, then extension 1010
   522      dynamic agents only (1005-1007 log in with *45522), 4 s of wrap-up
@@ -39,6 +40,7 @@ def pbx(tmp_path_factory):
                                                             QueueMember("1003", 60))
         add("queues", Queue(number, strategy.replace("_", " ").title(), strategy, ms, **QUIET))
     add("queues", Queue("517", "Busy", "linear", members, **QUIET))
+    add("queues", Queue("518", "Linear 2", "linear", members, **QUIET))
     add("queues", Queue("520", "Sales", "ring_all", (), announce_every=5, exit_key="1",
                         exit_destination="extension:1009"))
     add("queues", Queue("521", "Support", "ring_all", (), max_wait=4, max_wait_destination="extension:1010",
@@ -162,6 +164,22 @@ def test_six_callers_at_once_wait_in_line_and_no_agent_takes_two(pbx, agents, tm
     # the first three callers are answered by the three agents; the next three waited for them
     assert {e.agent for e in answered[:3]} == set(AGENTS)
     assert sorted(int(e.data1) for e in answered)[3:] >= [2, 2, 2]
+
+
+def test_an_agent_on_an_ordinary_call_is_not_offered_a_queue_call(pbx, agents, tmp_path):
+    since = time.time()
+    a = phone(pbx, "1015", tmp_path)
+    try:
+        a.call(pbx.uri("1001"))                 # 1001 auto-answers: now on a call of its own
+        a.wait_state("CONFIRMED", timeout=10)
+        run = callers(pbx, "1000", "518", tmp_path, 1, hold_ms=3000)
+        result = run.wait(30)
+        assert result.ok, result.log_tail()
+        a.hangup()
+        a.wait_state("DISCONNECTED", timeout=10)
+    finally:
+        a.stop()
+    assert [e.agent for e in connects(queue_log(pbx, "518", since=since), "518")] == ["1002"]
 
 
 def phone(pbx, number, tmp_path, hz=700):
