@@ -12,7 +12,7 @@ from firmware.dialplan import Caller, ConfigView, Reject, Ring, RuntimeView, rou
 from firmware.features import voicemail as vm
 from firmware.features.voicemail import Mailbox, Voicemail, VoicemailMenu
 from services.media.prompts import PROMPTS
-from services.media.wavfile import RATE, write_wav
+from services.media.wavfile import RATE, read_wav, write_wav
 from services.voicemail import VoicemailStore, check_link, sign_link
 
 NOW = datetime(2026, 11, 28, 14, 35)   # a Saturday
@@ -345,3 +345,14 @@ def test_a_link_token_names_one_message_and_expires(tmp_path):
         check_link(tmp_path, token[:-2] + "xx")
     with pytest.raises(ValueError, match="expired"):
         check_link(tmp_path, token, max_age_s=-1)
+
+
+def test_a_message_ended_by_silence_loses_that_silence_but_one_at_the_time_limit_is_kept_whole(tmp_path):
+    from services.callsvc.flows.voicemail import SILENCE_S, _cut_silence
+    path = tmp_path / "m.wav"
+    write_wav(path, _tone(3.0) + b"\x00\x00" * int(SILENCE_S * RATE))
+    _cut_silence(path, 180)
+    assert abs(len(read_wav(path)) / 2 / RATE - 3.5) < 0.01
+    write_wav(path, _tone(10.0))
+    _cut_silence(path, 10)
+    assert len(read_wav(path)) / 2 / RATE == 10.0

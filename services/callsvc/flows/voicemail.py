@@ -31,7 +31,7 @@ from firmware.config.errors import ValidationError, ValidationErrors
 from firmware.dialplan import route_call
 from firmware.features import voicemail as vm
 from firmware.features.voicemail import Voicemail, VoicemailMenu
-from services.media.wavfile import RATE, read_wav
+from services.media.wavfile import RATE, read_wav, write_wav
 from services.voicemail import VoicemailStore, link_base, sign_link, LINK_HOURS
 
 from .. import hooks
@@ -196,6 +196,8 @@ async def deposit(svc, caller: Channel, step: Voicemail):
     path = store.recording_path(box.number)
     log.info("call %d: recording a message for mailbox %s", session.n, box.number)
     ended_by = await caller.record(path, max_s=box.max_message_seconds, silence_s=SILENCE_S, stop_on_digits="#")
+    if ended_by is None and not caller.is_gone:
+        await _off_loop(_cut_silence, path, box.max_message_seconds)
     seconds = _seconds(path)
     if seconds < MIN_MESSAGE_S:
         path.unlink(missing_ok=True)
@@ -218,6 +220,18 @@ async def deposit(svc, caller: Channel, step: Voicemail):
         await _say(svc, caller, ["vm_message_saved"])
         await caller.hangup("voicemail done")
     return None
+
+
+def _cut_silence(path: Path, max_s: float) -> None:
+    """A message ended by silence keeps SILENCE_S of it at its end: cut it (not one that ran to
+    the time limit, which may end mid-word)."""
+    try:
+        pcm = read_wav(path)
+    except (OSError, ValueError):
+        return
+    if len(pcm) / 2 / RATE < max_s - 0.5:
+        keep = max(len(pcm) - int((SILENCE_S - 0.5) * RATE) * 2, 0)
+        write_wav(path, pcm[:keep])
 
 
 def _seconds(path: Path) -> float:
