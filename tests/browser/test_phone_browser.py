@@ -102,7 +102,7 @@ def open_phone(page, pbx):
     expect(page.locator("#phone-state")).to_have_text("registered")
 
 
-def hears_the_desk_phone(page, seconds: float = 20.0) -> dict:
+def hears_the_other_end(page, seconds: float = 20.0) -> dict:
     """getStats() of the page's call until packets with audio energy arrive (returns the stats)."""
     deadline = time.monotonic() + seconds
     stats = None
@@ -111,7 +111,7 @@ def hears_the_desk_phone(page, seconds: float = 20.0) -> dict:
         if stats and stats.get("packetsReceived", 0) >= 100 and (stats.get("totalAudioEnergy") or 0) > 0:
             return stats
         time.sleep(0.3)
-    raise AssertionError(f"the browser heard nothing from the desk phone: {stats}")
+    raise AssertionError(f"the browser heard nothing from the other end: {stats}")
 
 
 def test_the_browser_calls_a_desk_phone_with_audio_both_ways_and_sends_dtmf(page, pbx, tmp_path):
@@ -123,7 +123,7 @@ def test_the_browser_calls_a_desk_phone_with_audio_both_ways_and_sends_dtmf(page
         page.click("#call-btn")
         expect(page.locator("#call-state")).to_have_text("connected")
         desk.wait_state("CONFIRMED", timeout=10)
-        stats = hears_the_desk_phone(page)
+        stats = hears_the_other_end(page)
         assert "audio/PCMU" in stats["codecs"] or "audio/PCMA" in stats["codecs"], stats
         page.click("#keypad >> text=5")
         page.click("#keypad >> text=#")
@@ -158,7 +158,7 @@ def test_a_desk_phone_calls_the_browser_which_rings_and_answers(page, pbx, tmp_p
         page.click("#answer-btn")
         expect(page.locator("#call-state")).to_have_text("connected")
         desk.wait_state("CONFIRMED", timeout=10)
-        hears_the_desk_phone(page)
+        hears_the_other_end(page)
         time.sleep(2)
         desk.hangup()
         desk.wait_state("DISCONNECTED", timeout=10)
@@ -195,6 +195,42 @@ def test_the_browser_blind_transfers_its_caller_to_another_desk_phone(page, pbx,
     finally:
         target.stop()
         caller.stop()
+
+
+def test_two_browser_phones_call_each_other_the_administrator_acting_as_an_extension(browser, pbx):
+    """201 (a user) calls 203, whose page an administrator opened by choosing 203: both browser legs
+    go through rtpengine and the call service, and each page receives the other's audio."""
+    user_ctx, admin_ctx = browser.new_context(viewport=LAPTOP), browser.new_context(viewport=LAPTOP)
+    try:
+        caller, callee = user_ctx.new_page(), admin_ctx.new_page()
+        for pg in (caller, callee):
+            pg.set_default_timeout(15_000)
+        open_phone(caller, pbx)
+        callee.goto(pbx.url + "/login")
+        callee.fill("#f-username", "admin")
+        callee.fill("#f-password", ADMIN_PASSWORD)
+        callee.click("button:has-text('Log in')")
+        callee.click("nav >> text=Browser phone")
+        expect(callee.locator("#phone-missing")).to_be_visible()
+        callee.select_option("#f-ext", "203")
+        callee.click("#choose-ext button")
+        expect(callee).to_have_url(re.compile(r"/phone\?ext=203$"))
+        expect(callee.locator("#phone-state")).to_have_text("registered")
+        shot(callee, "144-browser-phone-admin-as-extension")
+        caller.fill("#phone-number", "203")
+        caller.click("#call-btn")
+        expect(callee.locator("#incoming-from")).to_contain_text("201")
+        callee.click("#answer-btn")
+        expect(caller.locator("#call-state")).to_have_text("connected")
+        expect(callee.locator("#call-state")).to_have_text("connected")
+        hears_the_other_end(caller)
+        hears_the_other_end(callee)
+        caller.click("#hangup-btn")
+        expect(callee.locator("#call-panel")).to_be_hidden()
+        expect(callee.locator("#history tbody tr").first).to_contain_text("answered")
+    finally:
+        user_ctx.close()
+        admin_ctx.close()
 
 
 # ----- on a LAN address: HTTPS page, wss with the box's certificate -------------------------------
@@ -245,7 +281,7 @@ def test_over_https_the_browser_phone_uses_wss_with_the_boxs_certificate(browser
         page.fill("#phone-number", "202")
         page.click("#call-btn")
         expect(page.locator("#call-state")).to_have_text("connected")
-        hears_the_desk_phone(page)
+        hears_the_other_end(page)
         time.sleep(2)
         page.click("#hangup-btn")
         desk.wait_state("DISCONNECTED", timeout=10)
