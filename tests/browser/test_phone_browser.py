@@ -4,9 +4,10 @@ a 1000 Hz tone (--use-file-for-fake-audio-capture); the pjsua2 phone sends 700 H
 hear the other: the pjsua2 phone's recording holds 1000 Hz, the page's getStats() counts packets
 received with audio energy. Screenshots in docs/screenshots/ (laptop-/phone-14N-name.png).
 
-The PBX listens on 127.0.0.1: the web UI is http://127.0.0.1 and the WebSocket ws://127.0.0.1,
-which Chromium treats as a secure context (getUserMedia works); on a LAN address both are HTTPS/wss
-with the box's certificate (tests/test_phone.py checks that edge)."""
+Most specs run the PBX on 127.0.0.1: the web UI is http://127.0.0.1 and the WebSocket
+ws://127.0.0.1, which Chromium treats as a secure context (getUserMedia works). The last one runs it
+on a LAN address (tests/lanhost.py), where the page is HTTPS and the WebSocket wss, both with the
+box's own certificate."""
 from __future__ import annotations
 
 import re
