@@ -121,7 +121,7 @@ class Queue:
     join_empty: bool = True              # may a caller join when no agent is logged in?
     leave_when_empty: bool = False       # do waiting callers leave when the last agent logs out?
     empty_destination: str = ""          # where they go then ("" = hang up)
-    music_class: str = ""                # music on hold class ("" = the default)
+    music_class: str = ""                # music on hold class ("" = the caller's route's class, else the default)
     announce_position: bool = True       # "you are caller number 2" ...
     announce_wait: bool = True           # ... "your estimated wait is about 3 minutes"
     announce_every: int = 30             # repeat it every N s (0 = once, on entry)
