@@ -126,6 +126,9 @@ def test_the_browser_calls_a_desk_phone_with_audio_both_ways_and_sends_dtmf(page
         desk.wait_state("CONFIRMED", timeout=10)
         stats = hears_the_other_end(page)
         assert "audio/PCMU" in stats["codecs"] or "audio/PCMA" in stats["codecs"], stats
+        # and the page plays it (the remote stream is in the <audio> element, playing)
+        assert page.evaluate("() => { const a = document.getElementById('remote-audio');"
+                             " return !!a.srcObject && !a.paused && a.srcObject.getAudioTracks().length === 1; }")
         page.click("#keypad >> text=5")
         page.click("#keypad >> text=#")
         deadline = time.monotonic() + 5
