@@ -82,7 +82,7 @@ def bad_values(path, action) -> list[str]:
 
 
 # Subcommands that need one of several optional options to have anything to do.
-ONE_OF = {("ext", "set"): ("name", ["--name", "Test"])}
+ONE_OF = {("ext", "set"): ("name", ["--name", "Test"]), ("ha", "set"): ("off", ["--off"])}
 
 
 def baseline(path, parser, skip_dest=None) -> list[str]:

@@ -54,6 +54,7 @@ def test_bad_failover_settings_are_refused_naming_the_field(change, field):
 
 def test_pbx_ha_set_makes_a_shared_secret_and_refuses_a_bad_vip(tmp_path):
     data = tmp_path / "data"
+    ConfigStore(data)
     ok = subprocess.run([PBX, "ha", "set", "--data", str(data), "--role", "primary", "--node", "192.0.2.2",
                          "--peer", "192.0.2.3", "--vip", "192.0.2.10/24", "--interface", "eth0"],
                         capture_output=True, text=True, timeout=30)

@@ -2,12 +2,15 @@
 
     pbx ha set --role primary --node 192.0.2.2 --peer 192.0.2.3 --vip 192.0.2.10/24 --interface eth0
     pbx ha show | status
-    pbx ha check    (keepalived's health check: exit 0 = this box can serve)
-    pbx ha notify   (keepalived's notify script: INSTANCE_TYPE NAME STATE PRIORITY)
+
+keepalived itself runs `python -m services.ha.check DATA` (health) and `python -m
+services.ha.notify DATA ...` (state changes): standard-library modules that start in milliseconds.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import ipaddress
 import json
 import sys
 import time
@@ -18,40 +21,68 @@ from firmware.ha import ROLES, HaSettings, new_secret
 from . import settings as ha_settings
 
 
+def _address(text: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:60]!r} is not an IPv4 address (e.g. 192.168.1.2)") from None
+
+
+def _vip(text: str) -> str:
+    try:
+        if "/" not in text:
+            raise ValueError
+        return str(ipaddress.IPv4Interface(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:60]!r} is not an address with its prefix length "
+                                         "(e.g. 192.168.1.10/24)") from None
+
+
+def _secret(text: str) -> str:
+    if len(text) < 16 or len(text) > 128 or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError("the shared secret is 16-128 characters without spaces "
+                                         "(copy it from the first box's `pbx ha set` output)")
+    return text
+
+
 def add_parser(sub, common) -> None:
+    from ..cli import _whole
     h = sub.add_parser("ha", help="failover: a pair of boxes sharing a virtual address (VRRP)")
     hsub = h.add_subparsers(dest="ha_cmd", required=True)
     s = hsub.add_parser("set", parents=[common], help="set this box's failover settings")
     s.add_argument("--role", choices=ROLES)
-    s.add_argument("--node", dest="node_addr", metavar="IP", help="this box's own LAN address")
-    s.add_argument("--peer", dest="peer_addr", metavar="IP", help="the other box's own LAN address")
-    s.add_argument("--vip", metavar="IP/PREFIX", help="the shared address phones and trunks use")
+    s.add_argument("--node", dest="node_addr", type=_address, metavar="IP", help="this box's own LAN address")
+    s.add_argument("--peer", dest="peer_addr", type=_address, metavar="IP", help="the other box's own LAN address")
+    s.add_argument("--vip", type=_vip, metavar="IP/PREFIX", help="the shared address phones and trunks use")
     s.add_argument("--interface", metavar="IF", help="the LAN interface (e.g. eth0)")
-    s.add_argument("--router-id", dest="router_id", type=int, metavar="1-255")
-    s.add_argument("--advert-ms", dest="advert_ms", type=int, metavar="MS")
-    s.add_argument("--secret", help="shared by both boxes (made on the first box when left out)")
+    s.add_argument("--router-id", dest="router_id", type=_whole(1, 255), metavar="1-255")
+    s.add_argument("--advert-ms", dest="advert_ms", type=_whole(10, 1000), metavar="MS")
+    s.add_argument("--secret", type=_secret, help="shared by both boxes (made on the first box when left out)")
     s.add_argument("--off", action="store_true", help="switch failover off on this box")
     hsub.add_parser("show", parents=[common], help="this box's failover settings").add_argument(
         "--json", action="store_true")
     hsub.add_parser("status", parents=[common], help="role, state, last takeover").add_argument(
         "--json", action="store_true")
-    hsub.add_parser("check", parents=[common], help="health check run by keepalived (exit 0: healthy)")
-    n = hsub.add_parser("notify", parents=[common], help="state change, run by keepalived")
-    n.add_argument("what", nargs="*", help="INSTANCE NAME STATE PRIORITY as keepalived passes them")
 
 
 def cmd_ha(args) -> int:
-    return {"set": _set, "show": _show, "status": _status, "check": _check, "notify": _notify}[args.ha_cmd](args)
+    from firmware.config.store import open_data_dir
+    open_data_dir(args.data, create=False)     # a mistyped --data must not become a new box
+    return {"set": _set, "show": _show, "status": _status}[args.ha_cmd](args)
 
 
 def _set(args) -> int:
     current = ha_settings.load(args.data)
+    changes = {k: getattr(args, k) for k in ("role", "node_addr", "peer_addr", "vip", "interface",
+                                            "router_id", "advert_ms", "secret") if getattr(args, k) is not None}
     if args.off:
+        if changes:
+            print("error: --off takes no other option (switch failover off first, change settings later)",
+                  file=sys.stderr)
+            return 2
         ha_settings.save(args.data, dataclasses.replace(current, enabled=False))
         print("failover off on this box (takes effect at the next start of the PBX)")
         return 0
-    changes = {k: getattr(args, k) for k in ("role", "node_addr", "peer_addr", "vip", "interface",
-                                            "router_id", "advert_ms", "secret") if getattr(args, k) is not None}
     ha = dataclasses.replace(current, enabled=True, **changes)
     made_secret = False
     if not ha.secret:
@@ -96,23 +127,4 @@ def _status(args) -> int:
     if st.get("last_takeover"):
         print(f"last takeover: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(st['last_takeover']))} "
               f"({st.get('takeovers', 0)} in all)")
-    return 0
-
-
-def _check(args) -> int:
-    """Healthy = the call service answers its control socket and reports its edge running (the
-    same check keepalived runs as `python -m services.ha.check DATA`)."""
-    from .check import healthy
-    ok, why = healthy(args.data)
-    print("healthy" if ok else f"unhealthy: {why}", file=sys.stdout if ok else sys.stderr)
-    return 0 if ok else 1
-
-
-def _notify(args) -> int:
-    state = next((w for w in args.what if w in ha_settings.STATES), None)
-    if state is None:
-        print(f"error: no state in {args.what!r}", file=sys.stderr)
-        return 2
-    doc = ha_settings.record_state(args.data, state)
-    print(f"ha: now {state} (was {doc.get('previous')})", file=sys.stderr)
     return 0
