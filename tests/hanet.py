@@ -142,3 +142,81 @@ class OfficeLan:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class PbxPair:
+    """Two real PBXes (`pbx run` with `pbx ha set`) on an OfficeLan: A primary, B backup.
+
+        with OfficeLan() as lan, PbxPair(lan, tmp_path, seed=lambda store: ...) as pair:
+            pair.data["a"], pair.wait_active("a")
+    `seed(store)` fills each box's configuration before it starts (the same on both)."""
+
+    def __init__(self, lan: OfficeLan, base, seed=None, pbx: str | None = None):
+        from pathlib import Path
+        self.lan, self.base, self.seed = lan, Path(base), seed
+        root = Path(__file__).resolve().parents[1]
+        self.root = root
+        self.pbx = pbx or str(root / ".venv" / "bin" / "pbx")
+        self.data = {"a": self.base / "a", "b": self.base / "b"}
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self) -> "PbxPair":
+        from firmware.config import ConfigStore
+        from firmware.ha import HaSettings, new_secret
+        from services.ha import settings as ha_settings
+        lan, secret = self.lan, new_secret()
+        for box, role, peer in ((lan.box_a, "primary", lan.box_b), (lan.box_b, "backup", lan.box_a)):
+            data = self.data[box.name]
+            store = ConfigStore(data)
+            if self.seed is not None:
+                self.seed(store)
+            ha_settings.save(data, HaSettings(True, role, box.addr, peer.addr, f"{lan.vip}/24", "eth0",
+                                              secret=secret))
+            self.start_box(box.name)
+        return self
+
+    def start_box(self, name: str) -> None:
+        box = {"a": self.lan.box_a, "b": self.lan.box_b}[name]
+        log = open(self.base / f"{name}.log", "ab")
+        self.procs[name] = box.popen([self.pbx, "run", "--data", str(self.data[name]), "--sip-addr", self.lan.vip,
+                                      "--sip-port", "5060", "--web-port", "8443", "--rtp-ports", "20000-20200"],
+                                     stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
+
+    def state(self, name: str) -> str | None:
+        from services.ha import settings as ha_settings
+        return ha_settings.state(self.data[name]).get("state")
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        """A holds the VIP and B is BACKUP."""
+        wait_for("the primary to hold the VIP", lambda: self.lan.vip in self.lan.box_a.addresses(), timeout)
+        wait_for("the backup to be BACKUP", lambda: self.state("b") == "BACKUP", timeout)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def __enter__(self) -> "PbxPair":
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def wait_for(what: str, check, timeout: float, every: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -13,6 +13,12 @@ Frames travel over TCP to the peer's own address on REPLICATION_PORT, encrypted 
 with AES-256-GCM under a key derived from the pair's shared secret (HKDF-SHA256): the document
 holds SIP secrets. A frame that does not decrypt is dropped and logged; a frame older than
 MAX_SKEW_S is refused (replay).
+
+Call records, voicemail and recordings travel the same way (services/ha/files.py). Both boxes
+also send each other a sealed UDP heartbeat every HEARTBEAT_S on the same port, carrying their
+VRRP state: it is the peer's health on the status pages, and the gap of a takeover (from the
+last heartbeat of the peer as MASTER to this box's MASTER) is measured from it. What was shipped
+and acknowledged when is kept in DATA/ha/replication.json for `pbx ha status` and the web UI.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import struct
 import time
 from pathlib import Path
 
+from . import files
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -36,6 +43,8 @@ POLL_S = 0.2
 MAX_FRAME = 8 * 1024 * 1024
 MAX_SKEW_S = 120.0
 CDR_BATCH = 500
+HEARTBEAT_S = 0.1
+FILES_EVERY_S = 0.5
 OVERLAP_S = 5.0       # records are re-sent this far back: a call ending out of order is not missed
 
 
@@ -78,6 +87,54 @@ class Replicator:
         self.sent = 0
         self.peer_mark = 0.0                # end time of the newest call record the peer holds
         self.last_applied: float | None = None
+        self.mirror = files.FileMirror(self.data_dir)
+        self.peer_files: dict[str, list] | None = None   # what the peer holds (None: ask it first)
+        self.vm_signature = None            # of the voicemail index last acknowledged by the peer
+        self.files_pending = 0
+        self.hb_transport = None
+        self.hb_task: asyncio.Task | None = None
+        self.peer_state: str | None = None
+        self.peer_heard: float | None = None          # wall time of the peer's last heartbeat
+        self.peer_master_heard: float | None = None   # ... of its last heartbeat as MASTER
+        self.seen_takeover: float | None = None
+        self.stats: dict = {}                # what was shipped/acknowledged/received when (wall time)
+        self._stats_written = 0.0
+        self._last_stats_doc = None
+
+    def _mark(self, what: str, **more) -> None:
+        self.stats[what] = time.time()
+        self.stats.update(more)
+
+    def status(self) -> dict:
+        """Peer health, replication lag and the last takeover (the "ha" part of `pbx status`)."""
+        now = time.time()
+        st = _read_json(self.data_dir / "ha" / "state.json")
+        doc = {"state": st.get("state", "unknown"), "since": st.get("since"), "role": self.ha.role,
+               "vip": self.ha.vip, "node": self.ha.node_addr, "peer": self.ha.peer_addr,
+               "peer_state": self.peer_state if self._peer_alive(now) else "unreachable",
+               "peer_heard_s": round(now - self.peer_heard, 3) if self.peer_heard else None,
+               "files_pending": self.files_pending, "takeovers": st.get("takeovers", 0),
+               "replication": {k: self.stats.get(k) for k in (
+                   "config_acked", "cdr_acked", "file_acked", "voicemail_index_acked",
+                   "config_received", "cdr_received", "file_received", "voicemail_index_received")},
+               "files_stored": self.mirror.stored, "files_deleted": self.mirror.deleted,
+               "last_takeover": self.stats.get("last_takeover")}
+        return doc
+
+    def _peer_alive(self, now: float) -> bool:
+        return self.peer_heard is not None and now - self.peer_heard < 1.0
+
+    def _write_stats(self) -> None:
+        doc = self.status()
+        doc.pop("peer_heard_s")
+        doc["peer_heard"] = self.peer_heard
+        if doc == self._last_stats_doc and time.monotonic() - self._stats_written < 5.0:
+            return
+        self._last_stats_doc, self._stats_written = doc, time.monotonic()
+        path = self.data_dir / "ha" / "replication.json"
+        tmp = path.with_name("replication.json.tmp")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, path)
 
     @property
     def config_path(self) -> Path:
@@ -85,23 +142,77 @@ class Replicator:
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._receive, self.ha.node_addr, REPLICATION_PORT)
-        self.task = asyncio.get_running_loop().create_task(self._send_loop())
+        loop = asyncio.get_running_loop()
+        self.task = loop.create_task(self._send_loop())
+        self.hb_transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Heartbeats(self), local_addr=(self.ha.node_addr, REPLICATION_PORT))
+        self.hb_task = loop.create_task(self._heartbeat_loop())
         log.info("ha: configuration replication on %s:%d, peer %s", self.ha.node_addr, REPLICATION_PORT,
                  self.ha.peer_addr)
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
+        for task in (self.task, self.hb_task):
+            if task is not None:
+                task.cancel()
+        if self.hb_transport is not None:
+            self.hb_transport.close()
         if self.server is not None:
             self.server.close()
 
+    # --- heartbeats (both boxes) -----------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            state = self.state_of()
+            try:
+                frame = seal(self.ha.secret, {"kind": "hb", "state": state, "sent": time.time()})[4:]
+                self.hb_transport.sendto(frame, (self.ha.peer_addr, REPLICATION_PORT))
+            except OSError:
+                pass                          # no route while the link is down: next time
+            self._note_takeover(state)
+            try:
+                self._write_stats()
+            except OSError as exc:
+                log.debug("ha: replication status not written: %s", exc)
+            await asyncio.sleep(HEARTBEAT_S)
+
+    def _heard(self, frame: bytes) -> None:
+        try:
+            payload = unseal(self.ha.secret, frame)
+        except ValueError:
+            return
+        if payload.get("kind") != "hb":
+            return
+        now = time.time()
+        if self.peer_state != payload.get("state") or not self._peer_alive(now):
+            log.info("ha: peer %s is %s", self.ha.peer_addr, payload.get("state"))
+        self.peer_state, self.peer_heard = payload.get("state"), now
+        if self.peer_state == "MASTER":
+            self.peer_master_heard = now
+
+    def _note_takeover(self, state: str | None) -> None:
+        """A new MASTER state: the gap is from the peer's last heartbeat as MASTER (or its last
+        heartbeat at all) to this box's takeover as keepalived's notify recorded it."""
+        if state != "MASTER":
+            return
+        st = _read_json(self.data_dir / "ha" / "state.json")
+        at = st.get("last_takeover")
+        if not at or at == self.seen_takeover:
+            return
+        self.seen_takeover = at
+        before = self.peer_master_heard or self.peer_heard
+        gap = round(at - before, 3) if before and before <= at else None
+        self.stats["last_takeover"] = {"at": at, "gap_s": gap, "peer_last_heard": before}
+        log.info("ha: this box took over%s", f", {gap * 1000:.0f} ms after the peer's last heartbeat"
+                 if gap is not None else " (no heartbeat of the peer heard before)")
+
     # --- sending (MASTER) ----------------------------------------------------------------------
     async def _send_loop(self) -> None:
-        last_sent_mtime, last_push, last_cdr = None, 0.0, None
+        last_sent_mtime, last_push, last_cdr, last_files = None, 0.0, None, 0.0
         while True:
             await asyncio.sleep(POLL_S)
             if self.state_of() != "MASTER":
                 last_sent_mtime = last_cdr = None
+                self.peer_files = self.vm_signature = None
                 continue
             try:
                 mtime = self.config_path.stat().st_mtime
@@ -112,11 +223,97 @@ class Replicator:
                 if await self._push(mtime):
                     last_sent_mtime, last_push = mtime, now
                     last_cdr = _cdr_signature(self.data_dir)
-                continue
+                else:
+                    continue
             cdr = _cdr_signature(self.data_dir)
             if cdr != last_cdr:               # a call ended: its record goes at once
                 await self._ship_cdrs()
                 last_cdr = cdr
+            if now - last_files >= FILES_EVERY_S or self.files_pending:
+                last_files = now
+                try:
+                    await self._ship_files()
+                except OSError as exc:
+                    log.warning("ha: files not shipped this round: %s", exc)
+
+    async def _ship_files(self) -> None:
+        """Voicemail and recordings the peer does not have (or has older), then deletions of
+        what it holds from here and is gone here, then the voicemail index once the message
+        files it names are there."""
+        loop = asyncio.get_running_loop()
+        if self.peer_files is None:
+            answer = await self._send({"kind": "files-list"})
+            if answer is None or "files" not in answer:
+                return
+            self.peer_files = answer["files"]
+        peer = self.peer_files
+        local = await loop.run_in_executor(None, files.scan, self.data_dir)
+        same = {rel: list(v) for rel, v in local.items() if rel in peer and peer[rel][:2] == list(v) and not peer[rel][2]}
+        if same:
+            if await self._send({"kind": "files-confirm", "files": same}) is None:
+                return
+            for rel in same:
+                peer[rel][2] = 1
+        todo = sorted((rel for rel, v in local.items() if (peer.get(rel) or [None, None])[:2] != list(v)),
+                      key=lambda rel: (not rel.startswith("voicemail/"), local[rel][1]))
+        now, budget, pending, vm_pending = time.time(), files.ROUND_BYTES, 0, False
+        for rel in todo:
+            size, mtime_ns = local[rel]
+            if budget <= 0 or not files.settled(rel, mtime_ns, now):
+                pending += 1
+                vm_pending = vm_pending or rel.startswith("voicemail/")
+                continue
+            shipped = await self._ship_file(rel, size, mtime_ns)
+            if shipped is None:               # the peer is unreachable: next round
+                self.files_pending = len(todo)
+                return
+            if shipped:
+                peer[rel] = [size, mtime_ns, 1]
+                self._mark("file_acked")
+            else:
+                pending += 1
+                vm_pending = vm_pending or rel.startswith("voicemail/")
+            budget -= size
+        gone = [rel for rel, v in peer.items() if v[2] and rel not in local]
+        if gone:
+            if await self._send({"kind": "files-delete", "paths": gone}) is None:
+                return
+            for rel in gone:
+                peer.pop(rel, None)
+            self._mark("file_acked")
+        self.files_pending = pending
+        if vm_pending:
+            return
+        signature = files.voicemail_signature(self.data_dir)
+        if signature != self.vm_signature:
+            doc = await loop.run_in_executor(None, files.voicemail_rows, self.data_dir)
+            if doc is None:
+                self.vm_signature = signature
+                return
+            answer = await self._send({"kind": "voicemail-index", **doc})
+            if answer is not None and answer.get("ok"):
+                self.vm_signature = signature
+                self._mark("voicemail_index_acked")
+
+    async def _ship_file(self, rel: str, size: int, mtime_ns: int) -> bool | None:
+        """True when the peer stored it whole, False to try again later, None: peer down."""
+        loop = asyncio.get_running_loop()
+        try:
+            chunks = files.read_chunks(self.data_dir, rel)
+            while True:
+                item = await loop.run_in_executor(None, next, chunks, None)
+                if item is None:
+                    return False              # it shrank while being read: next round
+                offset, data, sha = item
+                answer = await self._send(files.chunk_frame(rel, size, mtime_ns, offset, data, sha))
+                if answer is None:
+                    return None
+                if answer.get("stored"):
+                    return True
+                if answer.get("restart") or not answer.get("ok"):
+                    return False
+        except FileNotFoundError:
+            return False                      # deleted meanwhile: the deletion follows
 
     async def _push(self, mtime: float) -> bool:
         doc = await asyncio.get_running_loop().run_in_executor(None, self.store.export_config)
@@ -124,6 +321,7 @@ class Replicator:
         if answer is None:
             return False                     # the peer is down: try again next round
         self.sent += 1
+        self._mark("config_acked")
         await self._ship_cdrs()
         return True
 
@@ -136,6 +334,7 @@ class Replicator:
             answer = await self._send({"kind": "cdr", "rows": rows})
             if answer is None:
                 return
+            self._mark("cdr_acked")
             self.peer_mark = max(self.peer_mark, float(answer.get("mark", 0.0)))
             if len(rows) < CDR_BATCH:
                 return
@@ -150,11 +349,13 @@ class Replicator:
         try:
             writer.write(frame)
             await writer.drain()
-            return json.loads(await asyncio.wait_for(reader.read(4096), 5.0) or b"{}")
+            answer = json.loads(await asyncio.wait_for(reader.read(), 10.0) or b"{}")
         except (OSError, asyncio.TimeoutError, ValueError):
             return None
         finally:
             writer.close()
+        self._mark("peer_acked")
+        return answer
 
     # --- receiving (BACKUP) ----------------------------------------------------------------------
     async def _receive(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -174,10 +375,33 @@ class Replicator:
             writer.close()
 
     def _apply(self, payload: dict) -> dict | None:
-        if payload.get("kind") == "cdr":
+        kind = payload.get("kind")
+        if kind == "cdr":
+            self._mark("cdr_received")
             return {"mark": _store_cdr_rows(self.data_dir, payload.get("rows") or [])}
-        if payload.get("kind") != "config":
+        if kind in ("files-list", "file", "files-confirm", "files-delete", "voicemail-index"):
+            if self.state_of() == "MASTER":
+                log.warning("ha: %s from the peer ignored: this box is active (two masters?)", kind)
+                return {"ok": False, "why": "this box is active"}
+            if kind == "files-list":
+                return {"files": self.mirror.listing()}
+            if kind == "file":
+                answer = self.mirror.chunk(payload)
+                if answer.get("stored"):
+                    self._mark("file_received")
+                return answer
+            if kind == "files-confirm":
+                return self.mirror.confirm(payload.get("files") or {})
+            if kind == "files-delete":
+                self._mark("file_received")
+                return self.mirror.delete(payload.get("paths") or [])
+            n = files.store_voicemail_rows(self.data_dir, payload)
+            self._mark("voicemail_index_received")
+            log.info("ha: voicemail index from the active box applied (%d message(s))", n)
+            return {"messages": n}
+        if kind != "config":
             return None
+        self._mark("config_received")
         if self.state_of() == "MASTER":
             log.warning("ha: configuration from the peer ignored: this box is active (two masters?)")
             return
@@ -196,6 +420,22 @@ class Replicator:
         self.last_applied = time.time()
         log.info("ha: configuration from the active box applied (%s)",
                  ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+
+
+class _Heartbeats(asyncio.DatagramProtocol):
+    def __init__(self, replicator: Replicator):
+        self.replicator = replicator
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        if addr[0] == self.replicator.ha.peer_addr:
+            self.replicator._heard(data)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 # ----- call records -----------------------------------------------------------------------------
