@@ -25,7 +25,7 @@ from tests.mailer_smtp import SmtpServer
 
 pytestmark = pytest.mark.e2e
 OWNER_HZ = 1500
-EXTENSIONS = ["2000", "2001", "2002", "2003", "2004", "2005"]
+EXTENSIONS = ["2000", "2001", "2002", "2003", "2004", "2005", "2006"]
 
 
 @pytest.fixture(scope="module")
@@ -103,10 +103,12 @@ def log_lines(pbx, text):
     return [line for line in pbx.log_path.read_text(errors="replace").splitlines() if text in line]
 
 
-def leave_message(pbx, tmp_path, caller, mailbox, seconds=5.0, skip_greeting=False):
+def leave_message(pbx, tmp_path, caller, mailbox, seconds=5.0, skip_greeting=False, box=None):
     """`caller` calls `mailbox`'s extension, nobody answers, it talks (its tone) for `seconds`
-    after the beep and presses #. With skip_greeting it presses # during the greeting."""
-    before = len(log_lines(pbx, f"recording a message for mailbox {mailbox}"))
+    after the beep and presses #. With skip_greeting it presses # during the greeting. `box`:
+    the mailbox that takes it when the extension sends its calls to another one."""
+    box = box or mailbox
+    before = len(log_lines(pbx, f"recording a message for mailbox {box}"))
     with phone(pbx, caller, tmp_path, CALLER_HZ) as a:
         registered(a)
         a.call(pbx.uri(mailbox))
@@ -114,7 +116,7 @@ def leave_message(pbx, tmp_path, caller, mailbox, seconds=5.0, skip_greeting=Fal
         if skip_greeting:
             time.sleep(1)
             a.send_dtmf("#")
-        wait_for(lambda: len(log_lines(pbx, f"recording a message for mailbox {mailbox}")) > before, 30,
+        wait_for(lambda: len(log_lines(pbx, f"recording a message for mailbox {box}")) > before, 30,
                  "recording start in the PBX log")
         time.sleep(seconds)
         a.send_dtmf("#")
@@ -293,3 +295,22 @@ def test_an_extension_on_dnd_sends_callers_to_its_busy_greeting(vpbx, tmp_path):
         assert log_lines(vpbx, "2000 -> 2002: voicemail 2002 (busy greeting)")
     finally:
         ConfigStore(vpbx.data).update_extension("2002", dnd=False)
+
+
+def test_a_group_mailbox_takes_a_message_and_lights_its_members_lamps(vpbx, tmp_path):
+    store = ConfigStore(vpbx.data)
+    store.add_record(vm.TABLE, vm.Mailbox("8000", "Sales", group=True, members=("2006",), generated_pin="246810"))
+    store.update_extension("2005", forward_always="voicemail:8000")    # the sales line goes to the group
+    time.sleep(1)                                      # the call service re-reads the config twice a second
+    lamp = Lamp(vpbx, "2006")
+    try:
+        lamp.wait("Voice-Message: 0/0")
+        seen = len(lamp.bodies)
+        leave_message(vpbx, tmp_path, "2000", "2005", seconds=2.0, skip_greeting=True, box="8000")
+        [msg] = VoicemailStore(vpbx.data).messages("8000")
+        assert msg.caller_number == "2000"
+        assert "Messages-Waiting: yes" in lamp.wait("Voice-Message: 1/0", after=seen)
+    finally:
+        lamp.close()
+        store.update_extension("2005", forward_always="")
+    assert log_lines(vpbx, "2000 -> 2005: voicemail 8000 (unavailable greeting)")
