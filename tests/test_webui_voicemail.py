@@ -141,3 +141,13 @@ def test_a_signed_link_plays_one_message_without_login_and_a_forged_one_does_not
     assert r.status_code == 200 and r.data[:4] == b"RIFF"
     assert anyone.get(f"/voicemail/listen/{token[:-3]}abc").status_code == 403
     assert anyone.get(f"/voicemail/201/{msg.id}/audio").status_code in (302, 401)
+
+
+def test_an_inbound_route_can_send_calls_to_a_mailbox_and_a_missing_one_is_refused(admin, data):
+    r = post(admin, "/routes/inbound/new", {"did": "+442071234567", "destination_kind": "voicemail",
+                                            "destination_voicemail": "299"})
+    assert r.status_code == 400 and "no voicemail 299" in form_error(r.text, "destination")
+    r = post(admin, "/routes/inbound/new", {"did": "+442071234567", "destination_kind": "voicemail",
+                                            "destination_voicemail": "201"})
+    assert r.status_code == 302, r.text
+    assert ConfigStore(data).inbound_routes()[0].destination == "voicemail:201"
