@@ -355,7 +355,7 @@ def line_values(tty: str) -> dict[str, str]:
 
 
 def test_edge_is_ready_when_kamailio_answers_options_and_its_watchdog_stops_when_hung(start_service):
-    values = sip_values()
+    values = sip_values(PBX_WEB_PORT="8443", PBX_BROWSER_PHONE_PORT="0")   # browser phones: test_phone.py
     edge = start_service("edge", values)
     ready = edge.wait_ready()
     reply = sip_options(int(values["PBX_SIP_PORT"]))
