@@ -138,3 +138,83 @@ vrrp_instance PBX {{
     notify "{notify_cmd}"
 }}
 """
+
+
+# ----- status, as people read it (pbx ha status, the dashboard card, the Failover page) --------------
+PEER_LOST_S = 1.0            # no heartbeat for this long: the peer is unreachable
+LAG_WARN_S = 5.0             # the active box's last acknowledged shipment older than this: warn
+STATE_WORDS = {"MASTER": "active", "BACKUP": "standby", "FAULT": "faulty (health check failing)",
+               "STOP": "stopped", "unknown": "not started", "unreachable": "unreachable"}
+_SHIPMENTS = (("config", "Configuration"), ("cdr", "Call records"), ("file", "Voicemail and recordings"),
+              ("voicemail_index", "Voicemail index"))
+
+
+def _ago(now: float, then: float | None) -> str:
+    if not then:
+        return "never"
+    age = max(0.0, now - then)
+    if age < 10:
+        return f"{age:.1f} s ago"
+    if age < 120:
+        return f"{age:.0f} s ago"
+    if age < 7200:
+        return f"{age / 60:.0f} min ago"
+    return f"{age / 3600:.0f} h ago"
+
+
+def status_summary(doc: dict | None, now: float, fmt_time=None) -> dict:
+    """What the failover status says, from the running PBX's "ha" status (services/ha/
+    replication.py Replicator.status()). `fmt_time(epoch) -> str` formats the takeover's time.
+
+    Returns {"on", "state", "state_word", "ok", "headline", "peer", "peer_short" (without the
+    heartbeat's age), "peer_ok", "rows": [(label,
+    text, ok)], "takeover"}: ok is False when the peer is unreachable, the box is faulty, or the
+    active box has not had an acknowledgement from the standby for LAG_WARN_S."""
+    if not doc:
+        return {"on": False, "state": None, "state_word": "off", "ok": True, "headline": "failover off on this box",
+                "peer": "", "peer_short": "", "peer_ok": True, "rows": [], "takeover": ""}
+    fmt_time = fmt_time or (lambda t: f"{t:.0f}")
+    state = doc.get("state") or "unknown"
+    active = state == "MASTER"
+    peer_state = doc.get("peer_state") or "unreachable"
+    heard = doc.get("peer_heard_s")
+    peer_ok = peer_state != "unreachable" and heard is not None and heard < PEER_LOST_S
+    peer_short = (f"peer {doc.get('peer')} is {STATE_WORDS.get(peer_state, peer_state)}" if peer_ok
+                  else f"peer {doc.get('peer')} unreachable")
+    if peer_ok:
+        peer = f"{peer_short} (heard {heard * 1000:.0f} ms ago)"
+    elif heard is not None:
+        peer = f"peer {doc.get('peer')} unreachable: last heard {heard:.0f} s ago"
+    else:
+        peer = f"peer {doc.get('peer')} unreachable: never heard since this box started"
+    rep = doc.get("replication") or {}
+    rows = []
+    for key, label in _SHIPMENTS:
+        if active:
+            when = rep.get(f"{key}_acked")
+            ok = key != "config" or (when is not None and now - when < LAG_WARN_S)
+            text = (f"acknowledged by the standby {_ago(now, when)}" if when
+                    else "nothing acknowledged by the standby since this box started")
+            if key == "file" and doc.get("files_pending"):
+                text += f"; {doc['files_pending']} file(s) waiting"
+        else:
+            when = rep.get(f"{key}_received")
+            ok = True
+            text = (f"received from the active box {_ago(now, when)}" if when
+                    else "nothing received from the active box since this box started")
+        rows.append((label, text, ok))
+    last = doc.get("last_takeover") or {}
+    if last.get("at"):
+        gap = last.get("gap_s")
+        takeover = (f"took over at {fmt_time(last['at'])}, "
+                    + (f"{gap * 1000:.0f} ms after the peer's last heartbeat" if gap is not None
+                       else "with no heartbeat of the peer heard before"))
+    elif doc.get("takeovers"):
+        takeover = f"{doc['takeovers']} takeover(s), the last before this start of the PBX"
+    else:
+        takeover = "no takeover by this box yet"
+    word = STATE_WORDS.get(state, state)
+    ok = peer_ok and state in ("MASTER", "BACKUP") and all(r[2] for r in rows)
+    return {"on": True, "state": state, "state_word": word, "ok": ok,
+            "headline": f"{doc.get('role', '')} box, {word}; VIP {doc.get('vip', '')}",
+            "peer": peer, "peer_short": peer_short, "peer_ok": peer_ok, "rows": rows, "takeover": takeover}

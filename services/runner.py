@@ -334,7 +334,8 @@ class Pbx:
             except EdgeError as exc:
                 raise RunError(f"Kamailio edge cannot start: {str(exc).splitlines()[0]}") from None
         if self.calls is not None:
-            self.control = ControlServer(o.data, {"status": self._status, "ping": self._ping})
+            self.control = ControlServer(o.data, {"status": self._status, "ping": self._ping,
+                                                  "ha": self._ha_status})
             await self.control.start()
             from .mailer.sender import MailSender, policy_from_env
             self.mailer = MailSender(o.data, policy=policy_from_env()).start()
@@ -436,7 +437,12 @@ class Pbx:
                 "registrations": regs, "calls": st["calls"], "completed_calls": st["completed"],
                 "sip": st["sip"], "trunks": trunks, "sip_addr": self.opts.sip_addr,
                 "sip_port": self.opts.sip_port, "cs_port": self.calls.endpoint.local[1],
-                "rtp_legs": st["rtp_legs"], **{k: st[k] for k in hooks.ON_STATUS if k in st}}
+                "rtp_legs": st["rtp_legs"], **{k: st[k] for k in hooks.ON_STATUS if k in st},
+                "ha": await self._ha_status(None) or None}
+
+    async def _ha_status(self, _args) -> dict:
+        """Failover: state, peer health, replication lag, last takeover ({} when off)."""
+        return self.replicator.status() if self.replicator is not None else {}
 
     async def _ping(self, _args) -> dict:
         # keepalived's health check (`pbx ha check`) asks this: the edge counts when it is ours

@@ -17,6 +17,7 @@ MAIN_PAGES = [
     ("recordings", "recordings.index", "Recordings"),
     ("settings", "settings.index", "Settings"),
     ("system", "system.index", "System"),
+    ("ha", "ha.index", "Failover"),
     ("provisioning", "provisioning.index", "Phones"),
     ("https", "https.index", "HTTPS"),
     ("api", "api.docs", "API"),

@@ -115,7 +115,8 @@ def _show(args) -> int:
 def _status(args) -> int:
     ha = ha_settings.load(args.data)
     st = ha_settings.state(args.data)
-    doc = {"enabled": ha.enabled, "role": ha.role, "vip": ha.vip, "peer": ha.peer_addr, **st}
+    live = _live(args.data) if ha.enabled else None
+    doc = {"enabled": ha.enabled, "role": ha.role, "vip": ha.vip, "peer": ha.peer_addr, **st, "live": live}
     if args.json:
         print(json.dumps(doc))
         return 0
@@ -124,7 +125,26 @@ def _status(args) -> int:
         return 0
     since = f", since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(st['since']))}" if st.get("since") else ""
     print(f"{ha.role} box: {st.get('state', 'unknown')}{since}; VIP {ha.vip}; peer {ha.peer_addr}")
+    if live is None:
+        print("the PBX is not running here: no peer health or replication to show")
+    else:
+        from firmware.ha import status_summary
+        summary = status_summary(live, time.time(),
+                                 lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)))
+        print(summary["peer"])
+        for label, text, ok in summary["rows"]:
+            print(f"{label}: {text}{'' if ok else '  (!)'}")
+        print(f"this box {summary['takeover']}")
     if st.get("last_takeover"):
         print(f"last takeover: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(st['last_takeover']))} "
               f"({st.get('takeovers', 0)} in all)")
     return 0
+
+
+def _live(data) -> dict | None:
+    """The running PBX's failover status (peer health, replication lag, last takeover's gap)."""
+    from services.control import ControlError, query
+    try:
+        return query(str(data), "ha", timeout=3.0) or None
+    except ControlError:
+        return None

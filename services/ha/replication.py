@@ -125,12 +125,15 @@ class Replicator:
         return self.peer_heard is not None and now - self.peer_heard < 1.0
 
     def _write_stats(self) -> None:
+        """DATA/ha/replication.json for `pbx ha status` when the PBX cannot be asked: written when
+        the state, the peer's state or a count changes, else every 2 s (not at every heartbeat)."""
         doc = self.status()
         doc.pop("peer_heard_s")
-        doc["peer_heard"] = self.peer_heard
-        if doc == self._last_stats_doc and time.monotonic() - self._stats_written < 5.0:
+        steady = json.dumps({k: v for k, v in doc.items() if k != "replication"}, sort_keys=True)
+        if steady == self._last_stats_doc and time.monotonic() - self._stats_written < 2.0:
             return
-        self._last_stats_doc, self._stats_written = doc, time.monotonic()
+        doc["peer_heard"], doc["written"] = self.peer_heard, time.time()
+        self._last_stats_doc, self._stats_written = steady, time.monotonic()
         path = self.data_dir / "ha" / "replication.json"
         tmp = path.with_name("replication.json.tmp")
         tmp.write_text(json.dumps(doc))

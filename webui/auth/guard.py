@@ -138,7 +138,8 @@ def before_request():
             if access == "admin" and not g.user.is_admin:
                 return refuse(403, "this page is for administrators")
     standby = _standby_says()
-    if standby and request.method in UNSAFE_METHODS and endpoint not in ("auth.login_post", "auth.logout"):
+    # the failover settings are this box's own (not replicated): they may be changed on the standby
+    if standby and request.method in UNSAFE_METHODS and endpoint not in ("auth.login_post", "auth.logout", "ha.save"):
         return refuse(503, standby)
     return _check_csrf()
 

@@ -56,7 +56,24 @@ def snapshot(directory: Path) -> dict:
         "extensions": extensions,
         "mail": mail_summary(directory),
         "alerts": charging_alerts(directory),
+        "ha": failover_card(directory, status),
     }
+
+
+def failover_card(directory: Path, status: dict) -> dict | None:
+    """The failover card: this box's state, the peer's, late replication, the last takeover
+    (only the parts that do not change every second: the stream sends only changes)."""
+    try:
+        from webui.ha.views import live_summary
+        s = live_summary(directory, status)
+    except Exception as e:  # the dashboard must show even if the failover files are unreadable
+        logger.warning("failover status unavailable: %s", e)
+        return None
+    if not s["on"]:
+        return None
+    late = [label for label, _, ok in s["rows"] if not ok]
+    return {"ok": s["ok"], "state": s["state_word"], "headline": s["headline"], "peer": s.get("peer_short", s["peer"]),
+            "peer_ok": s["peer_ok"], "late": late, "takeover": s["takeover"]}
 
 
 def charging_alerts(directory: Path) -> list[dict]:
