@@ -5,6 +5,7 @@ Queues (configured before the PBX starts):
   510-516  one per strategy, members 1001-1003, no wrap-up, no announcements
   517      linear, the same agents, for six callers at once
   518      linear, the same agents, while 1001 is on an ordinary call
+  519      only 1016, who refuses every offer: paused after 3
   520      nobody in it: callers hear their position and music; 1 leaves for 1009's voicemail
   521      nobody in it, at most 4 s of waiting, then extension 1010
   522      dynamic agents only (1005-1007 log in with *45522), 4 s of wrap-up
@@ -32,7 +33,7 @@ QUIET = dict(announce_position=False, announce_wait=False, announce_to_agent=Fal
 
 @pytest.fixture(scope="module")
 def pbx(tmp_path_factory):
-    proc = PbxProcess(tmp_path_factory.mktemp("queues"), extensions=[str(n) for n in range(1000, 1016)],
+    proc = PbxProcess(tmp_path_factory.mktemp("queues"), extensions=[str(n) for n in range(1000, 1017)],
                       env={"PBX_QUEUE_SEED": "4"})
     proc.store.update_record("mailboxes", "1009", enabled=True)     # the exit key's voicemail
     add = proc.store.add_record
@@ -43,6 +44,7 @@ def pbx(tmp_path_factory):
         add("queues", Queue(number, strategy.replace("_", " ").title(), strategy, ms, **QUIET))
     add("queues", Queue("517", "Busy", "linear", members, **QUIET))
     add("queues", Queue("518", "Linear 2", "linear", members, **QUIET))
+    add("queues", Queue("519", "Refused", "linear", (QueueMember("1016"),), **dict(QUIET, max_no_answer=3)))
     add("queues", Queue("520", "Sales", "ring_all", (), announce_every=5, exit_key="1",
                         exit_destination="voicemail:1009"))
     add("queues", Queue("521", "Support", "ring_all", (), max_wait=4, max_wait_destination="extension:1010",
@@ -182,6 +184,24 @@ def test_an_agent_on_an_ordinary_call_is_not_offered_a_queue_call(pbx, agents, t
     finally:
         a.stop()
     assert [e.agent for e in connects(queue_log(pbx, "518", since=since), "518")] == ["1002"]
+
+
+def test_an_agent_who_refuses_three_offers_in_a_row_is_paused(pbx, tmp_path):
+    since = time.time()
+    agent = phone(pbx, "1016", tmp_path)
+    try:
+        agent.auto_answer(486)
+        run = callers(pbx, "1000", "519", tmp_path, 1, hold_ms=9000)
+        result = run.wait(40)
+        assert result.ok, result.log_tail()
+    finally:
+        agent.stop()
+    events = [(e.event, e.agent, e.data1) for e in queue_log(pbx, since=since) if e.agent == "1016"]
+    assert [e[0] for e in events] == ["RINGNOANSWER"] * 3 + ["PAUSE"], events
+    assert events[-1][2] == "no answer"
+    assert [e.event for e in queue_log(pbx, "519", since=since)][-1] == "ABANDON"   # nobody else to offer
+    from firmware.config import ConfigStore
+    assert ConfigStore(pbx.data).record("queue_agents", "1016").paused
 
 
 def phone(pbx, number, tmp_path, hz=700):
