@@ -8,6 +8,7 @@ Queues (configured before the PBX starts):
   519      only 1016, who refuses every offer: paused after 3
   520      nobody in it: callers hear their position and music; 1 leaves for 1009's voicemail
   521      nobody in it, at most 4 s of waiting, then extension 1010
+  523      nobody in it, room for one caller: the next goes to extension 1010
   522      dynamic agents only (1005-1007 log in with *45522), 4 s of wrap-up
 """
 import time
@@ -48,6 +49,8 @@ def pbx(tmp_path_factory):
     add("queues", Queue("520", "Sales", "ring_all", (), announce_every=5, exit_key="1",
                         exit_destination="voicemail:1009"))
     add("queues", Queue("521", "Support", "ring_all", (), max_wait=4, max_wait_destination="extension:1010",
+                        announce_position=False, announce_wait=False))
+    add("queues", Queue("523", "Small", "ring_all", (), max_callers=1, max_callers_destination="extension:1010",
                         announce_position=False, announce_wait=False))
     add("queues", Queue("522", "Desk", "linear", (), wrap_up=4, retry=1, announce_position=False,
                         announce_wait=False, agent_timeout=10))
@@ -268,6 +271,28 @@ def test_a_caller_waiting_longer_than_max_wait_goes_to_the_overflow_destination(
         a.stop()
         overflow.stop()
     assert [e.event for e in queue_log(pbx, "521")] == ["ENTERQUEUE", "EXITWITHTIMEOUT"]
+
+
+def test_a_full_queue_sends_the_next_caller_to_its_overflow_destination(pbx, tmp_path):
+    since = time.time()
+    first = callers(pbx, "1011", "523", tmp_path, 1, hold_ms=8000)
+    wait_log(pbx, lambda e: e.queue == "523" and e.event == "ENTERQUEUE", since=since)
+    a, overflow = phone(pbx, "1012", tmp_path), phone(pbx, "1010", tmp_path, 1500)
+    try:
+        overflow.auto_answer(200, after_ms=200)
+        a.call(pbx.uri("523"))
+        overflow.wait_incoming(timeout=10)
+        a.wait_state("CONFIRMED", timeout=10)
+        time.sleep(1.5)
+        a.hangup()
+        a.wait_state("DISCONNECTED", timeout=10)
+        assert tone_present(a.recording_path, 1500, start_s=-1.2, end_s=-0.2)
+    finally:
+        a.stop()
+        overflow.stop()
+    result = first.wait(30)
+    assert result.ok, result.log_tail()
+    assert [e.event for e in queue_log(pbx, "523", since=since)] == ["ENTERQUEUE", "FULL", "ABANDON"]
 
 
 def dial_code(p, pbx, code):
