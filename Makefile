@@ -5,11 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PBX := $(VENV)/bin/pbx
 APT_PACKAGES := kamailio kamailio-sqlite-modules kamailio-presence-modules kamailio-websocket-modules kamailio-tls-modules rtpengine-daemon \
-	sip-tester baresip-core sipsak sox ffmpeg espeak-ng sqlite3 iproute2 keepalived \
+	sip-tester baresip-core sipsak sox ffmpeg espeak-ng sqlite3 iproute2 keepalived nftables \
 	python3-venv python3-dev gcc libasound2-dev systemd chromium fonts-dejavu-core linphone-cli
 DATA ?= var
 
-.PHONY: all deps sysdeps pydeps run test bench clean prompts security
+.PHONY: all deps sysdeps pydeps run test bench ha-bench clean prompts security
 
 all: deps
 
@@ -56,6 +56,10 @@ bench: deps
 	@$(PY) -m tests.bench.relay_floor
 	@$(PY) -m tests.bench.media_features
 	@$(PY) -m tests.bench.queues
+
+# failover: each way the primary can fail, in network namespaces (root); table in docs/benchmarks.md
+ha-bench: deps
+	@$(PY) -m tests.bench.ha
 
 clean:
 	rm -rf .stamp-* build *.egg-info

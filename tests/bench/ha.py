@@ -1,0 +1,185 @@
+"""Failover bench (`make ha-bench`, issue 14): for each way box A can fail, how long until the
+virtual IP is on B, how long until a new call through the VIP succeeds, and how many of the
+phones registered on A are still registered on B (without re-registering).
+
+Each failure kind gets a fresh office LAN in network namespaces (tests/hanet.py: a switch, box
+A primary, box B backup, a phone host) and two real PBXes (`pbx run` with `pbx ha set`):
+
+    kill9     every process of A killed with SIGKILL, its cable still in (keepalived too: the VIP
+              stays configured on the dead box, B announces it with gratuitous ARP)
+    linkdown  A's cable pulled (the switch port down), A's processes keep running
+    sigstop   every process of A stopped (SIGSTOP): a hung box
+    power     a power cut: every process of A killed at once and its cable pulled
+    vrrponly  only the VRRP adverts between A and B dropped at the switch (nftables on the
+              bridge), everything else flows: what a "heartbeat-only cut" can be on one LAN; it
+              counts how many boxes hold the VIP 3 s later
+
+"New call" = phone 1000 dials *97 (its own voicemail: the call service answers) through the VIP,
+retried every 0.1 s with a 0.5 s answer timeout, and hangs up (BYE answered 200).
+
+    python -m tests.bench.ha [--phones 50] [--kinds power,kill9] [--runs 1]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from tests.hanet import OfficeLan, PbxPair, wait_for
+from tests.phones.raw import RawPhone, sdp_body
+
+KINDS = ("kill9", "linkdown", "sigstop", "power", "vrrponly")
+ROOT = Path(__file__).resolve().parents[2]
+PBX = str(ROOT / ".venv" / "bin" / "pbx")
+
+
+def _seed(phones: int):
+    def seed(store):
+        from firmware.features import voicemail as vm
+        from firmware.features.voicemail import Mailbox
+        store.add_extension("1000", "Ann", secret="Ann-ha-1000-secret")
+        store.add_record(vm.TABLE, Mailbox("1000", generated_pin="123456"))
+        for n in range(phones):
+            store.add_extension(str(2000 + n), f"Desk {n}", secret=f"desk-secret-{n:04d}")
+    return seed
+
+
+def _registered_on(data: Path) -> set[str]:
+    out = subprocess.run([PBX, "status", "--data", str(data), "--json"], capture_output=True, text=True, timeout=30)
+    if out.returncode != 0:
+        return set()
+    return {r["aor"].split(":")[-1].split("@")[0] for r in json.loads(out.stdout).get("registrations", [])}
+
+
+def _call(phone: RawPhone, rtp_port: int, timeout: float) -> bool:
+    status, dialog, _ = phone.invite("*97", sdp_body(phone.ip, rtp_port), timeout=timeout)
+    if status != 200 or dialog is None:
+        return False
+    return phone.bye(dialog) == 200
+
+
+def _fail(lan: OfficeLan, kind: str) -> float:
+    a = lan.box_a
+    if kind == "power":
+        return lan.power_cut(a)
+    if kind == "linkdown":
+        subprocess.run(["ip", "-n", lan.switch, "link", "set", a.if_out, "down"], check=True)
+        return time.monotonic()
+    if kind in ("kill9", "sigstop"):
+        sig = signal.SIGKILL if kind == "kill9" else signal.SIGSTOP
+        at = time.monotonic()
+        for pid in a.pids():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        return at
+    if kind == "vrrponly":
+        rules = ("add table bridge hb; add chain bridge hb f { type filter hook forward priority 0; }; "
+                 "add rule bridge hb f ip protocol 112 drop")
+        subprocess.run(["ip", "netns", "exec", lan.switch, "nft", rules], check=True)
+        return time.monotonic()
+    raise ValueError(kind)
+
+
+def run_kind(kind: str, phones: int) -> dict:
+    base = Path(tempfile.mkdtemp(prefix=f"ha-bench-{kind}-"))
+    result = {"kind": kind, "phones": phones + 1}
+    with OfficeLan() as lan, PbxPair(lan, base, seed=_seed(phones)) as pair:
+        pair.wait_ready()
+        caller = RawPhone("1000", "Ann-ha-1000-secret", (lan.vip, 5060), sock=lan.phone.socket(), ip=lan.phone.addr)
+        desks = [RawPhone(str(2000 + n), f"desk-secret-{n:04d}", (lan.vip, 5060), sock=lan.phone.socket(),
+                          ip=lan.phone.addr) for n in range(phones)]
+        assert caller.register() == 200, "phone 1000 did not register on A"
+        assert [d.register() for d in desks] == [200] * phones, "a desk phone did not register on A"
+        everyone = {"1000"} | {str(2000 + n) for n in range(phones)}
+        wait_for("every registration replicated to B", lambda: everyone <= _registered_on(pair.data["b"]), 30,
+                 every=0.5)
+        wait_for("a call through A", lambda: _call(caller, 40000, 2.0), 20, every=0.5)
+        vip_at: list[float] = []
+
+        def watch():
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not vip_at:
+                if lan.vip in lan.box_b.addresses():
+                    vip_at.append(time.monotonic())
+                time.sleep(0.005)
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        cut = _fail(lan, kind)
+        call_at = None
+        deadline = cut + 30
+        while time.monotonic() < deadline:
+            if _call(caller, 40000, 0.5):
+                call_at = time.monotonic()
+                break
+            time.sleep(0.1)
+        watcher.join(25)
+        result["vip_s"] = round(vip_at[0] - cut, 3) if vip_at else None
+        result["call_s"] = round(call_at - cut, 3) if call_at else None
+        kept = everyone & _registered_on(pair.data["b"])
+        result["registrations"] = f"{len(kept)}/{len(everyone)}"
+        live = json.loads(subprocess.run([PBX, "ha", "status", "--data", str(pair.data["b"]), "--json"],
+                                         capture_output=True, text=True, timeout=30).stdout).get("live") or {}
+        result["gap_b_s"] = (live.get("last_takeover") or {}).get("gap_s")
+        if kind == "vrrponly":
+            time.sleep(3.0)
+            result["vip_holders"] = sum(lan.vip in h.addresses() for h in (lan.box_a, lan.box_b))
+        if kind == "sigstop":
+            for pid in lan.box_a.pids():
+                try:
+                    os.kill(pid, signal.SIGCONT)      # so that the clean-up's SIGKILL lands
+                except ProcessLookupError:
+                    pass
+        for p in [caller, *desks]:
+            p.close()
+    return result
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| failure | VIP on B | new call OK | registrations kept | gap B measured | VIP holders 3 s later |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        def s(v):
+            return "-" if v is None else f"{v * 1000:.0f} ms" if v < 10 else f"{v:.1f} s"
+        lines.append(f"| {r['kind']} | {s(r.get('vip_s'))} | {s(r.get('call_s'))} | {r.get('registrations', '-')} "
+                     f"| {s(r.get('gap_b_s'))} | {r.get('vip_holders', '-')} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--phones", type=int, default=50, help="desk phones registered on A besides the caller")
+    ap.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated, of {', '.join(KINDS)}")
+    ap.add_argument("--runs", type=int, default=1, help="runs of each kind")
+    args = ap.parse_args(argv)
+    kinds = [k for k in args.kinds.split(",") if k]
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        ap.error(f"--kinds: {', '.join(bad)} unknown: use {', '.join(KINDS)}")
+    if os.geteuid() != 0:
+        print("make ha-bench needs root (network namespaces)", file=sys.stderr)
+        return 2
+    results = []
+    for kind in kinds:
+        for _ in range(args.runs):
+            try:
+                r = run_kind(kind, args.phones)
+            except (AssertionError, subprocess.CalledProcessError) as exc:
+                r = {"kind": kind, "error": str(exc)}
+                print(f"{kind}: {exc}", file=sys.stderr)
+            print(json.dumps(r), file=sys.stderr)
+            results.append(r)
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
