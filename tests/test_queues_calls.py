@@ -47,7 +47,8 @@ def pbx(tmp_path_factory):
     add("queues", Queue("518", "Linear 2", "linear", members, **QUIET))
     add("queues", Queue("519", "Refused", "linear", (QueueMember("1016"),), **dict(QUIET, max_no_answer=3)))
     add("queues", Queue("520", "Sales", "ring_all", (), announce_every=5, exit_key="1",
-                        exit_destination="voicemail:1009"))
+                        exit_destination="voicemail:1009", periodic_announcement="Thank you for waiting.",
+                        periodic_every=7))
     add("queues", Queue("521", "Support", "ring_all", (), max_wait=4, max_wait_destination="extension:1010",
                         announce_position=False, announce_wait=False))
     add("queues", Queue("523", "Small", "ring_all", (), max_callers=1, max_callers_destination="extension:1010",
@@ -245,6 +246,7 @@ def test_a_waiting_caller_hears_its_position_and_music_and_1_takes_it_to_voicema
         a.stop()
     log = pbx.log_path.read_text(errors="replace")
     assert "queue 520 tells 1008: You are the next caller." in log
+    assert "queue 520 tells 1008: Thank you for waiting." in log        # the periodic announcement
     events = queue_log(pbx, "520")
     assert [e.event for e in events] == ["ENTERQUEUE", "EXITWITHKEY"]
     assert events[1].data1 == "1" and int(events[1].data4) >= 8
@@ -329,3 +331,4 @@ def test_logged_out_and_paused_agents_get_nothing_and_wrap_up_is_respected(pbx, 
     assert [e.agent for e in calls] == ["1005", "1005"]
     first_end = next(e for e in mine if e.event.startswith("COMPLETE"))
     assert calls[1].time - first_end.time >= 3.8       # 4 s of wrap-up before the second call
+    assert "queue 522: agent 1005 hears 'Call from Desk.'" in pbx.log_path.read_text(errors="replace")

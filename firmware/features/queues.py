@@ -164,7 +164,7 @@ class Queue:
         _int_in(errors, "max_wait", self.max_wait, MAX_WAIT_RANGE, "the longest wait (s, 0 = no limit)")
         _int_in(errors, "max_callers", self.max_callers, MAX_CALLERS_RANGE, "the most callers waiting (0 = no limit)")
         _int_in(errors, "announce_every", self.announce_every, ANNOUNCE_EVERY_RANGE, "the announcement interval (s)")
-        _int_in(errors, "periodic_every", self.periodic_every, (10, 3600), "the periodic announcement interval (s)")
+        _int_in(errors, "periodic_every", self.periodic_every, (5, 3600), "the periodic announcement interval (s)")
         _int_in(errors, "service_level", self.service_level, (1, 600), "the service level (s)")
         for name in ("join_empty", "leave_when_empty", "announce_position", "announce_wait", "announce_to_agent"):
             if not isinstance(getattr(self, name), bool):

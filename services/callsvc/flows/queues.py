@@ -355,6 +355,8 @@ class QueueEngine:
         async def confirm(ch: Channel) -> bool:
             pcm = await say(f"Call from {q.name}.")
             if pcm and not ch.is_gone:
+                log.info("call %d: queue %s: agent %s hears 'Call from %s.'", ch.session.n, q.number, ch.number,
+                         q.name)
                 await ch.play(Player(pcm=pcm))
             return not ch.is_gone
         return confirm
