@@ -13,6 +13,7 @@ Queues (configured before the PBX starts):
 """
 import time
 
+import numpy as np
 import pytest
 
 from firmware.dsp.tones import _HOLD_CHORDS
@@ -20,7 +21,7 @@ from firmware.features.queues import Queue, QueueMember
 from firmware.queue_log import QueueLog
 from services.voicemail import VoicemailStore
 from tests.pbxproc import PbxProcess
-from tests.phones.audio import tone_fraction, tone_present
+from tests.phones.audio import read_wav, tone_fraction, tone_present
 from tests.phones.pj import PjPhone
 from tests.phones.sipp import Sipp
 
@@ -208,6 +209,23 @@ def test_an_agent_who_refuses_three_offers_in_a_row_is_paused(pbx, tmp_path):
     assert ConfigStore(pbx.data).record("queue_agents", "1016").paused
 
 
+def heard(wav, text: str) -> float:
+    """How closely the phone's recording contains `text` as the PBX speaks it (espeak-ng, the same
+    voice): the best normalised cross-correlation of the synthesised words against the recording."""
+    from services.media.prompts import synthesize
+    ref = np.frombuffer(synthesize(text), "<i2").astype(np.float64)
+    spoken = np.flatnonzero(np.abs(ref) > 100)
+    ref = ref[spoken[0]: spoken[-1] + 1]               # the words themselves, without lead-in and tail
+    rec, rate = read_wav(wav)
+    if rate == 16000:
+        rec = rec[::2]
+    n = 1 << int(np.ceil(np.log2(len(rec) + len(ref))))
+    corr = np.fft.irfft(np.fft.rfft(rec, n) * np.conj(np.fft.rfft(ref, n)), n)[: len(rec) - len(ref) + 1]
+    energy = np.cumsum(np.concatenate([[0.0], rec * rec]))
+    window = energy[len(ref):] - energy[: len(rec) - len(ref) + 1]
+    return float(np.max(corr / (np.sqrt(np.maximum(window, 1.0)) * np.linalg.norm(ref))))
+
+
 def phone(pbx, number, tmp_path, hz=700):
     p = PjPhone(user=number, secret=pbx.secrets[number], registrar=pbx.registrar, tone_hz=hz, record_dir=tmp_path)
     p.start()
@@ -235,13 +253,16 @@ def test_a_waiting_caller_hears_its_position_and_music_and_1_takes_it_to_voicema
         a.send_dtmf("#")
         a.wait_state("DISCONNECTED", timeout=20)
         wav = a.recording_path
-        heard = t_key - t0
+        waited = t_key - t0
         notes = sorted({hz for chord in _HOLD_CHORDS for hz in chord})
         # music between the first announcement (at ~1.5 s, ~2 s long) and the second (at ~6.5 s),
         # counted back from the end of the recording (the voicemail part is after t_key)
         after_key = time.monotonic() - t_key
-        window = dict(start_s=-(after_key + heard - 4.5), end_s=-(after_key + heard - 6.3))
+        window = dict(start_s=-(after_key + waited - 4.5), end_s=-(after_key + waited - 6.3))
         assert max(tone_fraction(wav, hz, min_snr_db=6, **window) for hz in notes) > 0.15
+        # the caller heard its position, word for word
+        assert heard(wav, "You are the next caller.") > 0.9
+        assert heard(wav, "You are caller number 2.") < 0.5
     finally:
         a.stop()
     log = pbx.log_path.read_text(errors="replace")
