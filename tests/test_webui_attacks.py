@@ -18,7 +18,8 @@ import urllib.parse
 import pytest
 
 from firmware.config import ConfigStore
-from tests.browser.webui_env import (ADMIN_PASSWORD, admin_client, api, complete_setup, csrf, login,
+from tests.browser.webui_env import (ADMIN_PASSWORD, PUBLIC_ENDPOINTS, SAMPLE_ARGS, admin_client, api,
+                                     complete_setup, csrf, every_route, login,
                                      make_app, post)
 from tests.pbxproc import ROOT, free_port
 from webui.auth import accounts as accounts_mod
@@ -26,10 +27,7 @@ from webui.auth import accounts as accounts_mod
 ADMIN_ADDR = "198.18.7.10"     # the real admin's PC
 ATTACKER_ADDR = "198.18.7.66"  # a guesser on the office LAN
 
-PUBLIC = {"auth.login", "auth.login_post", "auth.logout", "auth.health", "static", "wizard.admin"}
-SAMPLE_ARGS = {"number": "201", "name": "carrier", "did": "5550100", "ident": "x", "token_id": 1,
-               "filename": "style.css"}
-SAMPLE_PATH_VALUES = {"number": "201", "ident": "x"}
+PUBLIC = PUBLIC_ENDPOINTS
 
 
 @pytest.fixture
@@ -55,19 +53,12 @@ def client_at(app, addr: str):
     return client
 
 
-def every_route(app):
-    for rule in app.url_map.iter_rules():
-        url = rule.build({a: SAMPLE_ARGS[a] for a in rule.arguments}, append_unknown=False)[1]
-        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
-            yield rule.endpoint, method, url
-
-
 def openapi_operations(app, with_body=False):
     from webui.api.openapi import spec
     with app.test_request_context():
         paths = spec(app)["paths"]
     for path, item in paths.items():
-        url = re.sub(r"{(\w+)}", lambda m: SAMPLE_PATH_VALUES[m.group(1)], path)
+        url = re.sub(r"{(\w+)}", lambda m: str(SAMPLE_ARGS.get(m.group(1), "x1")), path)
         for method, op in item.items():
             if method != "parameters" and (not with_body or "requestBody" in op):
                 yield method.upper(), url

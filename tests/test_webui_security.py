@@ -5,14 +5,12 @@ import sqlite3
 
 import pytest
 
-from tests.browser.webui_env import (ADMIN_PASSWORD, USER_PASSWORD, admin_client, api, complete_setup,
-                                     csrf, login, make_app, post, user_client)
+from tests.browser.webui_env import (ADMIN_PASSWORD, PUBLIC_ENDPOINTS, USER_PASSWORD, admin_client, api,
+                                     complete_setup, csrf, every_route, login, make_app, post, user_client)
 from webui.auth import accounts as accounts_mod
 from webui.wizard import setup_code
 
-PUBLIC = {"auth.login", "auth.login_post", "auth.logout", "auth.health", "static", "wizard.admin",
-          "provisioning.fetch",     # phones: their own token and credentials, checked by the view
-          "phonebook.directory_file"}   # phones: the extension's SIP credentials or the phonebook token
+PUBLIC = PUBLIC_ENDPOINTS
 USER_ENDPOINTS = {"dashboard.home", "me.index", "me.save", "me.call_handling", "me.reveal", "me.regenerate",
                   "me.password", "phone.index", "phone.credentials",
                   "api.extension_get", "api.extension_update", "api.extension_regenerate",
@@ -20,11 +18,11 @@ USER_ENDPOINTS = {"dashboard.home", "me.index", "me.save", "me.call_handling", "
                   "phonebook.mine", "phonebook.add_mine", "phonebook.delete_mine", "phonebook.import_mine",
                   "phonebook.export_mine",
                   "queues.agent", "queues.agent_post", "queues.wallboard", "queues.wallboard_stream",
+                  # the user's own mailbox and Follow Me (each view checks the extension is theirs)
+                  "voicemail.mine", "voicemail.mailbox", "voicemail.audio", "voicemail.mark",
+                  "voicemail.delete_message", "voicemail.settings", "voicemail.greeting_audio",
+                  "voicemail.greeting_upload", "voicemail.greeting_delete", "followme.mine",
                   "queues.api_wallboard"}
-SAMPLE_ARGS = {"number": "201", "name": "carrier", "did": "5550100", "ident": "x", "token_id": 1,
-               "filename": "style.css", "token": "Zm9vYmFyYmF6cXV4cXV1eA", "mac": "001565abcdef",
-               "version": 1, "scope": "site", "contact_id": "c0ffee01", "vendor": "yealink", "fmt": "csv"}
-
 
 @pytest.fixture
 def data(tmp_path):
@@ -34,14 +32,6 @@ def data(tmp_path):
 @pytest.fixture
 def app(data):
     return make_app(data)
-
-
-def every_route(app):
-    """(endpoint, method, url) for every rule in the app, with sample values for its arguments."""
-    for rule in app.url_map.iter_rules():
-        url = rule.build({a: SAMPLE_ARGS[a] for a in rule.arguments}, append_unknown=False)[1]
-        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
-            yield rule.endpoint, method, url
 
 
 def test_every_route_is_public_only_if_listed_or_marked_for_users(app):

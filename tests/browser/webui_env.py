@@ -161,3 +161,31 @@ class WebProcess:
                 self.proc.wait(5)
         if self.proc:
             self._log.close()
+
+
+# ----- walking every route (the access-rule and attack sweeps) ----------------------------------------
+# Endpoints reachable without a login; each checks its caller itself where it serves anything private.
+PUBLIC_ENDPOINTS = {
+    "auth.login", "auth.login_post", "auth.logout", "auth.health", "static", "wizard.admin",
+    "provisioning.fetch",          # phones: their own token and credentials, checked by the view
+    "phonebook.directory_file",    # phones: the extension's SIP credentials or the phonebook token
+    "voicemail.listen",            # a message's signed, expiring link from its e-mail
+}
+# A realistic value for a route argument by name; any other argument gets a plain one by its type.
+SAMPLE_ARGS = {"number": "201", "name": "carrier", "did": "5550100", "ident": "x", "token_id": 1,
+               "filename": "style.css", "token": "Zm9vYmFyYmF6cXV4cXV1eA", "mac": "001565abcdef",
+               "version": 1, "scope": "site", "contact_id": "c0ffee01", "vendor": "yealink", "fmt": "csv"}
+
+
+def route_args(rule) -> dict:
+    from werkzeug.routing import IntegerConverter
+    return {a: SAMPLE_ARGS.get(a, 1 if isinstance(rule._converters.get(a), IntegerConverter) else "x1")
+            for a in rule.arguments}
+
+
+def every_route(app):
+    """(endpoint, method, url) for every rule in the app, with sample values for its arguments."""
+    for rule in app.url_map.iter_rules():
+        url = rule.build(route_args(rule), append_unknown=False)[1]
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            yield rule.endpoint, method, url

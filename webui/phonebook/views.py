@@ -262,7 +262,12 @@ def _api_invalid(e: ValidationError):
 
 
 def _api_body(required=()):
-    data = request.get_json(silent=True)
+    from webui.system.backup import UploadError, decode_json
+    try:
+        data = decode_json(request.get_data(cache=True), "request body",
+                           "send a JSON object with the fields listed in /api/docs") if request.is_json else None
+    except UploadError as e:
+        return None, guard.api_error(400, str(e))
     if not isinstance(data, dict):
         return None, guard.api_error(400, "send a JSON object with Content-Type: application/json")
     unknown = sorted(set(data) - set(FIELDS) - {"owner"})

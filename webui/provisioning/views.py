@@ -204,8 +204,16 @@ def import_csv():
     return redirect(url_for("provisioning.index"))
 
 
+def _phone_or_404(mac: str):
+    phone = config_store().record(prov.TABLE, mac)
+    if phone is None:
+        abort(404)
+    return phone
+
+
 @bp.post("/provisioning/<mac>/approve")
 def approve(mac: str):
+    _phone_or_404(mac)
     config_store().update_record(prov.TABLE, mac, approved=True)
     _audit("phone_approved", mac)
     flash(f"Phone {mac} approved: it gets its configuration on its next request.", "ok")
@@ -217,9 +225,7 @@ def reprovision(mac: str):
     """New URL, new fetch credentials, new admin password for the phone's web page, and a new SIP
     secret for its extension: whatever a stolen config file held is worthless afterwards."""
     store = config_store()
-    phone = store.record(prov.TABLE, mac)
-    if phone is None:
-        abort(404)
+    phone = _phone_or_404(mac)
     store.replace_record(prov.TABLE, phone.rotated())
     store.regenerate_secret(phone.extension)
     _audit("phone_reprovisioned", f"{mac} ext {phone.extension}")
@@ -233,9 +239,7 @@ def allow_http(mac: str):
     """Let this phone fetch over plain HTTP (old firmware that refuses self-signed certificates,
     or a factory Poly). Its credentials then cross the LAN in clear: flagged on the page."""
     store = config_store()
-    phone = store.record(prov.TABLE, mac)
-    if phone is None:
-        abort(404)
+    phone = _phone_or_404(mac)
     allow = request.form.get("allow") == "yes"
     settings = dict(phone.settings)
     if allow:
@@ -250,6 +254,7 @@ def allow_http(mac: str):
 
 @bp.post("/provisioning/<mac>/delete")
 def delete(mac: str):
+    _phone_or_404(mac)
     config_store().remove_record(prov.TABLE, mac)
     _audit("phone_removed", mac)
     flash(f"Phone {mac} removed; its URL now answers 404.", "ok")
