@@ -3,7 +3,9 @@
     pbx codes [list] [--json]          every code: what is dialled, what it does, on/off
     pbx codes set *33 --code *34       dial *34 for the day/night toggle (quote codes with ** in a shell)
     pbx codes set *8 --off | --on      switch a code off / on again
-    pbx codes readme                   rewrite README.md's feature code table from the registry
+
+`python -m services.codes_cli readme` (a development tool, not a box command: it writes this
+checkout's README.md) rewrites the README's feature code table from the registry.
 """
 from __future__ import annotations
 
@@ -23,16 +25,11 @@ def add_parser(sub, common) -> None:
     onoff = st.add_mutually_exclusive_group()
     onoff.add_argument("--off", dest="enabled", action="store_false", default=None, help="switch it off")
     onoff.add_argument("--on", dest="enabled", action="store_true", help="switch it on again")
-    csub.add_parser("readme", parents=[common], help="rewrite README.md's feature code table")
 
 
 def cmd_codes(args) -> int:
     from firmware.config import ConfigStore, ValidationError
-    from firmware.features.codes import TABLE, rewrite_readme, rows, set_override
-    if args.codes_cmd == "readme":
-        readme = Path(__file__).resolve().parents[1] / "README.md"
-        print(f"{readme}: {'updated' if rewrite_readme(readme) else 'already up to date'}")
-        return 0
+    from firmware.features.codes import TABLE, rows, set_override
     store = ConfigStore(Path(args.data), create=False)
     if args.codes_cmd == "set":
         if args.new_code is None and args.enabled is None:
@@ -51,3 +48,17 @@ def cmd_codes(args) -> int:
                  [(r.dialled, r.default if r.default != r.code else "", "yes" if r.enabled else "no", r.group,
                    r.label) for r in table]))
     return 0
+
+
+def rewrite_readme_table() -> int:
+    from firmware.features.codes import rewrite_readme
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    print(f"{readme}: {'updated' if rewrite_readme(readme) else 'already up to date'}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1:] != ["readme"]:
+        sys.exit("usage: python -m services.codes_cli readme")
+    sys.exit(rewrite_readme_table())

@@ -38,6 +38,8 @@ SAMPLES = {
     (("line", "rm"), "number"): "1",
     (("rating", "import"), "file"): "example",
     (("cdr", "rerate"), "since"): "2026-01-01",
+    (("mail", "test"), "address"): "you@example.com",
+    (("codes", "set"), "code"): "*78",
     "name": "Test",
     "number": "2000",
     "extension": "2000",
@@ -82,7 +84,9 @@ def bad_values(path, action) -> list[str]:
 
 
 # Subcommands that need one of several optional options to have anything to do.
-ONE_OF = {("ext", "set"): ("name", ["--name", "Test"]), ("ha", "set"): ("off", ["--off"])}
+ONE_OF = {("ext", "set"): ("name", ["--name", "Test"]), ("ha", "set"): ("off", ["--off"]),
+          ("codes", "set"): ("enabled", ["--off"]),
+          ("mail", "test"): ("wait", ["--wait", "0"])}     # queue it, do not wait for a sender
 
 
 def baseline(path, parser, skip_dest=None) -> list[str]:
@@ -130,6 +134,7 @@ def pbx_data(tmp_path):
     store.add_extension("2000", "Front desk")
     store.add_extension("2001", "Back office")
     store.add_line_port(1, "fxs", "2000")
+    store.update_settings(smtp_host="127.0.0.1", smtp_from="pbx@example.com")   # `pbx mail test` needs one
     (tmp_path / "a-file").write_text("not a directory\n")
     return data
 

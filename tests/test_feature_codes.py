@@ -73,7 +73,7 @@ def test_the_readme_lists_every_registered_feature_code():
     section = text[text.index(README_START):text.index(README_END)]
     missing = [r.dialled for r in rows({}) if f"`{r.dialled}`" not in section]
     assert not missing, (f"README.md's feature code table misses {missing}: "
-                         "run `pbx codes readme`")
+                         "run `python -m services.codes_cli readme`")
 
 
 def test_pbx_codes_lists_sets_and_refuses_with_one_error_line(tmp_path, capsys):

@@ -232,7 +232,7 @@ def test_inbound_route_form_names_a_bad_destination_at_its_field(admin, store):
     r = post(admin, "/routes/inbound/new", {"did": "+442071234567", "destination_kind": "extension",
                                             "destination_extension": "299"})
     assert "no extension 299" in form_error(r.text, "destination")
-    r = post(admin, "/routes/inbound/new", {"did": "+442071234567", "destination_kind": "queue"})
+    r = post(admin, "/routes/inbound/new", {"did": "+442071234567", "destination_kind": "fax"})
     assert "is not a destination" in form_error(r.text, "destination")
     r = _no_token(admin, "/routes/inbound/new", {"did": "+442071234567", "destination_kind": "hangup"})
     assert r.status_code == 400

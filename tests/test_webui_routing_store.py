@@ -106,8 +106,12 @@ def test_export_then_import_round_trips_and_a_bad_import_leaves_the_file_untouch
         with pytest.raises(ValidationError):
             other.import_config(broken)
         assert other.path.read_bytes() == before
-    assert other.import_config(doc) == {"extensions": 1, "trunks": 1, "inbound_routes": 1, "outbound_routes": 1,
-                                        "line_ports": 0}
+    counts = other.import_config(doc)
+    assert {k: counts.pop(k) for k in ("extensions", "trunks", "inbound_routes", "outbound_routes",
+                                        "line_ports")} == {"extensions": 1, "trunks": 1, "inbound_routes": 1,
+                                                           "outbound_routes": 1, "line_ports": 0}
+    # the features' own tables come along, mostly empty here (an extension's mailbox is implicit)
+    assert all(isinstance(n, int) for n in counts.values())
     assert json.loads(json.dumps(other.export_config()))["trunks"] == doc["trunks"]
     assert [e.number for e in other.extensions()] == ["201"]
     assert other.settings().timezone == "Europe/Paris"
