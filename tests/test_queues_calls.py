@@ -1,4 +1,4 @@
-"""Call queues end to end: three pjsua2 agents (1001-1003, answering after 0.2, 0.9 and 1.6 s),
+"""Call queues end to end: three pjsua2 agents (1001-1003, answering after 0.2, 0.6 and 1.0 s),
 SIPp callers, and what the queue log says happened.
 
 Queues (configured before the PBX starts):
@@ -26,7 +26,7 @@ from tests.phones.pj import PjPhone
 from tests.phones.sipp import Sipp
 
 pytestmark = pytest.mark.e2e
-AGENTS = {"1001": 200, "1002": 900, "1003": 1600}      # extension -> answers after (ms)
+AGENTS = {"1001": 200, "1002": 600, "1003": 1000}      # extension -> answers after (ms)
 STRATEGY_QUEUES = {"ring_all": "510", "least_recent": "511", "fewest_calls": "512", "round_robin_memory": "513",
                    "linear": "514", "random": "515", "weighted_random": "516"}
 QUIET = dict(announce_position=False, announce_wait=False, announce_to_agent=False, wrap_up=0, retry=1,
@@ -106,7 +106,7 @@ def connects(events, queue):
 def test_each_strategy_distributes_calls_as_it_should(pbx, agents, strategy, tmp_path):
     number = STRATEGY_QUEUES[strategy]
     incoming = {n: p.event_count for n, p in agents.items()}
-    run = callers(pbx, "1000", number, tmp_path, 3, hold_ms=3500)
+    run = callers(pbx, "1000", number, tmp_path, 3, hold_ms=3000)
     result = run.wait(60)
     assert result.ok, result.log_tail()
     wait_log(pbx, lambda e: e.queue == number and e.event.startswith("COMPLETE") and
