@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import re
 import secrets
 import socket
@@ -17,9 +18,11 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -88,6 +91,25 @@ def test_every_vendor_file_parses_back_with_the_account_and_a_password_full_of_s
     assert phone.admin_password in text                      # the phone's own web page is locked
     if vendor != "yealink":
         assert content_type == "application/xml"
+
+
+GOLDEN = Path(__file__).parent / "golden" / "provisioning"
+
+
+@pytest.mark.parametrize("vendor", list(prov.VENDORS))
+def test_every_vendor_file_matches_its_golden_file(vendor):
+    """The whole rendered file for a fixed phone and box, against the reviewed copy in
+    tests/golden/provisioning/ (PBX_UPDATE_GOLDEN=1 rewrites them after a deliberate change)."""
+    phone = prov.Phone(mac=MACS[vendor], vendor=vendor, extension="1000", model="M1", label="Desk",
+                       token="T" * 22, username="phuser0001", password="P" * 20, admin_password="A" * 20)
+    for name in prov.files_of(phone):
+        _, text = prov.render(phone, name, prov.Account("1000", "Ann & <Co>", NASTY), BOX,
+                              prov.effective_settings(phone, {}), [("1000", "Ann"), ("1001", "Bob & Sons")])
+        golden = GOLDEN / f"{vendor}-{name}"
+        if os.environ.get("PBX_UPDATE_GOLDEN") == "1":
+            golden.parent.mkdir(parents=True, exist_ok=True)
+            golden.write_text(text)
+        assert text == golden.read_text(), f"{golden} differs: review the change, then PBX_UPDATE_GOLDEN=1"
 
 
 def test_poly_master_file_names_the_config_file_and_grandstream_gets_a_posix_time_zone():
@@ -253,6 +275,18 @@ def test_each_vendor_fetches_a_valid_file_over_https_with_its_own_credentials(tm
             except urllib.error.HTTPError as e:
                 status = e.code
             assert status == (200 if vendor == "poly" else 403), vendor
+        # the phone book address in a file logs in as the phone's extension and gets the directory
+        with urllib.request.urlopen(urllib.request.Request(
+                f"https://127.0.0.1:{port}/prov/{phones['yealink'].token}/{MACS['yealink']}.cfg",
+                headers=_auth(phones["yealink"])), context=ctx, timeout=10) as resp:
+            kv = dict(line.split(" = ", 1) for line in resp.read().decode().splitlines() if " = " in line)
+        book = urllib.parse.urlsplit(kv["remote_phonebook.data.1.url"])
+        login = base64.b64encode(f"{urllib.parse.unquote(book.username)}:{urllib.parse.unquote(book.password)}"
+                                 .encode()).decode()
+        with urllib.request.urlopen(urllib.request.Request(
+                f"https://127.0.0.1:{port}{book.path}", headers={"Authorization": f"Basic {login}"}),
+                context=ctx, timeout=10) as resp:
+            assert resp.status == 200 and b"YealinkIPPhoneDirectory" in resp.read()
         audit = (tmp_path / "web.log").read_text()
         assert f"fetch {MACS['cisco']}.xml from 127.0.0.1 (phone {MACS['cisco']} ext 1000) -> 200" in audit
     finally:

@@ -26,6 +26,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -52,7 +53,9 @@ DEFAULTS = {
     "language": "en-GB",
     "ntp_server": "pool.ntp.org",
     "blf_colleagues": "yes",        # a BLF key for each other extension (up to MAX_KEYS)
-    "blf_extra": "",                # more BLF targets, comma-separated: "*33, 701, 702"
+    # more BLF keys, comma-separated: the day/night lamp and the first park slots of the box's
+    # default parking lot (700, slots 701-720); change them here if those codes were changed
+    "blf_extra": "*33, 701, 702, 703",
     "voicemail_number": "*97",
     "phonebook": "yes",
     "http_allowed": "no",           # may this phone fetch over plain HTTP (old firmware, self-signed)
@@ -252,10 +255,26 @@ def render(phone: Phone, filename: str, account: Account, box: BoxFacts, setting
         tz_name=box.timezone, tz_offset_s=offset_s, tz_offset_h=_hours(offset_s), tz_posix=posix_tz(box.timezone),
         tz_gmt="GMT{}{:02d}:{:02d}".format("+" if offset_s >= 0 else "-", abs(offset_s) // 3600,
                                           abs(offset_s) % 3600 // 60),
-        phonebook_url=f"{box.base_url}/prov/{phone.token}/phonebook-{phone.vendor}.xml",
+        phonebook_url=phonebook_url(phone, account, box),
         files=files)
     content_type = "text/plain" if template.endswith(".cfg") else "application/xml"
     return content_type, text
+
+
+# the company phone book's format per vendor (webui/phonebook serves /phonebook/<format>.xml);
+# Fanvil phones have no documented XML phone book format there: they get none
+PHONEBOOK_FORMATS = {"yealink": "yealink", "grandstream": "grandstream", "poly": "polycom", "snom": "snom",
+                     "cisco": "cisco"}
+
+
+def phonebook_url(phone: Phone, account: Account, box: BoxFacts) -> str:
+    """The phone book address, logging in as the phone's own extension (the same credentials the
+    file already carries for SIP); "" for a vendor without a phone book format."""
+    fmt = PHONEBOOK_FORMATS.get(phone.vendor)
+    if fmt is None:
+        return ""
+    scheme, _, rest = box.base_url.partition("://")
+    return f"{scheme}://{quote(account.number, safe='')}:{quote(account.secret, safe='')}@{rest}/phonebook/{fmt}.xml"
 
 
 def _hours(offset_s: int) -> str:

@@ -70,8 +70,7 @@ def fetch(token: str, filename: str):
         return Response("too many requests\n", 429, {"Retry-After": str(int(FAIL_WINDOW_S))})
     store = config_store()
     phone = next((p for p in store.records(prov.TABLE) if hmac.compare_digest(p.token, token)), None)
-    if phone is None or not phone.approved or not (prov.wants_file(phone, filename)
-                                                   or filename == f"phonebook-{phone.vendor}.xml"):
+    if phone is None or not phone.approved or not prov.wants_file(phone, filename):
         _note(addr, True)
         _audit_fetch(phone, filename, 404)
         abort(404)
@@ -87,8 +86,6 @@ def fetch(token: str, filename: str):
         _audit_fetch(phone, filename, 403, "plain HTTP not allowed for this phone")
         return Response("use HTTPS\n", 403)
     _note(addr, False)
-    if filename.startswith("phonebook-"):
-        return _phonebook(phone)
     ext = store.get_extension(phone.extension)
     if ext is None:
         _audit_fetch(phone, filename, 404, "its extension no longer exists")
@@ -113,22 +110,6 @@ def _box_facts(settings) -> prov.BoxFacts:
     sip_host = settings.sip_domain or request.host.rsplit(":", 1)[0].strip("[]")
     port = int(status.get("sip_port") or 5060)
     return prov.BoxFacts(sip_host, port, port + 1, base_url(), settings.timezone or "UTC")
-
-
-def _phonebook(phone) -> Response:
-    """The company directory in the phone's own XML format (the directory feature renders it)."""
-    try:
-        from firmware.features import directory
-        render = getattr(directory, "render_phonebook")
-    except (ImportError, AttributeError):
-        abort(404)
-    contacts = config_store().records(directory.TABLE) if hasattr(directory, "TABLE") else []
-    try:
-        text = render(phone.vendor, contacts)
-    except (KeyError, ValueError):
-        abort(404)
-    _audit_fetch(phone, f"phonebook-{phone.vendor}.xml", 200)
-    return Response(text, 200, {"Content-Type": "application/xml; charset=utf-8"})
 
 
 # ----- admin pages -----------------------------------------------------------------------------------
