@@ -194,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "or none")
     es.add_argument("--caller-id", dest="external_caller_id", metavar="NUMBER",
                     help="number outside callees see (e.g. +442071234567); none for the route's")
+    es.add_argument("--department", metavar="NAME", help="for reports (e.g. Sales); none to clear it")
 
     ln = sub.add_parser("line", help="analog line ports (FXS phones, FXO exchange lines)")
     lsub = ln.add_subparsers(dest="line_cmd", required=True)
@@ -354,14 +355,14 @@ def cmd_ext(args) -> int:
             print(f"removed extension {args.number}")
         elif args.ext_cmd == "set":
             changes = {k: getattr(args, k) for k in ("name", "enabled", "dnd", "forward_always", "forward_busy",
-                                                     "forward_no_answer", "external_caller_id")
+                                                     "forward_no_answer", "external_caller_id", "department")
                        if getattr(args, k) is not None}
-            for k in ("forward_always", "forward_busy", "forward_no_answer", "external_caller_id"):
+            for k in ("forward_always", "forward_busy", "forward_no_answer", "external_caller_id", "department"):
                 if changes.get(k, "").lower() in ("none", "off"):
                     changes[k] = ""
             if not changes:
                 print("error: nothing to change: give --name, --dnd, --forward-always/-busy/-no-answer, "
-                      "--caller-id or --enabled", file=sys.stderr)
+                      "--caller-id, --department or --enabled", file=sys.stderr)
                 return 2
             ext = store.update_extension(args.number, **changes)
             print(f"extension {ext.number}: " + ", ".join(

@@ -48,7 +48,7 @@ def test_extension_lifecycle_over_the_api(client, token, store):
     listed = call(client, token, "GET", "/api/v1/extensions").get_json()
     assert listed == [{"number": "201", "name": "Ann", "enabled": True, "registered": False, "contacts": [],
                        "dnd": False, "forward_always": "", "forward_busy": "", "forward_no_answer": "",
-                       "external_caller_id": ""}]
+                       "external_caller_id": "", "department": ""}]
     assert call(client, token, "GET", "/api/v1/extensions/201").get_json()["secret"] == secret
     r = call(client, token, "PATCH", "/api/v1/extensions/201", {"name": "Ann B", "enabled": False})
     assert r.get_json()["name"] == "Ann B" and store.get_extension("201").enabled is False

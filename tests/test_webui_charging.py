@@ -149,3 +149,22 @@ def test_pbx_cdr_rerate_rates_the_history_again_after_a_sheet_change(data, store
     with CdrStore(data) as cdr:
         mobiles = [r for r in cdr.query(limit=1000) if r.dest_type == "mobile" and r.billsec]
     assert mobiles and all(r.rate == "0.0011" and r.sheet_version == "uk-example@1" for r in mobiles)
+
+
+def test_reports_group_cost_per_department_set_on_the_extension_page(admin, data, store):
+    store.add_extension("1001", "Bob")
+    r = post(admin, "/extensions/1000", {"name": "Alice", "call_handling": "1", "department": "Sales"})
+    assert r.status_code == 302, r.text
+    assert store.get_extension("1000").department == "Sales"
+    assert api(admin, "GET", "/api/v1/extensions/1000").get_json()["department"] == "Sales"
+    r = api(admin, "PATCH", "/api/v1/extensions/1001", json={"department": "Support"})
+    assert r.status_code == 200 and store.get_extension("1001").department == "Support"
+    make_history(data, n=300, days=10, extensions=("1000", "1001"))
+    report = api(admin, "GET", "/api/v1/reports").get_json()
+    by_dept = {d["key"]: Decimal(d["cost"]) for d in report["departments"]}
+    by_ext = {e["key"]: Decimal(e["cost"]) for e in report["extensions"]}
+    assert by_dept == {"Sales": by_ext["1000"], "Support": by_ext["1001"]}
+    page = admin.get("/reports").text
+    assert 'id="t-departments"' in page and 'id="chart-departments"' in page
+    bad = post(admin, "/extensions/1000", {"name": "Alice", "call_handling": "1", "department": "x" * 41})
+    assert bad.status_code == 400 and "shorten it to at most 40" in form_error(bad.text, "department")

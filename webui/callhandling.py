@@ -21,7 +21,7 @@ FORWARD_HINTS = {"forward_always": "the phone does not ring at all",
                  "forward_busy": "also while do-not-disturb is on",
                  "forward_no_answer": "also when the phone is off or not registered"}
 USER_FIELDS = ("dnd", *FORWARDS)
-ADMIN_FIELDS = (*USER_FIELDS, "external_caller_id")
+ADMIN_FIELDS = (*USER_FIELDS, "external_caller_id", "department")
 
 
 def form_changes(form, admin: bool) -> tuple[dict, dict[str, str]]:
@@ -35,6 +35,8 @@ def form_changes(form, admin: bool) -> tuple[dict, dict[str, str]]:
             errors[name] = problem
     if admin:
         changes["external_caller_id"] = "".join(form.get("external_caller_id", "").split())
+        if "department" in form:
+            changes["department"] = form.get("department", "").strip()
     return changes, errors
 
 
@@ -97,6 +99,8 @@ def template_args(store, ext, values: dict | None = None, form=None) -> dict:
     dnd = (form.get("dnd") == "on") if form is not None else bool(ext and ext.dnd)
     caller_id = (form.get("external_caller_id", "") if form is not None
                  else (ext.external_caller_id if ext else ""))
+    department = (form.get("department", "") if form is not None else (ext.department if ext else ""))
     return {"forwards": fields, "forward_labels": FORWARD_LABELS, "forward_hints": FORWARD_HINTS,
             "forward_kinds": destinations.kinds(forward=True), "dnd": dnd, "external_caller_id": caller_id,
+            "department": department,
             "dest_choices": destinations.choices(store, exclude=ext.number if ext else "")}

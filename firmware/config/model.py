@@ -91,6 +91,7 @@ class Extension:
     forward_busy: str = ""
     forward_no_answer: str = ""
     external_caller_id: str = ""
+    department: str = ""           # for reports: calls and cost per department ("" = none)
 
     def __post_init__(self) -> None:
         for name in FORWARDS:    # a bare extension number is the shorthand for "extension:NUMBER"
@@ -111,6 +112,8 @@ class Extension:
                 errors.append(ValidationError(flag, f"must be true or false, got {getattr(self, flag)!r}"))
         errors += forward_errors(self)
         errors += caller_id_errors("external_caller_id", self.external_caller_id)
+        if self.department != "":
+            errors += _name_errors("department", self.department)
         if errors:
             raise ValidationErrors(errors)
 

@@ -120,13 +120,15 @@ class ConfigStore(RoutingStoreMixin, LinesStoreMixin, BackupMixin):
                          enabled: bool | None = None, dnd: bool | None = None,
                          forward_always: str | None = None, forward_busy: str | None = None,
                          forward_no_answer: str | None = None,
-                         external_caller_id: str | None = None) -> Extension:
+                         external_caller_id: str | None = None, department: str | None = None) -> Extension:
         """Change the given fields; None leaves a field as it is. A forward is a destination
         string ("extension:1001", "external:07700900123", a bare extension number) or "" for none."""
         forwards = {"forward_always": forward_always, "forward_busy": forward_busy,
                     "forward_no_answer": forward_no_answer}
         changes = {k: v for k, v in (("name", normalize_name(name)), ("secret", secret), ("enabled", enabled),
-                                     ("dnd", dnd), ("external_caller_id", external_caller_id), *forwards.items())
+                                     ("dnd", dnd), ("external_caller_id", external_caller_id),
+                                     ("department", None if department is None else normalize_name(department)),
+                                     *forwards.items())
                    if v is not None}
         with self._write() as db:
             ext = dataclasses.replace(EXTENSIONS.require(db, number), **changes)

@@ -3,8 +3,8 @@ destination type and trunk, the top destinations and the busiest hours. Pure: ro
 
 A row is a ReportRow (one CDR row, read by webui/reports/data.py). Money is summed in Decimal and
 handed out as decimal text; minutes are talk minutes (billsec / 60) to one decimal place.
-The configuration has no departments (an extension has no department field), so "per department"
-is not reported; per extension is.
+Per department: each row counts for the department its extension has now (Extension.department);
+extensions without one are "(no department)".
 """
 from __future__ import annotations
 
@@ -69,8 +69,12 @@ def periods(since: datetime, until: datetime, group: str) -> list[str]:
     return keys
 
 
+NO_DEPARTMENT = "(no department)"
+
+
 def build(rows: list[ReportRow], since: float, until: float, tz: ZoneInfo, group: str = "day",
-          top: int = 10, names: dict[str, str] | None = None) -> dict:
+          top: int = 10, names: dict[str, str] | None = None,
+          departments: dict[str, str] | None = None) -> dict:
     """The report of the rows that started in [since, until), in the box's zone `tz`."""
     if group not in GROUPS:
         raise ValueError(f"group must be one of {', '.join(GROUPS)}, got {group!r}")
@@ -78,6 +82,8 @@ def build(rows: list[ReportRow], since: float, until: float, tz: ZoneInfo, group
     total = _Sum()
     by_period: dict[str, _Sum] = defaultdict(_Sum)
     by_ext: dict[str, _Sum] = defaultdict(_Sum)
+    by_dept: dict[str, _Sum] = defaultdict(_Sum)
+    departments = departments or {}
     by_type: dict[str, _Sum] = defaultdict(_Sum)
     by_trunk: dict[str, _Sum] = defaultdict(_Sum)
     by_number: dict[str, _Sum] = defaultdict(_Sum)
@@ -93,6 +99,7 @@ def build(rows: list[ReportRow], since: float, until: float, tz: ZoneInfo, group
         hours[local.hour] += 1
         if row.extension:
             by_ext[row.extension].add(row)
+            by_dept[departments.get(row.extension) or NO_DEPARTMENT].add(row)
         by_type[row.dest_type or "unknown"].add(row)
         if row.trunk:
             by_trunk[row.trunk].add(row)
@@ -115,6 +122,7 @@ def build(rows: list[ReportRow], since: float, until: float, tz: ZoneInfo, group
         "totals": total.out("total"),
         "periods": [by_period[k].out(k) if k in by_period else _Sum().out(k) for k in keys],
         "extensions": ranked(by_ext, name=lambda k: names.get(k, "")),
+        "departments": ranked(by_dept),
         "dest_types": ranked(by_type),
         "trunks": ranked(by_trunk),
         "top_destinations": ranked(by_number, dest_type=lambda k: number_type.get(k, ""))[:top],

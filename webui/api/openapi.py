@@ -109,6 +109,8 @@ def _schemas() -> dict:
                        "extensions": {"type": "array", "items": number, "uniqueItems": True,
                                       "description": "extensions that may use the route; empty: every "
                                                      "extension (emergency numbers are always allowed)"}}
+    department = {"type": "string", "maxLength": 40,
+                  "description": "for reports: calls and cost per department; '' for none"}
     forward = _destination(forward=True)
     call_handling = {
         "dnd": {"type": "boolean", "description": "do not disturb (*78 on, *79 off)"},
@@ -152,7 +154,7 @@ def _schemas() -> dict:
             "number": number, "name": name, "enabled": {"type": "boolean"},
             "secret": {**secret, "description": "only in single-extension answers"},
             "registered": {"type": "boolean"}, "contacts": {"type": "array", "items": {"type": "string"}},
-            **call_handling, "external_caller_id": caller_id}},
+            **call_handling, "external_caller_id": caller_id, "department": department}},
         "ExtensionCreate": {"type": "object", "required": ["number", "name"], "additionalProperties": False,
                             "properties": {"number": number, "name": name,
                                            "secret": {**secret, "description": "omit to generate one"}}},
@@ -160,7 +162,8 @@ def _schemas() -> dict:
             "name": name, "secret": {**secret, "description": "admins only"},
             "enabled": {"type": "boolean", "description": "admins only"},
             **call_handling, "external_caller_id": {**caller_id, "description": "admins only; "
-                                                    + caller_id["description"]}}},
+                                                    + caller_id["description"]},
+            "department": {**department, "description": "admins only; " + department["description"]}}},
         "Trunk": {"type": "object", "properties": {"name": slug, **{k: v for k, v in trunk_fields.items()
                                                                     if k != "secret"},
                                                    "secret_set": {"type": "boolean"},

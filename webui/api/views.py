@@ -78,7 +78,8 @@ def ext_json(ext, regs: dict, with_secret: bool) -> dict:
     out = {"number": ext.number, "name": ext.name, "enabled": ext.enabled,
            "registered": ext.number in regs, "contacts": [r.get("contact") for r in regs.get(ext.number, [])],
            "dnd": ext.dnd, "forward_always": ext.forward_always, "forward_busy": ext.forward_busy,
-           "forward_no_answer": ext.forward_no_answer, "external_caller_id": ext.external_caller_id}
+           "forward_no_answer": ext.forward_no_answer, "external_caller_id": ext.external_caller_id,
+           "department": ext.department}
     if with_secret:
         out["secret"] = ext.secret
     return out

@@ -14,7 +14,8 @@ from firmware.cdr import CDR_FILE, CdrStore
 from firmware.rating import reports
 from firmware.rating.reports import ReportRow
 
-SECTIONS = (("periods", "Period"), ("extensions", "Extension"), ("dest_types", "Destination type"),
+SECTIONS = (("periods", "Period"), ("extensions", "Extension"), ("departments", "Department"),
+            ("dest_types", "Destination type"),
             ("trunks", "Trunk"), ("top_destinations", "Number"), ("hours", "Hour"))
 MAX_DAYS = 800
 
@@ -77,8 +78,9 @@ def parse_range(args, tz: ZoneInfo, now: datetime | None = None) -> tuple[float,
     return since.timestamp(), until.timestamp(), group, errors
 
 
-def build(data_dir, since: float, until: float, tz: ZoneInfo, group: str, names=None) -> dict:
-    report = reports.build(rows(data_dir, since, until), since, until, tz, group, names=names)
+def build(data_dir, since: float, until: float, tz: ZoneInfo, group: str, names=None, departments=None) -> dict:
+    report = reports.build(rows(data_dir, since, until), since, until, tz, group, names=names,
+                           departments=departments)
     report["since"] = datetime.fromtimestamp(since, tz).strftime("%Y-%m-%d")
     report["until"] = (datetime.fromtimestamp(until, tz) - timedelta(days=1)).strftime("%Y-%m-%d")
     return report

@@ -23,9 +23,11 @@ def current_report(args):
     store = config_store()
     tz = ZoneInfo(store.settings().timezone)
     since, until, group, errors = data.parse_range(args, tz)
-    names = {e.number: e.name for e in store.extensions()}
+    extensions = store.extensions()
+    names = {e.number: e.name for e in extensions}
+    departments = {e.number: e.department for e in extensions if e.department}
     started = time.perf_counter()
-    report = data.build(data_dir(), since, until, tz, group, names=names)
+    report = data.build(data_dir(), since, until, tz, group, names=names, departments=departments)
     report["built_ms"] = round((time.perf_counter() - started) * 1000, 1)
     return report, errors
 

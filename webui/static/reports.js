@@ -34,6 +34,7 @@
                        calls: {position: "right", beginAtZero: true, grid: {drawOnChartArea: false},
                                title: {display: true, text: "Calls"}}}}});
   bar("chart-extensions", report.extensions, "cost", "Cost" + currency, true);
+  bar("chart-departments", report.departments || [], "cost", "Cost" + currency, true);
   var types = report.dest_types.filter(function (t) { return num(t.cost) > 0; });
   draw("chart-dest-types", {type: "doughnut", data: {labels: types.map(function (t) { return t.key; }),
     datasets: [{data: types.map(function (t) { return num(t.cost); }), backgroundColor: colors}]},
