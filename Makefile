@@ -63,3 +63,30 @@ ha-bench: deps
 
 clean:
 	rm -rf .stamp-* build *.egg-info
+
+# ---- The appliance image (image/, docs/decisions/021-image.md) --------------------------------
+# `make image` builds build/image/{amd64,arm64}/pbx-VERSION-ARCH.img.xz (+ .sha256, .manifest) from
+# Debian 12 packages; IMAGE_ARCHES=amd64 builds one. `make image-test` boots the amd64 root with
+# systemd-nspawn, calls through it and cuts its power IMAGE_POWER_CUTS times; `make test` runs that
+# file too only when PBX_IMAGE_TEST=1 is set (it takes many minutes; CI sets it on the image job).
+IMAGE_ARCHES ?= amd64 arm64
+IMAGE_POWER_CUTS ?= 100
+IMAGE_TOOLS := mmdebstrap systemd-container dosfstools mtools fdisk e2fsprogs xz-utils qemu-user-static binfmt-support arch-test
+
+.PHONY: image image-test image-tools
+
+image-tools:
+	@missing=""; for p in $(IMAGE_TOOLS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing image tools:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "error: run as root (apt-get install$$missing)"; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+image: image-tools
+	@for a in $(IMAGE_ARCHES); do image/build.sh $$a || exit 1; done
+
+image-test: image-tools deps
+	@PBX_IMAGE_TEST=1 PBX_IMAGE_POWER_CUTS=$(IMAGE_POWER_CUTS) $(PY) -m pytest -q -s -p no:cacheprovider -n 0 tests/test_image.py
