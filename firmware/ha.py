@@ -90,11 +90,27 @@ class HaSettings:
         return cls(**{k: v for k, v in doc.items() if k in names})
 
 
-def keepalived_conf(ha: HaSettings, *, check_cmd: str, notify_cmd: str, run_dir: str) -> str:
+def keepalived_conf(ha: HaSettings, *, check_cmd: str, notify_cmd: str, run_dir: str,
+                    yield_file: str | None = None) -> str:
     """keepalived.conf for this box. Both boxes start as BACKUP and the higher priority wins the
-    election; a failing check puts a box in FAULT (it gives up the VIP at once)."""
+    election; a failing check puts a box in FAULT (it gives up the VIP at once), and so does a
+    non-zero value in `yield_file` (the tie-breaker's verdict, see `should_yield`: keepalived
+    watches the file with inotify, so it acts at once, not at the next check)."""
     ha.validate()
     advert = f"{ha.advert_ms / 1000:.2f}".rstrip("0").rstrip(".")
+    track_file = track_block = ""
+    if yield_file:
+        track_file = f"""
+track_file pbx_yield {{
+    file "{yield_file}"
+    weight 0
+    init_file 0 overwrite
+}}
+"""
+        track_block = """    track_file {
+        pbx_yield
+    }
+"""
     return f"""# made by the Office PBX from DATA/ha.json ({ha.role}); changes here are overwritten
 global_defs {{
     router_id pbx-{ha.role}
@@ -114,7 +130,7 @@ vrrp_script pbx_healthy {{
     fall 2
     rise 2
 }}
-
+{track_file}
 vrrp_instance PBX {{
     state BACKUP
     preempt_delay 3
@@ -135,9 +151,41 @@ vrrp_instance PBX {{
     track_script {{
         pbx_healthy
     }}
-    notify "{notify_cmd}"
+{track_block}    notify "{notify_cmd}"
 }}
 """
+
+
+# ----- the tie-breaker: two masters when only the adverts are lost --------------------------------
+YIELD_ADVERTS_LOST_S = 0.2   # the peer's heartbeats went on this long after its last advert (both
+                             # come every 0.1 s: when the peer dies they stop within 0.1 s of each other)
+YIELD_PEER_HEARD_S = 0.35    # ... and the last one (every 0.1 s, services/ha/replication.py) is this fresh
+
+
+def loses_election(my_role: str, my_addr: str, peer_role: str | None, peer_addr: str) -> bool:
+    """Would this box lose a VRRP election to the peer? Higher priority wins, then the higher
+    address (as VRRP decides a tie)."""
+    mine, theirs = PRIORITY.get(my_role, 0), PRIORITY.get(peer_role or "", 0)
+    if mine != theirs:
+        return mine < theirs
+    return ipaddress.IPv4Address(my_addr) < ipaddress.IPv4Address(peer_addr)
+
+
+def should_yield(*, peer_state: str | None, peer_heard_age: float | None, advert_age: float | None,
+                 loses: bool) -> bool:
+    """VRRP alone makes a second master whenever the peer's adverts stop arriving, even when the
+    peer is alive and serving (adverts dropped on the way, one direction of a link failing). The
+    boxes also hear each other's heartbeats (another protocol, another port): a box that would
+    lose the election yields (FAULT: it drops or never takes the VIP) while the peer's heartbeat
+    says MASTER and keeps coming while its adverts do not. When the peer dies, both stop at the
+    same moment: no yield, the takeover is plain VRRP's. It takes over as usual once the
+    heartbeats stop too (the peer is gone) or the adverts come back (plain VRRP again).
+    Ages are seconds since the last one heard (None: never heard)."""
+    if not loses or peer_state != "MASTER":
+        return False
+    if peer_heard_age is None or peer_heard_age > YIELD_PEER_HEARD_S:
+        return False
+    return advert_age is None or advert_age - peer_heard_age > YIELD_ADVERTS_LOST_S
 
 
 # ----- status, as people read it (pbx ha status, the dashboard card, the Failover page) --------------

@@ -189,6 +189,7 @@ class PbxPair:
     def wait_ready(self, timeout: float = 90) -> None:
         """A holds the VIP and B is BACKUP."""
         wait_for("the primary to hold the VIP", lambda: self.lan.vip in self.lan.box_a.addresses(), timeout)
+        wait_for("the primary to know it is MASTER", lambda: self.state("a") == "MASTER", timeout)
         wait_for("the backup to be BACKUP", lambda: self.state("b") == "BACKUP", timeout)
 
     def stop(self) -> None:

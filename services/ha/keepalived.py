@@ -37,7 +37,7 @@ class Keepalived:
         # loads the whole PBX and took over a second under load, which keepalived counts as failed)
         return keepalived_conf(self.ha, check_cmd=f"{python} -m services.ha.check {data}",
                                notify_cmd=f"{python} -m services.ha.notify {data}",
-                               run_dir=str(self.dir))
+                               run_dir=str(self.dir), yield_file=str((self.dir / "yield").resolve()))
 
     def start(self) -> None:
         binary = shutil.which("keepalived") or "/usr/sbin/keepalived"

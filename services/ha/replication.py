@@ -97,6 +97,10 @@ class Replicator:
         self.peer_heard: float | None = None          # wall time of the peer's last heartbeat
         self.peer_master_heard: float | None = None   # ... of its last heartbeat as MASTER
         self.seen_takeover: float | None = None
+        self.peer_role: str | None = None
+        self.advert_heard: float | None = None        # monotonic time of the peer's last VRRP advert
+        self.vrrp_sock = None
+        self.yielding = False                # the tie-breaker's verdict, in DATA/ha/yield for keepalived
         self.stats: dict = {}                # what was shipped/acknowledged/received when (wall time)
         self._stats_written = 0.0
         self._last_stats_doc = None
@@ -118,7 +122,8 @@ class Replicator:
                    "config_acked", "cdr_acked", "file_acked", "voicemail_index_acked",
                    "config_received", "cdr_received", "file_received", "voicemail_index_received")},
                "files_stored": self.mirror.stored, "files_deleted": self.mirror.deleted,
-               "last_takeover": self.stats.get("last_takeover")}
+               "last_takeover": self.stats.get("last_takeover"), "yielding": self.yielding,
+               "adverts_heard_s": round(time.monotonic() - self.advert_heard, 3) if self.advert_heard else None}
         return doc
 
     def _peer_alive(self, now: float) -> bool:
@@ -126,11 +131,12 @@ class Replicator:
 
     def _write_stats(self) -> None:
         """DATA/ha/replication.json for `pbx ha status` when the PBX cannot be asked: written when
-        the state, the peer's state or a count changes, else every 2 s (not at every heartbeat)."""
+        the state, the peer's state or a count changes, else every 10 s (not at every heartbeat)."""
         doc = self.status()
         doc.pop("peer_heard_s")
+        doc.pop("adverts_heard_s")
         steady = json.dumps({k: v for k, v in doc.items() if k != "replication"}, sort_keys=True)
-        if steady == self._last_stats_doc and time.monotonic() - self._stats_written < 2.0:
+        if steady == self._last_stats_doc and time.monotonic() - self._stats_written < 10.0:
             return
         doc["peer_heard"], doc["written"] = self.peer_heard, time.time()
         self._last_stats_doc, self._stats_written = steady, time.monotonic()
@@ -150,6 +156,7 @@ class Replicator:
         self.hb_transport, _ = await loop.create_datagram_endpoint(
             lambda: _Heartbeats(self), local_addr=(self.ha.node_addr, REPLICATION_PORT))
         self.hb_task = loop.create_task(self._heartbeat_loop())
+        self._listen_adverts(loop)
         log.info("ha: configuration replication on %s:%d, peer %s", self.ha.node_addr, REPLICATION_PORT,
                  self.ha.peer_addr)
 
@@ -159,18 +166,71 @@ class Replicator:
                 task.cancel()
         if self.hb_transport is not None:
             self.hb_transport.close()
+        if self.vrrp_sock is not None:
+            asyncio.get_running_loop().remove_reader(self.vrrp_sock.fileno())
+            self.vrrp_sock.close()
         if self.server is not None:
             self.server.close()
 
-    # --- heartbeats (both boxes) -----------------------------------------------------------------
+    # --- heartbeats (both boxes) and the tie-breaker ----------------------------------------------
+    def _listen_adverts(self, loop) -> None:
+        """The peer's VRRP adverts, seen beside keepalived (a raw socket gets a copy of each):
+        the tie-breaker needs to know whether they still arrive."""
+        import socket
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
+            sock.setblocking(False)
+        except OSError as exc:
+            log.warning("ha: VRRP adverts cannot be watched (%s): no tie-breaker for lost adverts", exc)
+            return
+        self.vrrp_sock = sock
+
+        def readable():
+            while True:
+                try:
+                    _, addr = sock.recvfrom(2048)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:
+                    return
+                if addr[0] == self.ha.peer_addr:
+                    self.advert_heard = time.monotonic()
+        loop.add_reader(sock.fileno(), readable)
+
+    def _tie_break(self) -> None:
+        from firmware.ha import loses_election, should_yield
+        if self.vrrp_sock is None:
+            return
+        now, mono = time.time(), time.monotonic()
+        verdict = should_yield(
+            peer_state=self.peer_state, peer_heard_age=now - self.peer_heard if self.peer_heard else None,
+            advert_age=mono - self.advert_heard if self.advert_heard else None,
+            loses=loses_election(self.ha.role, self.ha.node_addr, self.peer_role, self.ha.peer_addr))
+        if verdict == self.yielding:
+            return
+        path = self.data_dir / "ha" / "yield"
+        path.write_text("1\n" if verdict else "0\n")    # in place: keepalived reads it on close (inotify)
+        self.yielding = verdict
+        if verdict:
+            log.warning("ha: the peer %s is active (its heartbeat says so) but its VRRP adverts do not "
+                        "arrive: this box yields (FAULT) so there is one active box", self.ha.peer_addr)
+            self.stats["yields"] = self.stats.get("yields", 0) + 1
+        else:
+            log.info("ha: tie-breaker released (the peer's adverts arrive again, or the peer is gone)")
+
     async def _heartbeat_loop(self) -> None:
         while True:
             state = self.state_of()
             try:
-                frame = seal(self.ha.secret, {"kind": "hb", "state": state, "sent": time.time()})[4:]
+                frame = seal(self.ha.secret, {"kind": "hb", "state": state, "role": self.ha.role,
+                                              "sent": time.time()})[4:]
                 self.hb_transport.sendto(frame, (self.ha.peer_addr, REPLICATION_PORT))
             except OSError:
                 pass                          # no route while the link is down: next time
+            try:
+                self._tie_break()
+            except OSError as exc:
+                log.error("ha: tie-breaker verdict not written: %s", exc)
             self._note_takeover(state)
             try:
                 self._write_stats()
@@ -189,6 +249,11 @@ class Replicator:
         if self.peer_state != payload.get("state") or not self._peer_alive(now):
             log.info("ha: peer %s is %s", self.ha.peer_addr, payload.get("state"))
         self.peer_state, self.peer_heard = payload.get("state"), now
+        self.peer_role = payload.get("role")
+        try:
+            self._tie_break()                 # at once: a heartbeat without adverts is the signal
+        except OSError as exc:
+            log.error("ha: tie-breaker verdict not written: %s", exc)
         if self.peer_state == "MASTER":
             self.peer_master_heard = now
 

@@ -14,8 +14,10 @@ A primary, box B backup, a phone host) and two real PBXes (`pbx run` with `pbx h
               bridge), everything else flows: what a "heartbeat-only cut" can be on one LAN; it
               counts how many boxes hold the VIP 3 s later
 
-"New call" = phone 1000 dials *97 (its own voicemail: the call service answers) through the VIP,
-retried every 0.1 s with a 0.5 s answer timeout, and hangs up (BYE answered 200).
+"New call" = phone 1000 dials *97 (its own voicemail: the call service answers and speaks; the
+RTP packets the phone receives in the first second are counted) through the VIP,
+one attempt after the other, each given up after 0.25 s without an answer (so the time has that
+resolution; faster attempts would trip the edge's flood limit), and hangs up (BYE answered 200).
 
     python -m tests.bench.ha [--phones 50] [--kinds power,kill9] [--runs 1]
 """
@@ -33,8 +35,9 @@ import time
 from pathlib import Path
 
 from tests.hanet import OfficeLan, PbxPair, wait_for
-from tests.phones.raw import RawPhone, sdp_body
+from tests.phones.raw import RawPhone, drain, sdp_body
 
+ATTEMPT_S = 0.25        # a call attempt not answered in this time is given up and the next one sent
 KINDS = ("kill9", "linkdown", "sigstop", "power", "vrrponly")
 ROOT = Path(__file__).resolve().parents[2]
 PBX = str(ROOT / ".venv" / "bin" / "pbx")
@@ -58,11 +61,24 @@ def _registered_on(data: Path) -> set[str]:
     return {r["aor"].split(":")[-1].split("@")[0] for r in json.loads(out.stdout).get("registrations", [])}
 
 
-def _call(phone: RawPhone, rtp_port: int, timeout: float) -> bool:
-    status, dialog, _ = phone.invite("*97", sdp_body(phone.ip, rtp_port), timeout=timeout)
+def _call(phone: RawPhone, rtp, timeout: float, listen: float = 0.0) -> tuple[float, int] | None:
+    """(monotonic time the call was answered, RTP packets received in `listen` seconds) when it
+    was answered and its BYE answered 200."""
+    rtp.setblocking(False)
+    drain(rtp)
+    status, dialog, _ = phone.invite("*97", sdp_body(phone.ip, rtp.getsockname()[1]), timeout=timeout)
+    answered = time.monotonic()
     if status != 200 or dialog is None:
-        return False
-    return phone.bye(dialog) == 200
+        return None
+    packets, until = 0, answered + listen
+    while time.monotonic() < until:
+        rtp.settimeout(max(0.01, until - time.monotonic()))
+        try:
+            data = rtp.recv(2048)
+        except OSError:
+            continue
+        packets += len(data) > 12 and data[0] >> 6 == 2
+    return (answered, packets) if phone.bye(dialog) == 200 else None
 
 
 def _fail(lan: OfficeLan, kind: str) -> float:
@@ -102,7 +118,9 @@ def run_kind(kind: str, phones: int) -> dict:
         everyone = {"1000"} | {str(2000 + n) for n in range(phones)}
         wait_for("every registration replicated to B", lambda: everyone <= _registered_on(pair.data["b"]), 30,
                  every=0.5)
-        wait_for("a call through A", lambda: _call(caller, 40000, 2.0), 20, every=0.5)
+        rtp = lan.phone.socket()
+        rtp.bind((lan.phone.addr, 40000))
+        wait_for("a call through A", lambda: _call(caller, rtp, 2.0), 20, every=0.5)
         vip_at: list[float] = []
 
         def watch():
@@ -117,10 +135,10 @@ def run_kind(kind: str, phones: int) -> dict:
         call_at = None
         deadline = cut + 30
         while time.monotonic() < deadline:
-            if _call(caller, 40000, 0.5):
-                call_at = time.monotonic()
+            call = _call(caller, rtp, ATTEMPT_S, listen=1.0)
+            if call:
+                call_at, result["audio_packets"] = call
                 break
-            time.sleep(0.1)
         watcher.join(25)
         result["vip_s"] = round(vip_at[0] - cut, 3) if vip_at else None
         result["call_s"] = round(call_at - cut, 3) if call_at else None
@@ -140,16 +158,19 @@ def run_kind(kind: str, phones: int) -> dict:
                     pass
         for p in [caller, *desks]:
             p.close()
+        rtp.close()
     return result
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| failure | VIP on B | new call OK | registrations kept | gap B measured | VIP holders 3 s later |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| failure | VIP on B | new call OK | its audio (RTP packets in 1 s) | registrations kept "
+             "| gap B measured | VIP holders 3 s later |",
+             "|---|---|---|---|---|---|---|"]
     for r in results:
         def s(v):
             return "-" if v is None else f"{v * 1000:.0f} ms" if v < 10 else f"{v:.1f} s"
-        lines.append(f"| {r['kind']} | {s(r.get('vip_s'))} | {s(r.get('call_s'))} | {r.get('registrations', '-')} "
+        lines.append(f"| {r['kind']} | {s(r.get('vip_s'))} | {s(r.get('call_s'))} | {r.get('audio_packets', '-')} "
+                     f"| {r.get('registrations', '-')} "
                      f"| {s(r.get('gap_b_s'))} | {r.get('vip_holders', '-')} |")
     return "\n".join(lines)
 
@@ -164,6 +185,8 @@ def main(argv=None) -> int:
     bad = [k for k in kinds if k not in KINDS]
     if bad:
         ap.error(f"--kinds: {', '.join(bad)} unknown: use {', '.join(KINDS)}")
+    # a stopped bench (timeout, Ctrl-C) still takes its namespaces and PBXes down (OfficeLan.stop)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if os.geteuid() != 0:
         print("make ha-bench needs root (network namespaces)", file=sys.stderr)
         return 2
