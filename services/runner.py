@@ -349,6 +349,7 @@ class Pbx:
             from .ha.replication import Replicator
             self.replicator = Replicator(self.store, o.data, self.ha.ha,
                                          lambda: ha_settings.state(o.data).get("state"))
+            self.replicator.calls = self.calls      # answered calls go on after a takeover
             await self.replicator.start()
         if "lines" in o.components and self.store.line_ports():
             await self._start_lines(loop)
@@ -536,6 +537,10 @@ class Pbx:
         if not ha.enabled or "calls" not in self.opts.components:
             return
         ha.validate()
+        if not self.opts.cs_port:
+            # a phone's dialog names the call service's port (behind the edge): the same port on
+            # both boxes, so an answered call moves with the VIP (services/ha/calls.py)
+            self.opts.cs_port = 5080
         if self.opts.sip_addr != ha.vip_addr:
             raise RunError(f"failover is on: the PBX must listen on the virtual IP {ha.vip_addr}, not "
                            f"{self.opts.sip_addr}: pass --sip-addr {ha.vip_addr} (or `pbx ha set --off`)")

@@ -101,6 +101,10 @@ class Replicator:
         self.advert_heard: float | None = None        # monotonic time of the peer's last VRRP advert
         self.vrrp_sock = None
         self.yielding = False                # the tie-breaker's verdict, in DATA/ha/yield for keepalived
+        self.calls = None                    # this box's CallService (set by `pbx run`): answered calls
+        self.calls_signature = None          # of the answered calls the peer acknowledged
+        self.peer_calls: list[dict] = []     # the active box's answered calls (services/ha/calls.py)
+        self._last_state: str | None = None
         self.stats: dict = {}                # what was shipped/acknowledged/received when (wall time)
         self._stats_written = 0.0
         self._last_stats_doc = None
@@ -120,7 +124,9 @@ class Replicator:
                "files_pending": self.files_pending, "takeovers": st.get("takeovers", 0),
                "replication": {k: self.stats.get(k) for k in (
                    "config_acked", "cdr_acked", "file_acked", "voicemail_index_acked",
-                   "config_received", "cdr_received", "file_received", "voicemail_index_received")},
+                   "config_received", "cdr_received", "file_received", "voicemail_index_received",
+                   "calls_acked", "calls_received")},
+               "answered_calls_held": len(self.peer_calls), "calls_taken_over": self.stats.get("calls_taken_over"),
                "files_stored": self.mirror.stored, "files_deleted": self.mirror.deleted,
                "last_takeover": self.stats.get("last_takeover"), "yielding": self.yielding,
                "adverts_heard_s": round(time.monotonic() - self.advert_heard, 3) if self.advert_heard else None}
@@ -232,6 +238,7 @@ class Replicator:
             except OSError as exc:
                 log.error("ha: tie-breaker verdict not written: %s", exc)
             self._note_takeover(state)
+            self._take_calls_over(state)
             try:
                 self._write_stats()
             except OSError as exc:
@@ -257,6 +264,21 @@ class Replicator:
         if self.peer_state == "MASTER":
             self.peer_master_heard = now
 
+    def _take_calls_over(self, state: str | None) -> None:
+        """Becoming MASTER: the answered calls the active box last told us of go on here."""
+        became = state == "MASTER" and self._last_state != "MASTER"
+        self._last_state = state
+        if not became or not self.peer_calls or self.calls is None:
+            return
+        from . import calls
+        taken, self.peer_calls = self.peer_calls, []
+
+        async def run():
+            n = await calls.adopt(self.calls, taken)
+            self.stats["calls_taken_over"] = n
+            log.info("ha: %d of %d answered call(s) taken over", n, len(taken))
+        asyncio.get_running_loop().create_task(run())
+
     def _note_takeover(self, state: str | None) -> None:
         """A new MASTER state: the gap is from the peer's last heartbeat as MASTER (or its last
         heartbeat at all) to this box's takeover as keepalived's notify recorded it."""
@@ -280,7 +302,7 @@ class Replicator:
             await asyncio.sleep(POLL_S)
             if self.state_of() != "MASTER":
                 last_sent_mtime = last_cdr = None
-                self.peer_files = self.vm_signature = None
+                self.peer_files = self.vm_signature = self.calls_signature = None
                 continue
             try:
                 mtime = self.config_path.stat().st_mtime
@@ -297,12 +319,30 @@ class Replicator:
             if cdr != last_cdr:               # a call ended: its record goes at once
                 await self._ship_cdrs()
                 last_cdr = cdr
+            if self.calls is not None:
+                await self._ship_calls()
             if now - last_files >= FILES_EVERY_S or self.files_pending:
                 last_files = now
                 try:
                     await self._ship_files()
                 except OSError as exc:
                     log.warning("ha: files not shipped this round: %s", exc)
+
+    async def _ship_calls(self) -> None:
+        """The answered calls, when they changed (answered, ended, a CSeq moved)."""
+        from . import calls
+        try:
+            snap = calls.snapshot(self.calls)
+        except Exception:                     # a call in an odd state must not stop replication
+            log.exception("ha: answered calls not listed")
+            return
+        signature = json.dumps(snap, sort_keys=True)
+        if signature == self.calls_signature:
+            return
+        answer = await self._send({"kind": "calls", "calls": snap})
+        if answer is not None and answer.get("ok"):
+            self.calls_signature = signature
+            self._mark("calls_acked")
 
     async def _ship_files(self) -> None:
         """Voicemail and recordings the peer does not have (or has older), then deletions of
@@ -447,6 +487,12 @@ class Replicator:
         if kind == "cdr":
             self._mark("cdr_received")
             return {"mark": _store_cdr_rows(self.data_dir, payload.get("rows") or [])}
+        if kind == "calls":
+            if self.state_of() == "MASTER":
+                return {"ok": False, "why": "this box is active"}
+            self.peer_calls = list(payload.get("calls") or [])
+            self._mark("calls_received")
+            return {"calls": len(self.peer_calls)}
         if kind in ("files-list", "file", "files-confirm", "files-delete", "voicemail-index"):
             if self.state_of() == "MASTER":
                 log.warning("ha: %s from the peer ignored: this box is active (two masters?)", kind)
