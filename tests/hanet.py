@@ -221,3 +221,49 @@ def wait_for(what: str, check, timeout: float, every: float = 0.05):
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class RtpStream:
+    """A phone's RTP: sends a PCMU packet every 20 ms to `to`, notes when packets arrive."""
+
+    def __init__(self, sock, to):
+        self.sock, self.to = sock, to
+        self.sock.settimeout(0.05)
+        self.arrivals: list[float] = []
+        self.running = True
+        self.threads = [threading.Thread(target=self._send, daemon=True),
+                        threading.Thread(target=self._receive, daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def _send(self):
+        from tests.phones.raw import rtp_packet as _rtp_packet
+        seq, ts, next_at = 0, 0, time.monotonic()
+        while self.running:
+            try:
+                self.sock.sendto(_rtp_packet(b"\xff" * 160, seq, pt=0, ts=ts), self.to)
+            except OSError:
+                pass
+            seq, ts = (seq + 1) & 0xFFFF, ts + 160
+            next_at += 0.02
+            time.sleep(max(0.0, next_at - time.monotonic()))
+
+    def _receive(self):
+        while self.running:
+            try:
+                data = self.sock.recv(2048)
+            except OSError:
+                continue
+            if len(data) > 12 and data[0] >> 6 == 2:
+                self.arrivals.append(time.monotonic())
+
+    def stop(self):
+        self.running = False
+        for t in self.threads:
+            t.join(2)
+
+    def largest_gap(self, since: float, until: float) -> float:
+        times = [t for t in self.arrivals if since <= t <= until]
+        if len(times) < 2:
+            return until - since
+        return max(b - a for a, b in zip([since] + times, times + [until]))

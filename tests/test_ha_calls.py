@@ -11,55 +11,10 @@ import time
 
 import pytest
 
-from tests.hanet import OfficeLan, PbxPair, wait_for
-from tests.phones.raw import RawPhone, raw_call, rtp_packet, sdp_body
+from tests.hanet import OfficeLan, PbxPair, RtpStream, wait_for
+from tests.phones.raw import RawPhone, raw_call, sdp_body
 
 SECRETS = {"1000": "Ann-ha-1000-secret", "1001": "Bob-ha-1001-secret"}
-
-
-class _Stream:
-    """A phone's RTP: sends a PCMU packet every 20 ms to `to`, notes when packets arrive."""
-
-    def __init__(self, sock, to):
-        self.sock, self.to = sock, to
-        self.sock.settimeout(0.05)
-        self.arrivals: list[float] = []
-        self.running = True
-        self.threads = [threading.Thread(target=self._send, daemon=True),
-                        threading.Thread(target=self._receive, daemon=True)]
-        for t in self.threads:
-            t.start()
-
-    def _send(self):
-        seq, ts, next_at = 0, 0, time.monotonic()
-        while self.running:
-            try:
-                self.sock.sendto(rtp_packet(b"\xff" * 160, seq, pt=0, ts=ts), self.to)
-            except OSError:
-                pass
-            seq, ts = (seq + 1) & 0xFFFF, ts + 160
-            next_at += 0.02
-            time.sleep(max(0.0, next_at - time.monotonic()))
-
-    def _receive(self):
-        while self.running:
-            try:
-                data = self.sock.recv(2048)
-            except OSError:
-                continue
-            if len(data) > 12 and data[0] >> 6 == 2:
-                self.arrivals.append(time.monotonic())
-
-    def stop(self):
-        self.running = False
-        for t in self.threads:
-            t.join(2)
-
-    def largest_gap(self, since: float, until: float) -> float:
-        times = [t for t in self.arrivals if since <= t <= until]
-        if len(times) < 2:
-            return until - since
-        return max(b - a for a, b in zip([since] + times, times + [until]))
 
 
 class _Log:
@@ -87,7 +42,7 @@ def test_an_answered_call_goes_on_after_the_primarys_power_cut_and_ends_with_a_c
         dialog, pbx_ann, pbx_bob, bob_dialog = raw_call(
             _Log(tmp_path / "a.log"), ann, bob, rtp["1000"], rtp["1001"],
             offer=sdp_body(lan.phone.addr, 40000), answer=sdp_body(lan.phone.addr, 40002))
-        streams = {"1000": _Stream(rtp["1000"], pbx_ann), "1001": _Stream(rtp["1001"], pbx_bob)}
+        streams = {"1000": RtpStream(rtp["1000"], pbx_ann), "1001": RtpStream(rtp["1001"], pbx_bob)}
         try:
             wait_for("audio both ways through A", lambda: len(streams["1000"].arrivals) > 20
                      and len(streams["1001"].arrivals) > 20, 10)

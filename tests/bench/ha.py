@@ -19,6 +19,10 @@ RTP packets the phone receives in the first second are counted) through the VIP,
 one attempt after the other, each given up after 0.25 s without an answer (so the time has that
 resolution; faster attempts would trip the edge's flood limit), and hangs up (BYE answered 200).
 
+"Answered call" = desks 2000 and 2001 in a call through A, each sending RTP every 20 ms: the
+longest silence either hears in the 3 s after the failure, then 2000's BYE (200 = the dialog
+lived on) and whether 2001 got the BYE.
+
     python -m tests.bench.ha [--phones 50] [--kinds power,kill9] [--runs 1]
 """
 from __future__ import annotations
@@ -34,8 +38,8 @@ import threading
 import time
 from pathlib import Path
 
-from tests.hanet import OfficeLan, PbxPair, wait_for
-from tests.phones.raw import RawPhone, drain, sdp_body
+from tests.hanet import OfficeLan, PbxPair, RtpStream, wait_for
+from tests.phones.raw import RawPhone, drain, raw_call, sdp_body
 
 ATTEMPT_S = 0.25        # a call attempt not answered in this time is given up and the next one sent
 KINDS = ("kill9", "linkdown", "sigstop", "power", "vrrponly")
@@ -59,6 +63,22 @@ def _registered_on(data: Path) -> set[str]:
     if out.returncode != 0:
         return set()
     return {r["aor"].split(":")[-1].split("@")[0] for r in json.loads(out.stdout).get("registrations", [])}
+
+
+class _Log:
+    def __init__(self, path):
+        self.path = path
+
+    def log_tail(self) -> str:
+        return self.path.read_text(errors="replace")[-3000:]
+
+
+def _live(data: Path) -> dict:
+    from services.control import ControlError, query
+    try:
+        return query(str(data), "ha", timeout=3.0) or {}
+    except ControlError:
+        return {}
 
 
 def _call(phone: RawPhone, rtp, timeout: float, listen: float = 0.0) -> tuple[float, int] | None:
@@ -121,6 +141,17 @@ def run_kind(kind: str, phones: int) -> dict:
         rtp = lan.phone.socket()
         rtp.bind((lan.phone.addr, 40000))
         wait_for("a call through A", lambda: _call(caller, rtp, 2.0), 20, every=0.5)
+        # an answered call between desks 2000 and 2001, audio both ways, known to B before the failure
+        talk = {n: lan.phone.socket() for n in (0, 1)}
+        talk[0].bind((lan.phone.addr, 40010))
+        talk[1].bind((lan.phone.addr, 40012))
+        dialog, pbx_0, pbx_1, dialog_1 = raw_call(_Log(base / "a.log"), desks[0], desks[1], talk[0], talk[1],
+                                                  offer=sdp_body(lan.phone.addr, 40010),
+                                                  answer=sdp_body(lan.phone.addr, 40012))
+        streams = [RtpStream(talk[0], pbx_0), RtpStream(talk[1], pbx_1)]
+        wait_for("the answered call's audio", lambda: all(len(st.arrivals) > 20 for st in streams), 10)
+        wait_for("the answered call known to B",
+                 lambda: _live(pair.data["b"]).get("answered_calls_held") or kind == "vrrponly", 10, every=0.1)
         vip_at: list[float] = []
 
         def watch():
@@ -140,12 +171,29 @@ def run_kind(kind: str, phones: int) -> dict:
                 call_at, result["audio_packets"] = call
                 break
         watcher.join(25)
+        time.sleep(max(0.0, cut + 3.0 - time.monotonic()))
+        for st in streams:
+            st.stop()
+        result["talk_gap_s"] = round(max(st.largest_gap(cut, cut + 3.0) for st in streams), 3)
+        bye_seen = {}
+
+        def callee_bye():
+            req = desks[1].wait_request("BYE", 8)
+            if req is not None:
+                desks[1].reply(req, 200)
+                bye_seen["ok"] = True
+        t = threading.Thread(target=callee_bye)
+        t.start()
+        result["bye"] = desks[0].bye(dialog)
+        t.join(10)
+        result["bye"] = f"{result['bye']}{'' if bye_seen else ' (callee got no BYE)'}"
+        for sock in talk.values():
+            sock.close()
         result["vip_s"] = round(vip_at[0] - cut, 3) if vip_at else None
         result["call_s"] = round(call_at - cut, 3) if call_at else None
         kept = everyone & _registered_on(pair.data["b"])
         result["registrations"] = f"{len(kept)}/{len(everyone)}"
-        live = json.loads(subprocess.run([PBX, "ha", "status", "--data", str(pair.data["b"]), "--json"],
-                                         capture_output=True, text=True, timeout=30).stdout).get("live") or {}
+        live = _live(pair.data["b"])
         result["gap_b_s"] = (live.get("last_takeover") or {}).get("gap_s")
         if kind == "vrrponly":
             time.sleep(3.0)
@@ -164,13 +212,13 @@ def run_kind(kind: str, phones: int) -> dict:
 
 def table(results: list[dict]) -> str:
     lines = ["| failure | VIP on B | new call OK | its audio (RTP packets in 1 s) | registrations kept "
-             "| gap B measured | VIP holders 3 s later |",
-             "|---|---|---|---|---|---|---|"]
+             "| answered call: longest audio gap | its BYE after | gap B measured | VIP holders 3 s later |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         def s(v):
             return "-" if v is None else f"{v * 1000:.0f} ms" if v < 10 else f"{v:.1f} s"
         lines.append(f"| {r['kind']} | {s(r.get('vip_s'))} | {s(r.get('call_s'))} | {r.get('audio_packets', '-')} "
-                     f"| {r.get('registrations', '-')} "
+                     f"| {r.get('registrations', '-')} | {s(r.get('talk_gap_s'))} | {r.get('bye', '-')} "
                      f"| {s(r.get('gap_b_s'))} | {r.get('vip_holders', '-')} |")
     return "\n".join(lines)
 
