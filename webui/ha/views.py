@@ -17,7 +17,7 @@ from datetime import datetime
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 
 from firmware.config.errors import ValidationErrors
-from firmware.ha import ROLES, HaSettings, new_secret, status_summary
+from firmware.ha import ROLES, new_secret, status_summary
 from services.ha import settings as ha_settings
 from webui import show_once
 from webui.auth import guard
