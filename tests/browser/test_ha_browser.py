@@ -53,7 +53,14 @@ def test_failover_page_and_dashboard_card_before_and_after_a_takeover(page, tmp_
             page.click("#ha-save")                  # allowed on the standby: these are B's own settings
             expect(page.locator(".flash.ok")).to_contain_text("take effect at the next start of the PBX")
 
+            # the dashboard's card follows the takeover live (the status stream)
+            page.click("nav a:has-text('Dashboard')")
+            expect(page.locator("#failover-state")).to_have_text("standby")
+            expect(page.locator("#dashboard")).to_have_attribute("data-live", "1")
             lan.power_cut(lan.box_a)
+            expect(page.locator("#failover-state")).to_have_text("active", timeout=15_000)
+            expect(page.locator("#failover-peer")).to_contain_text(f"peer {lan.box_a.addr} unreachable",
+                                                                  timeout=15_000)
             wait_for("B to take over", lambda: pair.state("b") == "MASTER", 15)
             wait_for("A unreachable on B", lambda: "unreachable" in page.goto(web.url + "/failover").text(), 15,
                      every=0.3)

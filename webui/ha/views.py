@@ -36,13 +36,15 @@ def live_summary(directory, status: dict | None = None) -> dict:
         return status_summary(None, time.time())
     if status is None:
         status = pbx_status(directory)
-    from webui.cdr.views import site_zone
-    tz = site_zone()
+    from zoneinfo import ZoneInfo
+
+    from firmware.config import ConfigStore
+    tz = ZoneInfo(ConfigStore(directory).settings().timezone)    # the dashboard's stream has no app context
     summary = status_summary(status.get("ha") or None, time.time(),
                              lambda t: datetime.fromtimestamp(t, tz).strftime("%Y-%m-%d %H:%M:%S"))
     if not status.get("ha"):
         st = ha_settings.state(directory)
-        summary.update(on=True, ok=False, state=st.get("state"),
+        summary.update(on=True, ok=False, state=st.get("state"), state_word="not running", peer_ok=False,
                        headline=f"{ha.role} box; VIP {ha.vip}: the PBX is not running here"
                        if not status.get("running") else f"{ha.role} box; VIP {ha.vip}: failover not started",
                        peer=f"peer {ha.peer_addr}: not known while the PBX is not running",

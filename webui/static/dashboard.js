@@ -73,6 +73,7 @@
       };
     }), "No calls.", 5);
     chargingAlerts(s.alerts || []);
+    failover(s.ha);
     var mail = s.mail || {}, banner = document.getElementById("mail-banner");
     if (banner) {  // outgoing mail retrying or failed (the Mail page says why)
       banner.hidden = !(mail.retrying || mail.failed);
@@ -83,6 +84,20 @@
     fill("trunks", (s.trunks || []).map(function (t) {
       return function (tr) { cell(tr, t.name); cell(tr, t.state, t.state === "registered" ? "ok" : "off"); };
     }), "No trunks.", 2);
+  }
+
+  // failover (webui/ha): this box's state, the peer's, late replication, the last takeover
+  function failover(ha) {
+    var card = document.getElementById("failover-card");
+    if (!card || !ha) { return; }
+    var state = document.getElementById("failover-state");
+    state.textContent = ha.state; state.className = "state " + (ha.ok ? "ok" : "off");
+    document.getElementById("failover-headline").textContent = ha.headline;
+    document.getElementById("failover-peer").textContent = ha.peer;
+    var late = document.getElementById("failover-late");
+    late.hidden = !(ha.late && ha.late.length);
+    late.textContent = "Late: " + (ha.late || []).join(", ");
+    document.getElementById("failover-takeover").textContent = "This box " + ha.takeover + ".";
   }
 
   // call charging: the banner of spend-limit and unusual-pattern alerts
