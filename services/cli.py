@@ -423,6 +423,9 @@ def cmd_status(args) -> int:
     print(f"active calls ({len(st['calls'])}):")
     for c in st["calls"]:
         print(f"  {c['src']} -> {c['dst']}  {c['state']}")
+    if st.get("ha"):          # failover on: `pbx ha status` says more
+        ha = st["ha"]
+        print(f"failover: {ha.get('role')} box {ha.get('state')}, peer {ha.get('peer')} {ha.get('peer_state')}")
     return 0
 
 

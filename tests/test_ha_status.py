@@ -123,6 +123,8 @@ def test_status_shows_peer_health_replication_lag_and_the_takeover_gap(tmp_path)
         status = json.loads(subprocess.run([PBX, "status", "--data", str(a), "--json"], capture_output=True,
                                            text=True, timeout=30).stdout)
         assert status["ha"]["state"] == "MASTER" and status["ha"]["peer"] == lan.box_b.addr
+        text = subprocess.run([PBX, "status", "--data", str(a)], capture_output=True, text=True, timeout=30).stdout
+        assert f"failover: primary box MASTER, peer {lan.box_b.addr} BACKUP" in text
 
         cut = time.time()
         lan.power_cut(lan.box_a)
