@@ -91,14 +91,17 @@ class HaSettings:
 
 
 def keepalived_conf(ha: HaSettings, *, check_cmd: str, notify_cmd: str, run_dir: str,
-                    yield_file: str | None = None) -> str:
+                    yield_file: str | None = None, notify_fifo: str | None = None) -> str:
     """keepalived.conf for this box. Both boxes start as BACKUP and the higher priority wins the
     election; a failing check puts a box in FAULT (it gives up the VIP at once), and so does a
     non-zero value in `yield_file` (the tie-breaker's verdict, see `should_yield`: keepalived
     watches the file with inotify, so it acts at once, not at the next check)."""
     ha.validate()
     advert = f"{ha.advert_ms / 1000:.2f}".rstrip("0").rstrip(".")
-    track_file = track_block = ""
+    track_file = track_block = fifo = ""
+    if notify_fifo and not any(c.isspace() or c == '"' for c in notify_fifo):
+        # the same changes as the notify script, in order and at once (`pbx run` reads it)
+        fifo = f"\n    vrrp_notify_fifo {notify_fifo}"
     if yield_file:
         track_file = f"""
 track_file pbx_yield {{
@@ -120,7 +123,7 @@ global_defs {{
     vrrp_garp_master_delay 1
     vrrp_garp_master_repeat 3
     vrrp_garp_master_refresh 10
-    vrrp_no_swap
+    vrrp_no_swap{fifo}
 }}
 
 vrrp_script pbx_healthy {{

@@ -46,6 +46,10 @@ def test_keepalived_watches_the_tie_breakers_file():
     conf = keepalived_conf(ha, check_cmd="c", notify_cmd="n", run_dir="/tmp", yield_file="/d/ha/yield")
     assert 'file "/d/ha/yield"' in conf and "weight 0" in conf and "init_file 0 overwrite" in conf
     assert "track_file {\n        pbx_yield" in conf.split("vrrp_instance")[1]
+    fifo = keepalived_conf(ha, check_cmd="c", notify_cmd="n", run_dir="/tmp", notify_fifo="/d/ha/notify.fifo")
+    assert "vrrp_notify_fifo /d/ha/notify.fifo" in fifo.split("vrrp_script")[0]      # in global_defs
+    assert "notify_fifo" not in keepalived_conf(ha, check_cmd="c", notify_cmd="n", run_dir="/tmp",
+                                                notify_fifo="/my data/notify.fifo")   # no quoting: left out
 
 
 def _drop_adverts(lan: OfficeLan) -> None:

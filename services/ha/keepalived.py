@@ -5,6 +5,7 @@ the interface: a duplicate address on the LAN once the peer takes it, measured i
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import shutil
 import subprocess
@@ -37,13 +38,20 @@ class Keepalived:
         # loads the whole PBX and took over a second under load, which keepalived counts as failed)
         return keepalived_conf(self.ha, check_cmd=f"{python} -m services.ha.check {data}",
                                notify_cmd=f"{python} -m services.ha.notify {data}",
-                               run_dir=str(self.dir), yield_file=str((self.dir / "yield").resolve()))
+                               run_dir=str(self.dir), yield_file=str((self.dir / "yield").resolve()),
+                               notify_fifo=str(self.fifo_path.resolve()))
+
+    @property
+    def fifo_path(self) -> Path:
+        return self.dir / "notify.fifo"
 
     def start(self) -> None:
         binary = shutil.which("keepalived") or "/usr/sbin/keepalived"
         if not Path(binary).exists():
             raise HaError("keepalived is not installed: apt-get install keepalived (make run installs it)")
         conf = self.dir / "keepalived.conf"
+        if not self.fifo_path.exists():
+            os.mkfifo(self.fifo_path, 0o600)
         conf.write_text(self.config())
         self._drop_vip()           # a VIP left by a previous keepalived killed with -9
         log_file = open(self.dir / "keepalived.log", "ab")
