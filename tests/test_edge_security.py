@@ -237,8 +237,18 @@ def _flood(lan: LanHost, box: PbxProcess, count: int) -> None:
 def test_trusted_network_and_trunk_above_the_flood_limit_are_not_banned_others_are(box, lans):
     ctl = edge_ctl(box)
     try:
-        for name in "TKU":
-            _flood(lans[name], box, 250)  # limit: 100 requests / 2 s per address
+        # limit: 100 requests / 2 s per address. On a loaded machine the edge may work through a
+        # burst more slowly than it arrived, so the flood is repeated (at most 3 rounds) until the
+        # untrusted flooder's ban shows; the trusted ones get every round too
+        bans: list = []
+        for _ in range(3):
+            for name in "TKU":
+                _flood(lans[name], box, 250)
+            deadline = time.monotonic() + 3.0
+            while lans["U"].host_addr not in (bans := ctl.bans()) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if lans["U"].host_addr in bans:
+                break
         time.sleep(0.3)
         bans = ctl.bans()
         assert lans["U"].host_addr in bans, "the untrusted flooder was not banned"
