@@ -16,6 +16,9 @@ not 481; the other party gets a BYE and the call record is written here.
 Not carried over: calls not answered yet (ringing calls are lost), calls of three or more
 parties (conference rooms, pages), a call hearing a prompt or music (no flow to resume), and an
 RTP leg's sequence numbers and timestamps (the relayed packets keep the phones' own).
+
+A box that stops being the active one (the primary coming back takes the VIP and the calls;
+this box failed its health check; it is stopped) ends its copies silently with `release(svc)`.
 """
 from __future__ import annotations
 
@@ -119,6 +122,32 @@ async def _adopt_one(svc, call: dict) -> None:
         await session.done()
         await svc.hangup_session(session, session.hangup_by)
     svc.spawn(until_ended())
+
+
+def release(svc) -> int:
+    """This box stops being the active one: its answered two-party calls now go on at the peer
+    (it was told of them, and rebuilds them as it takes the VIP), so here they end silently: no
+    BYE (it would end the call the peer carries: this box still may send from the VIP), no call
+    record (the peer writes it when the call ends). The RTP ports are closed."""
+    n = 0
+    now = time.time()
+    for session in list(svc.calls.values()):
+        caller = session.caller
+        bridge = caller.bridge if caller is not None else None
+        if session.state != "answered" or bridge is None or bridge.conference or len(bridge.members) != 2:
+            continue
+        session.end, session.state = now, "ended"       # hangup_session: nothing more to do
+        bridge.on_leave = None                          # no hang-up of the other party
+        channels = list(session.channels)
+        for ch in channels:
+            ch.confirmed = False                        # no BYE owed
+            ch.hangup_by = "takeover"
+        for ch in channels:
+            ch._end("moved to the peer")
+        svc.calls.pop(session.linkedid, None)
+        n += 1
+        log.info("ha: call %s -> %s handed to the peer (ended here without BYE)", session.src, session.dst)
+    return n
 
 
 def signature(calls: list[dict]) -> str:

@@ -54,6 +54,10 @@ class Keepalived:
             os.mkfifo(self.fifo_path, 0o600)
         conf.write_text(self.config())
         self._drop_vip()           # a VIP left by a previous keepalived killed with -9
+        # keepalived starts in BACKUP: a MASTER left in state.json by a box that lost its power
+        # must not make this one act as the active box (replicate, claim calls) meanwhile
+        from .notify import record_state
+        record_state(self.data_dir, "BACKUP")
         log_file = open(self.dir / "keepalived.log", "ab")
         self.proc = subprocess.Popen(
             [binary, "-f", str(conf), "--dont-fork", "--log-console",

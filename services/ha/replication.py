@@ -108,6 +108,7 @@ class Replicator:
         self.fifo_fd: int | None = None      # keepalived's notify FIFO: state changes in order, at once
         self._fifo_buf = b""
         self._fifo_master_at: float | None = None
+        self._fifo_seen = False
         self.stats: dict = {}                # what was shipped/acknowledged/received when (wall time)
         self._stats_written = 0.0
         self._last_stats_doc = None
@@ -238,6 +239,7 @@ class Replicator:
         loop.add_reader(self.fifo_fd, readable)
 
     def _fifo_state(self, state: str) -> None:
+        self._fifo_seen = True
         if state == "MASTER":
             self._fifo_master_at = time.time()
         self._take_calls_over(state)
@@ -277,7 +279,8 @@ class Replicator:
             except OSError as exc:
                 log.error("ha: tie-breaker verdict not written: %s", exc)
             self._note_takeover(state)
-            self._take_calls_over(state)
+            if not self._fifo_seen:           # keepalived's FIFO, once it speaks, is the one in order
+                self._take_calls_over(state)
             try:
                 self._write_stats()
             except OSError as exc:
@@ -304,9 +307,21 @@ class Replicator:
             self.peer_master_heard = now
 
     def _take_calls_over(self, state: str | None) -> None:
-        """Becoming MASTER: the answered calls the active box last told us of go on here."""
+        """Becoming MASTER: the answered calls the active box last told us of go on here.
+        Leaving MASTER: this box's answered calls go on at the peer, they end here silently."""
         became = state == "MASTER" and self._last_state != "MASTER"
-        self._last_state = state
+        left = state in ("BACKUP", "FAULT", "STOP") and self._last_state == "MASTER"
+        if state is not None:
+            self._last_state = state
+        if left and self.calls is not None:
+            from . import calls
+            try:
+                n = calls.release(self.calls)
+            except Exception:
+                log.exception("ha: answered calls not released")
+                n = 0
+            if n:
+                log.info("ha: %d answered call(s) left to the peer", n)
         if not became or not self.peer_calls or self.calls is None:
             return
         from . import calls
