@@ -157,3 +157,60 @@ def _ha(data):
         return query(str(data), "ha", timeout=2.0)
     except ControlError:
         return None
+
+
+@pytest.mark.e2e
+def test_a_planned_stop_of_the_active_box_hands_its_answered_call_over(tmp_path):
+    """Maintenance: `pbx run` on A is stopped (SIGTERM). keepalived goes first, B takes the VIP
+    and the call; A's call service must not end the call with a BYE on its way down."""
+    def seed(store):
+        store.add_extension("1000", "Ann", secret=SECRETS["1000"])
+        store.add_extension("1001", "Bob", secret=SECRETS["1001"])
+    from services.control import query
+    with OfficeLan() as lan, PbxPair(lan, tmp_path, seed=seed) as pair:
+        pair.wait_ready()
+        phones = {n: RawPhone(n, s, (lan.vip, 5060), sock=lan.phone.socket(), ip=lan.phone.addr)
+                  for n, s in SECRETS.items()}
+        assert [p.register() for p in phones.values()] == [200, 200]
+        rtp = {n: lan.phone.socket() for n in SECRETS}
+        rtp["1000"].bind((lan.phone.addr, 40000))
+        rtp["1001"].bind((lan.phone.addr, 40002))
+        ann, bob = phones["1000"], phones["1001"]
+        dialog, pbx_ann, pbx_bob, _ = raw_call(
+            _Log(tmp_path / "a.log"), ann, bob, rtp["1000"], rtp["1001"],
+            offer=sdp_body(lan.phone.addr, 40000), answer=sdp_body(lan.phone.addr, 40002))
+        streams = {"1000": RtpStream(rtp["1000"], pbx_ann), "1001": RtpStream(rtp["1001"], pbx_bob)}
+        try:
+            wait_for("the call known to B", lambda: query(str(pair.data["b"]), "ha").get("answered_calls_held"), 10,
+                     every=0.1)
+            stop = time.monotonic()
+            pair.procs["a"].terminate()
+            assert pair.procs["a"].wait(30) == 0
+            wait_for("B to take the call over",
+                     lambda: query(str(pair.data["b"]), "ha").get("calls_taken_over") == 1, 15, every=0.1)
+            time.sleep(2.0)
+            end = time.monotonic()
+            gaps = {n: s.largest_gap(stop, end) for n, s in streams.items()}
+            print(f"audio gap at the planned stop: {max(gaps.values()) * 1000:.0f} ms")
+            for n, s in streams.items():
+                assert len([t for t in s.arrivals if t > end - 1.0]) > 40, f"{n} hears nothing after the stop"
+            assert max(gaps.values()) < 2.0
+            assert bob.wait_request("BYE", 0.5) is None and ann.wait_request("BYE", 0.5) is None, \
+                "the stopping box hung the call up"
+        finally:
+            for s in streams.values():
+                s.stop()
+        got_bye = {}
+
+        def bob_hangs_up():
+            req = bob.wait_request("BYE", 8)
+            if req is not None:
+                bob.reply(req, 200)
+                got_bye["bye"] = req
+        t = threading.Thread(target=bob_hangs_up)
+        t.start()
+        assert ann.bye(dialog) == 200
+        t.join(10)
+        assert "bye" in got_bye
+        for p in phones.values():
+            p.close()
