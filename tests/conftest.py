@@ -15,3 +15,22 @@ def pbx(tmp_path_factory):
     proc.start()
     yield proc
     proc.stop()
+
+
+# The web UI's specs: an app on a temporary data directory, and an admin who finished the
+# first-boot wizard (tests/browser/webui_env.py). A spec that needs other settings defines its own.
+@pytest.fixture
+def data(tmp_path):
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def app(data):
+    from tests.browser.webui_env import make_app
+    return make_app(data)
+
+
+@pytest.fixture
+def admin(app, data):
+    from tests.browser.webui_env import admin_client
+    return admin_client(app, data)

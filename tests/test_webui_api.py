@@ -5,17 +5,7 @@ import re
 import pytest
 
 from firmware.config import ConfigStore
-from tests.browser.webui_env import admin_client, api, make_app, post
-
-
-@pytest.fixture
-def data(tmp_path):
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def app(data):
-    return make_app(data)
+from tests.browser.webui_env import admin_client, api, post
 
 
 @pytest.fixture

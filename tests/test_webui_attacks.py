@@ -20,7 +20,7 @@ import pytest
 from firmware.config import ConfigStore
 from tests.browser.webui_env import (ADMIN_PASSWORD, PUBLIC_ENDPOINTS, SAMPLE_ARGS, admin_client, api,
                                      complete_setup, csrf, every_route, login,
-                                     make_app, post)
+                                     post)
 from tests.pbxproc import ROOT, free_port
 from webui.auth import accounts as accounts_mod
 
@@ -28,16 +28,6 @@ ADMIN_ADDR = "198.18.7.10"     # the real admin's PC
 ATTACKER_ADDR = "198.18.7.66"  # a guesser on the office LAN
 
 PUBLIC = PUBLIC_ENDPOINTS
-
-
-@pytest.fixture
-def data(tmp_path):
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def app(data):
-    return make_app(data)
 
 
 @pytest.fixture

@@ -10,11 +10,6 @@ from tests.browser.webui_env import admin_client, form_error, make_app, post
 
 
 @pytest.fixture
-def data(tmp_path):
-    return tmp_path / "data"
-
-
-@pytest.fixture
 def admin(data):
     return admin_client(make_app(data, STATUS_POLL_SECONDS=0.05, STREAM_MAX_SECONDS=2.0), data)
 

@@ -8,22 +8,7 @@ import pytest
 
 from firmware.config import ConfigStore
 from firmware.config.destination import DESTINATION_KINDS, DestinationKind
-from tests.browser.webui_env import admin_client, api, form_error, make_app, post, user_client
-
-
-@pytest.fixture
-def data(tmp_path):
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def app(data):
-    return make_app(data)
-
-
-@pytest.fixture
-def admin(app, data):
-    return admin_client(app, data)
+from tests.browser.webui_env import api, form_error, post, user_client
 
 
 @pytest.fixture

@@ -12,13 +12,8 @@ from firmware.cdr import CallRecord, CdrStore, Disposition
 from firmware.config import ConfigStore
 from firmware.features.charging import ASSIGNMENTS, LIMITS
 from services import charging
-from tests.browser.webui_env import admin_client, api, form_error, make_app, post, user_client
+from tests.browser.webui_env import api, form_error, make_app, post, user_client
 from tests.charging_history import make_history
-
-
-@pytest.fixture
-def data(tmp_path):
-    return tmp_path / "data"
 
 
 @pytest.fixture
@@ -33,11 +28,6 @@ def store(data):
 @pytest.fixture
 def app(data, store):
     return make_app(data, STATUS_POLL_SECONDS=0.05, STREAM_MAX_SECONDS=2.0)
-
-
-@pytest.fixture
-def admin(app, data):
-    return admin_client(app, data)
 
 
 BAD_SHEET = b"""# sheet: acme

@@ -7,11 +7,6 @@ from tests.browser.webui_env import admin_client, form_error, make_app, post
 
 
 @pytest.fixture
-def data(tmp_path):
-    return tmp_path / "data"
-
-
-@pytest.fixture
 def admin(data):
     return admin_client(make_app(data), data)
 

@@ -9,22 +9,7 @@ from firmware.config import ConfigStore
 from firmware.features.ivr import TABLE
 from services.media import prompt_files
 from services.media.wavfile import read_wav
-from tests.browser.webui_env import admin_client, form_error, make_app, post
-
-
-@pytest.fixture
-def data(tmp_path):
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def app(data):
-    return make_app(data)
-
-
-@pytest.fixture
-def admin(app, data):
-    return admin_client(app, data)
+from tests.browser.webui_env import form_error, post
 
 
 @pytest.fixture

@@ -4,22 +4,7 @@ import re
 import pytest
 
 from firmware.config import ConfigStore
-from tests.browser.webui_env import admin_client, control_socket, form_error, make_app, post
-
-
-@pytest.fixture
-def data(tmp_path):
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def app(data):
-    return make_app(data)
-
-
-@pytest.fixture
-def admin(app, data):
-    return admin_client(app, data)
+from tests.browser.webui_env import control_socket, form_error, post
 
 
 @pytest.fixture

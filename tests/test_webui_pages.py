@@ -8,23 +8,13 @@ import pytest
 
 from firmware.cdr import CallRecord, CdrStore, Disposition
 from firmware.config import ConfigStore
-from tests.browser.webui_env import (USER_PASSWORD, admin_client, complete_setup, control_socket, form_error,
-                                     login, make_app, post)
-
-
-@pytest.fixture
-def data(tmp_path):
-    return tmp_path / "data"
+from tests.browser.webui_env import (USER_PASSWORD, complete_setup, control_socket, form_error, login,
+                                     make_app, post)
 
 
 @pytest.fixture
 def app(data):
     return make_app(data, STATUS_POLL_SECONDS=0.05, STREAM_MAX_SECONDS=2.0)
-
-
-@pytest.fixture
-def admin(app, data):
-    return admin_client(app, data)
 
 
 @pytest.fixture

@@ -7,23 +7,8 @@ import pytest
 
 from firmware.config import ConfigStore
 from firmware.features.phonebook import TABLE, Contact
-from tests.browser.webui_env import USER_PASSWORD, admin_client, api, form_error, make_app, post, user_client
+from tests.browser.webui_env import USER_PASSWORD, api, form_error, post, user_client
 from webui.auth.accounts import AccountStore
-
-
-@pytest.fixture
-def data(tmp_path):
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def app(data):
-    return make_app(data)
-
-
-@pytest.fixture
-def admin(app, data):
-    return admin_client(app, data)
 
 
 @pytest.fixture

@@ -5,30 +5,14 @@ import re
 import stat
 import time
 
-import pytest
 
 from firmware.cdr import CallRecord, CdrStore, Disposition
 from firmware.config import ConfigStore
 from services.media.wavfile import WavWriter
-from tests.browser.webui_env import admin_client, make_app, post, user_client
+from tests.browser.webui_env import post, user_client
 from webui.recordings.library import delete_expired, expired
 
 KEY = "20261120/20261120-100000-201-202-7"
-
-
-@pytest.fixture
-def data(tmp_path):
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def app(data):
-    return make_app(data)
-
-
-@pytest.fixture
-def admin(app, data):
-    return admin_client(app, data)
 
 
 def record_call(data, key=KEY, seconds=1.0, age_days=0.0):

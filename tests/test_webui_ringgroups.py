@@ -10,12 +10,7 @@ import pytest
 from firmware.config import ConfigStore
 from firmware.features.followme import FollowMe, Leg
 from firmware.features.ringgroups import Member
-from tests.browser.webui_env import admin_client, form_error, make_app, post, user_client
-
-
-@pytest.fixture
-def data(tmp_path):
-    return tmp_path / "data"
+from tests.browser.webui_env import form_error, make_app, post, user_client
 
 
 @pytest.fixture
@@ -31,11 +26,6 @@ def store(data):
 @pytest.fixture
 def app(data, store):
     return make_app(data)
-
-
-@pytest.fixture
-def admin(app, data):
-    return admin_client(app, data)
 
 
 GROUP = {"number": "600", "name": "Sales", "strategy": "hunt", "members": "1001 15\n07700 900123 25",

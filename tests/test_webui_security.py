@@ -3,10 +3,9 @@ import logging
 import re
 import sqlite3
 
-import pytest
 
 from tests.browser.webui_env import (ADMIN_PASSWORD, PUBLIC_ENDPOINTS, USER_PASSWORD, admin_client, api,
-                                     complete_setup, csrf, every_route, login, make_app, post, user_client)
+                                     complete_setup, csrf, every_route, login, post, user_client)
 from webui.auth import accounts as accounts_mod
 from webui.wizard import setup_code
 
@@ -23,16 +22,6 @@ USER_ENDPOINTS = {"dashboard.home", "me.index", "me.save", "me.call_handling", "
                   "voicemail.delete_message", "voicemail.settings", "voicemail.greeting_audio",
                   "voicemail.greeting_upload", "voicemail.greeting_delete", "followme.mine",
                   "queues.api_wallboard"}
-
-@pytest.fixture
-def data(tmp_path):
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def app(data):
-    return make_app(data)
-
 
 def test_every_route_is_public_only_if_listed_or_marked_for_users(app):
     from webui.auth.guard import access_of

@@ -1,30 +1,14 @@
 """Settings page: every site setting after the wizard, checked field by field, saved all or nothing."""
 import logging
 
-import pytest
 
 from firmware.config import ConfigStore
-from tests.browser.webui_env import admin_client, form_error, make_app, post
+from tests.browser.webui_env import admin_client, form_error, post
 
 GOOD = {"site_name": "Acme Ltd", "timezone": "Europe/London", "country": "uk", "sip_domain": "192.0.2.10",
         "no_answer_timeout": "25", "record_calls": "on", "recording_retention_days": "90",
         "smtp_host": "smtp.example.com", "smtp_port": "587", "smtp_tls": "starttls",
         "smtp_user": "pbx", "smtp_password": "Mail-Pass-123", "smtp_from": "pbx@example.com"}
-
-
-@pytest.fixture
-def data(tmp_path):
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def app(data):
-    return make_app(data)
-
-
-@pytest.fixture
-def admin(app, data):
-    return admin_client(app, data)
 
 
 def test_settings_page_is_linked_in_the_navigation_and_shows_the_current_values(admin, data):

@@ -3,22 +3,12 @@ import pytest
 
 from firmware.config import ConfigStore
 from firmware.features.timeconditions import TABLE
-from tests.browser.webui_env import admin_client, form_error, make_app, post
-
-
-@pytest.fixture
-def data(tmp_path):
-    return tmp_path / "data"
+from tests.browser.webui_env import form_error, make_app, post
 
 
 @pytest.fixture
 def app(data):
     return make_app(data, STATUS_POLL_SECONDS=0.05, STREAM_MAX_SECONDS=2.0)
-
-
-@pytest.fixture
-def admin(app, data):
-    return admin_client(app, data)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from firmware.config import ConfigStore
 from firmware.features import voicemail as vm
 from services.media.wavfile import RATE, write_wav
 from services.voicemail import VoicemailStore, sign_link
-from tests.browser.webui_env import admin_client, form_error, make_app, post, user_client
+from tests.browser.webui_env import form_error, post, user_client
 
 
 @pytest.fixture
@@ -20,16 +20,6 @@ def data(tmp_path):
     store.add_extension("201", "Anna")
     store.add_extension("202", "Bob")
     return path
-
-
-@pytest.fixture
-def app(data):
-    return make_app(data)
-
-
-@pytest.fixture
-def admin(app, data):
-    return admin_client(app, data)
 
 
 def tone_wav(seconds: float, rate: int = RATE) -> bytes:
