@@ -18,14 +18,13 @@ import functools
 import hashlib
 import logging
 import os
-import resource
 import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 from firmware.features.ivr import LANGUAGES
 from services.media.prompts import PROMPTS, SOUNDS_DIR, load_prompt, synthesize
+from services.media.convert import ConversionError, Limits
+from services.media.convert import convert as convert_upload
 from services.media.wavfile import RATE, read_wav, write_wav
 
 log = logging.getLogger(__name__)
@@ -34,18 +33,8 @@ UPLOAD_TYPES = ("wav", "mp3", "ogg", "oga", "flac", "m4a")
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_SECONDS = 300                 # a prompt longer than 5 minutes is a mistake
 MIN_SECONDS = 0.2
-FFMPEG = "ffmpeg"
-TIMEOUT_S = 60
-CPU_S = 45
-MEMORY = 1024 * 1024 * 1024
-OUTPUT_MAX = MAX_SECONDS * RATE * 2 + 4096
-FORMATS = "wav,w64,mp3,ogg,flac,mov,mp4,m4a,3gp,3g2,mj2,matroska,webm"
 # speech at about the level of the built-in prompts (-18 dBm0 active level is about -21 LUFS)
-LOUDNESS = "loudnorm=I=-21:TP=-3:LRA=11"
-
-
-class ConversionError(ValueError):
-    """An upload that could not become a prompt; the message says why, for the person."""
+LIMITS = Limits("a spoken prompt", MAX_SECONDS, MIN_SECONDS, "loudnorm=I=-21:TP=-3:LRA=11")
 
 
 def prompts_dir(data_dir) -> Path:
@@ -77,68 +66,14 @@ def upload_error(filename: str, size: int) -> str | None:
     return None
 
 
-def _limits() -> None:  # in the child, before exec
-    resource.setrlimit(resource.RLIMIT_CPU, (CPU_S, CPU_S + 5))
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (OUTPUT_MAX, OUTPUT_MAX))
-    os.nice(10)
-
-
 def convert(src, dst, *, label: str = "") -> float:
     """Convert an uploaded sound file to an 8 kHz mono 16-bit WAV prompt at dst (atomically);
     returns its length in seconds. ConversionError says why when it cannot."""
     label = label or Path(src).name
-    if shutil.which(FFMPEG) is None:
-        raise ConversionError("ffmpeg is not installed on this box: install it (apt-get install ffmpeg, "
-                              "or `make deps`) and upload again")
     problem = upload_error(label if "." in label else f"{label}.wav", Path(src).stat().st_size)
     if problem:
         raise ConversionError(problem)
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".upload-", suffix=".wav", dir=dst.parent)
-    os.close(fd)
-    cmd = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-protocol_whitelist", "file",
-           "-format_whitelist", FORMATS, "-i", str(src), "-map", "0:a:0", "-vn", "-sn", "-dn",
-           "-t", str(MAX_SECONDS + 1), "-af", f"aformat=channel_layouts=mono,{LOUDNESS},aresample={RATE}",
-           "-ar", str(RATE), "-ac", "1", "-c:a", "pcm_s16le", "-map_metadata", "-1", "-f", "wav", "-y", tmp]
-    try:
-        try:
-            proc = subprocess.run(cmd, capture_output=True, timeout=TIMEOUT_S, preexec_fn=_limits)
-        except subprocess.TimeoutExpired:
-            raise ConversionError(f"'{label}' took longer than {TIMEOUT_S} s to convert: upload a shorter "
-                                  "or simpler file") from None
-        if proc.returncode != 0:
-            raise ConversionError(f"'{label}' is not audio this box can read: {_reason(proc.stderr)}")
-        try:
-            pcm = read_wav(tmp)
-        except ValueError as exc:
-            raise ConversionError(f"'{label}' did not convert: {exc}") from None
-        seconds = len(pcm) / 2 / RATE
-        if seconds < MIN_SECONDS:
-            raise ConversionError(f"'{label}' holds {seconds:.2f} s of audio: upload a spoken prompt")
-        if seconds > MAX_SECONDS:
-            raise ConversionError(f"'{label}' is longer than {MAX_SECONDS // 60} minutes: shorten it")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dst)
-        log.info("prompt upload %s converted to %s (%.1f s)", label, dst, seconds)
-        return seconds
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _reason(stderr: bytes) -> str:
-    lines = [line.strip() for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
-    text = " ".join(lines)
-    if any(s in text for s in ("matches no streams", "does not contain any stream")):
-        return "it holds no audio stream"
-    if not lines or any(s in text for s in ("Invalid data found", "Invalid argument", "could not find codec")):
-        return "its content is not in an audio format (WAV, MP3, OGG, FLAC or M4A)"
-    last = lines[-1]
-    if ": " in last and last.split(": ", 1)[0].startswith("/"):
-        last = last.split(": ", 1)[1]       # names our temporary path, not the user's file
-    return last[:200]
+    return convert_upload(src, dst, LIMITS, label=label)
 
 
 # --- system prompts: one set per language; the administrator's replacement wins ---------------------
