@@ -71,7 +71,8 @@ clean:
 # file too only when PBX_IMAGE_TEST=1 is set (it takes many minutes; CI sets it on the image job).
 IMAGE_ARCHES ?= amd64 arm64
 IMAGE_POWER_CUTS ?= 100
-IMAGE_TOOLS := mmdebstrap systemd-container dosfstools mtools fdisk e2fsprogs xz-utils qemu-user-static binfmt-support arch-test
+IMAGE_TOOLS := mmdebstrap systemd-container dosfstools mtools fdisk e2fsprogs xz-utils qemu-user-static binfmt-support arch-test \
+	qemu-system-x86 ovmf
 
 .PHONY: image image-test image-tools
 

@@ -1,27 +1,32 @@
 #!/bin/bash
 # Build the appliance image from Debian 12 packages (see docs/decisions/021-image.md).
 #
-#   image/build.sh ARCH [--root-only] [--out DIR]        ARCH: amd64 | arm64
+#   image/build.sh ARCH [--root-only | --no-xz] [--out DIR]        ARCH: amd64 | arm64
 #
 # Steps (each prints its time): rootfs (mmdebstrap + the PBX venv, image/scripts/customize.sh),
 # manifest, root.ext4, boot.vfat, data.ext4, assemble (GPT: boot, rootA, rootB, data; no loop
-# devices), compress (.img.xz + .sha256). --root-only stops after the rootfs (make image-test).
+# devices), compress (.img.xz + .sha256). --root-only stops after the rootfs (make image-test),
+# --no-xz after the .img (the QEMU boot test).
 # Output: build/image/ARCH/ (pbx-VERSION-ARCH.img.xz, .sha256, .manifest, rootfs/, *.ext4).
 # Needs root and: mmdebstrap dosfstools mtools fdisk e2fsprogs xz-utils, for arm64 on another
 # machine also qemu-user-static binfmt-support arch-test (make image installs them).
 set -euo pipefail
+# the whole script is read before it runs: editing it during a build cannot change that build
+main() {
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 arch=${1:-}
 shift || true
 root_only=no
+compress=yes
 out=
 while [ $# -gt 0 ]; do
     case "$1" in
         --root-only) root_only=yes; shift ;;
+        --no-xz) compress=no; shift ;;
         --out) out=${2:?--out needs a directory}; shift 2 ;;
-        *) echo "build.sh: unknown option $1 (usage: image/build.sh amd64|arm64 [--root-only] [--out DIR])" >&2; exit 2 ;;
+        *) echo "build.sh: unknown option $1 (usage: image/build.sh amd64|arm64 [--root-only|--no-xz] [--out DIR])" >&2; exit 2 ;;
     esac
 done
 case "$arch" in
@@ -51,6 +56,7 @@ t_all=$(date +%s)
 step_no=0
 steps=7
 [ "$root_only" = yes ] && steps=2
+[ "$compress" = no ] && steps=6
 step() { step_no=$((step_no + 1)); t_step=$(date +%s); echo "==> [$arch $step_no/$steps] $*"; }
 done_step() { echo "    done in $(( $(date +%s) - t_step )) s"; }
 
@@ -207,11 +213,18 @@ done
 sfdisk -l "$img" | sed 's/^/    /'
 done_step
 
+if [ "$compress" = no ]; then
+    echo "==> $arch image (not compressed) ready in $(( $(date +%s) - t_all )) s: $img"
+    exit 0
+fi
+
 # ---- 7. compress -----------------------------------------------------------------------------
-step "compress: xz -T2 -6, sha256"
+step "compress: xz -T2 -${XZ_LEVEL:-3}, sha256"
 rm -f "$img.xz"
-xz -T2 -6 -k "$img"
+xz -T2 "-${XZ_LEVEL:-3}" -k "$img"
 (cd "$out" && sha256sum "$(basename "$img").xz" > "$(basename "$img").xz.sha256")
 echo "    $(du -m "$img.xz" | cut -f1) MB compressed, $(du -m --apparent-size "$img" | cut -f1) MB raw"
 done_step
 echo "==> $arch image ready in $(( $(date +%s) - t_all )) s: $img.xz"
+}
+main "$@"

@@ -23,6 +23,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -196,20 +197,46 @@ def data_intact(data: Path) -> tuple[dict, int]:
     return config, cdrs
 
 
+# One commit for the whole module (others may commit meanwhile): the root and the .img match it.
+COMMIT = os.environ.get("IMAGE_COMMIT") or subprocess.run(
+    ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
+def build(*args: str) -> None:
+    subprocess.run([str(REPO / "image" / "build.sh"), "amd64", *args], check=True, timeout=3600,
+                   env={**os.environ, "IMAGE_COMMIT": COMMIT})
+
+
+@pytest.fixture(scope="module")
+def work():
+    """Scratch space for the module outside pytest's temp dirs: other pytest sessions on this
+    machine prune old pytest-N directories, which would pull the data partition from under a
+    box that runs for many minutes."""
+    path = Path(tempfile.mkdtemp(prefix="image-test-", dir=ROOTFS.parent))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def tmp_path(work, request):
+    path = work / request.node.name
+    path.mkdir()
+    return path
+
+
 @pytest.fixture(scope="module")
 def rootfs():
     """The amd64 root, built by image/build.sh (reused when the commit and recipe are unchanged)."""
     for tool in ("systemd-nspawn", "mmdebstrap", "nsenter", "sipp"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is not installed: make image-test installs it (or apt-get install it)")
-    subprocess.run([str(REPO / "image" / "build.sh"), "amd64", "--root-only"], check=True, timeout=3600)
+    build("--root-only")
     assert (ROOTFS / "opt/pbx/.venv/bin/python").exists()
     return ROOTFS
 
 
 @pytest.fixture(scope="module")
-def box(rootfs, tmp_path_factory):
-    work = tmp_path_factory.mktemp("image")
+def box(rootfs, work):
     data = work / "data"
     data.mkdir()
     b = Box(rootfs, data, work / "console.log", name=f"pbximg-{os.getpid()}").start()
@@ -340,3 +367,60 @@ def test_power_cuts_leave_config_and_cdrs_usable(box, tmp_path):
     call_through(box, tmp_path, secrets)
     print(f"{cycles} power cuts; boot to READY after a cut: median {sorted(times)[len(times) // 2]:.1f} s, "
           f"max {max(times):.1f} s")
+
+
+def test_the_amd64_image_boots_with_uefi_in_qemu(rootfs, tmp_path):
+    """The .img itself: OVMF -> systemd-boot -> Debian kernel -> read-only rootA by PARTUUID, data
+    grown to a bigger disk at first boot, DHCP address, and the web UI's setup page over HTTPS."""
+    import ssl
+    import urllib.request
+    qemu, ovmf = shutil.which("qemu-system-x86_64"), Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+    if qemu is None or not ovmf.exists():
+        pytest.fail("qemu-system-x86_64 or OVMF missing: make image-test installs qemu-system-x86 ovmf")
+    build("--no-xz")  # the root of the box tests is reused (same commit and recipe)
+    img = max(ROOTFS.parent.glob("pbx-*-amd64.img"), key=lambda p: p.stat().st_mtime)
+    disk = tmp_path / "disk.img"  # an 8 GB "disk" with the image at its start
+    subprocess.run(["cp", "--sparse=always", str(img), str(disk)], check=True)
+    os.truncate(disk, 8 << 30)
+    vars_fd = tmp_path / "vars.fd"
+    shutil.copy("/usr/share/OVMF/OVMF_VARS_4M.fd", vars_fd)
+    serial = tmp_path / "serial.log"
+    web = free_port("tcp")
+    # KVM inside this CI's VM fails in OVMF (nested); PBX_IMAGE_QEMU_ACCEL=kvm where it works
+    accel = os.environ.get("PBX_IMAGE_QEMU_ACCEL", "tcg")
+    vm = subprocess.Popen(
+        [qemu, "-accel", accel, "-cpu", "max" if accel == "tcg" else "host", "-m", "1024", "-machine", "q35",
+         "-drive", f"if=pflash,format=raw,readonly=on,file={ovmf}", "-drive", f"if=pflash,format=raw,file={vars_fd}",
+         "-drive", f"file={disk},format=raw,if=virtio", "-display", "none", "-monitor", "none",
+         "-serial", f"file:{serial}", "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{web}-:443",
+         "-device", "virtio-net-pci,netdev=n0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    t0 = time.monotonic()
+    try:
+        text = ""
+        deadline = t0 + float(os.environ.get("PBX_IMAGE_QEMU_TIMEOUT", "900"))
+        while "Setup code:" not in text:
+            assert vm.poll() is None, f"qemu exited {vm.returncode}: {text[-3000:]}"
+            assert time.monotonic() < deadline, f"no setup code on the serial console: {text[-3000:]}"
+            time.sleep(2)
+            text = serial.read_bytes().decode(errors="replace")
+        print(f"UEFI boot of the image to the setup code ({accel}): {time.monotonic() - t0:.0f} s")
+        import re
+        grown = re.search(r"pbx-firstboot: data partition now (\d+) MB", text)
+        assert grown and int(grown.group(1)) > 3000, text[-3000:]  # 256 MB in the image, ~3.7 GB here
+        assert "open https://10.0.2.15/" in text, text[-3000:]  # QEMU's DHCP gave the address
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                page = urllib.request.urlopen(f"https://127.0.0.1:{web}/", context=ctx, timeout=30).read().decode()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(3)
+        assert "setup code" in page.lower(), page[:500]
+    finally:
+        vm.kill()
+        vm.wait(10)
