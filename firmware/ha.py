@@ -183,7 +183,8 @@ def should_yield(*, peer_state: str | None, peer_heard_age: float | None, advert
     says MASTER and keeps coming while its adverts do not. When the peer dies, both stop at the
     same moment: no yield, the takeover is plain VRRP's. It takes over as usual once the
     heartbeats stop too (the peer is gone) or the adverts come back (plain VRRP again).
-    Ages are seconds since the last one heard (None: never heard)."""
+    Ages are seconds since the last one heard (None: never heard); the advert's age counts from
+    the later of its last advert and the moment its heartbeats began to say MASTER."""
     if not loses or peer_state != "MASTER":
         return False
     if peer_heard_age is None or peer_heard_age > YIELD_PEER_HEARD_S:

@@ -99,6 +99,7 @@ class Replicator:
         self.seen_takeover: float | None = None
         self.peer_role: str | None = None
         self.advert_heard: float | None = None        # monotonic time of the peer's last VRRP advert
+        self.peer_master_since: float | None = None   # monotonic: its heartbeats began to say MASTER
         self.vrrp_sock = None
         self.yielding = False                # the tie-breaker's verdict, in DATA/ha/yield for keepalived
         self.calls = None                    # this box's CallService (set by `pbx run`): answered calls
@@ -109,6 +110,7 @@ class Replicator:
         self._fifo_buf = b""
         self._fifo_master_at: float | None = None
         self._fifo_seen = False
+        self.fifo_state: str | None = None
         self.stats: dict = {}                # what was shipped/acknowledged/received when (wall time)
         self._stats_written = 0.0
         self._last_stats_doc = None
@@ -238,8 +240,14 @@ class Replicator:
                     self._fifo_state(words[2])
         loop.add_reader(self.fifo_fd, readable)
 
+    def current_state(self) -> str | None:
+        """This box's VRRP state: keepalived's FIFO (in order, at once) once it has spoken, else
+        state.json (written by the notify script, a Python start later)."""
+        return self.fifo_state if self._fifo_seen else self.state_of()
+
     def _fifo_state(self, state: str) -> None:
         self._fifo_seen = True
+        self.fifo_state = state
         if state == "MASTER":
             self._fifo_master_at = time.time()
         self._take_calls_over(state)
@@ -249,9 +257,12 @@ class Replicator:
         if self.vrrp_sock is None:
             return
         now, mono = time.time(), time.monotonic()
+        # adverts are missed from the later of the last one and the peer becoming MASTER (a
+        # backup sends none: a peer that just took over has not had time to send one)
+        since = max((t for t in (self.advert_heard, self.peer_master_since) if t is not None), default=None)
         verdict = should_yield(
             peer_state=self.peer_state, peer_heard_age=now - self.peer_heard if self.peer_heard else None,
-            advert_age=mono - self.advert_heard if self.advert_heard else None,
+            advert_age=mono - since if since is not None else None,
             loses=loses_election(self.ha.role, self.ha.node_addr, self.peer_role, self.ha.peer_addr))
         if verdict == self.yielding:
             return
@@ -267,7 +278,9 @@ class Replicator:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            state = self.state_of()
+            # the FIFO's state: a box on its way down says STOP at once, so the peer's tie-breaker
+            # does not take heartbeats of a stale MASTER for lost adverts
+            state = self.current_state()
             try:
                 frame = seal(self.ha.secret, {"kind": "hb", "state": state, "role": self.ha.role,
                                               "sent": time.time()})[4:]
@@ -278,7 +291,7 @@ class Replicator:
                 self._tie_break()
             except OSError as exc:
                 log.error("ha: tie-breaker verdict not written: %s", exc)
-            self._note_takeover(state)
+            self._note_takeover(self.state_of())
             if not self._fifo_seen:           # keepalived's FIFO, once it speaks, is the one in order
                 self._take_calls_over(state)
             try:
@@ -297,6 +310,8 @@ class Replicator:
         now = time.time()
         if self.peer_state != payload.get("state") or not self._peer_alive(now):
             log.info("ha: peer %s is %s", self.ha.peer_addr, payload.get("state"))
+        if payload.get("state") == "MASTER" and self.peer_state != "MASTER":
+            self.peer_master_since = time.monotonic()
         self.peer_state, self.peer_heard = payload.get("state"), now
         self.peer_role = payload.get("role")
         try:
