@@ -160,8 +160,10 @@ vrrp_instance PBX {{
 
 
 # ----- the tie-breaker: two masters when only the adverts are lost --------------------------------
-YIELD_ADVERTS_LOST_S = 0.2   # the peer's heartbeats went on this long after its last advert (both
-                             # come every 0.1 s: when the peer dies they stop within 0.1 s of each other)
+YIELD_ADVERTS_LOST_S = 0.3   # the peer's heartbeats went on this long after its last advert (both
+                             # come every 0.1 s: when the peer dies they stop within 0.1 s of each other;
+                             # 0.2 s made a backup on a machine at load 12 stand back for a moment when
+                             # keepalived's adverts came late)
 YIELD_PEER_HEARD_S = 0.35    # ... and the last one (every 0.1 s, services/ha/replication.py) is this fresh
 
 
@@ -266,6 +268,8 @@ def status_summary(doc: dict | None, now: float, fmt_time=None) -> dict:
     else:
         takeover = "no takeover by this box yet"
     word = STATE_WORDS.get(state, state)
+    if state == "FAULT" and doc.get("yielding"):
+        word = "standing back (the peer is active but its adverts do not arrive)"
     ok = peer_ok and state in ("MASTER", "BACKUP") and all(r[2] for r in rows)
     return {"on": True, "state": state, "state_word": word, "ok": ok,
             "headline": f"{doc.get('role', '')} box, {word}; VIP {doc.get('vip', '')}",

@@ -22,7 +22,8 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 def test_the_box_that_would_lose_the_election_yields_only_while_the_peer_is_heard_without_adverts():
     y = dict(peer_state="MASTER", loses=True)
     assert should_yield(**y, peer_heard_age=0.05, advert_age=0.6)          # heartbeats on, adverts gone
-    assert should_yield(**y, peer_heard_age=0.0, advert_age=0.21)
+    assert should_yield(**y, peer_heard_age=0.0, advert_age=0.31)
+    assert not should_yield(**y, peer_heard_age=0.0, advert_age=0.25)      # adverts a little late: load
     assert should_yield(**y, peer_heard_age=0.05, advert_age=None)         # adverts never heard
     assert not should_yield(**y, peer_heard_age=0.05, advert_age=0.12)     # plain VRRP: adverts arrive
     # the peer died: heartbeats and adverts stopped together, so no yield, not even for a moment
