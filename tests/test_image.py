@@ -175,6 +175,16 @@ def with_netns(sipp: Sipp, box: Box) -> Sipp:
     return sipp
 
 
+def in_box(box: Box, make) -> Sipp:
+    """Start a SIPp made by make() in the box's network namespace; a port taken there is retried."""
+    for attempt in range(5):
+        try:
+            return with_netns(make(), box).start()
+        except RuntimeError as exc:
+            if "Address already in use" not in str(exc) or attempt == 4:
+                raise
+
+
 def data_intact(data: Path) -> tuple[dict, int]:
     """config.json loads as JSON and cdr.sqlite passes integrity_check: (config, number of CDRs)."""
     pbx_dir = data / "var" / "lib" / "pbx"
@@ -342,15 +352,17 @@ def test_power_cuts_leave_config_and_cdrs_usable(box, tmp_path):
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         phones = []
         if cycle % 2 == 0:  # a call being set up and talking when the power goes
-            port = free_port()
-            reg = with_netns(Sipp("register_auth.xml", ("127.0.0.1", 5060), users=[("1001", secrets["1001"])],
-                                  port=port, workdir=tmp_path, timeout=10), box).start().wait()
+            for attempt in range(5):  # ports are picked free on the host: the box's may differ
+                port = free_port()
+                reg = with_netns(Sipp("register_auth.xml", ("127.0.0.1", 5060), users=[("1001", secrets["1001"])],
+                                      port=port, workdir=tmp_path, timeout=10), box).start().wait()
+                if reg.ok or "Address already in use" not in reg.log_tail():
+                    break
             assert reg.ok, f"cycle {cycle}: callee did not register: {reg.log_tail()}"
-            phones.append(with_netns(Sipp("uas_answer.xml", port=port, workdir=tmp_path, timeout=15),
-                                     box).start())
-            phones.append(with_netns(Sipp("uac_call_auth.xml", ("127.0.0.1", 5060), service="1001",
-                                          users=[("1000", secrets["1000"])], duration_ms=2000,
-                                          workdir=tmp_path, timeout=15), box).start())
+            phones.append(in_box(box, lambda: Sipp("uas_answer.xml", port=port, workdir=tmp_path, timeout=15)))
+            phones.append(in_box(box, lambda: Sipp("uac_call_auth.xml", ("127.0.0.1", 5060), service="1001",
+                                                   users=[("1000", secrets["1000"])], duration_ms=2000,
+                                                   workdir=tmp_path, timeout=15)))
         time.sleep(rng.uniform(0.2, 4.0))
         box.power_cut()
         writer.wait(10)
