@@ -657,3 +657,18 @@ def test_a_crashed_edge_is_restarted_by_start(tmp_path):
         assert options_answered(edge.cfg.sip_port)
     finally:
         edge.stop()
+
+
+def test_a_pid_file_left_by_a_power_cut_naming_another_process_does_not_stop_the_edge(tmp_path):
+    """After a power cut DATA/edge/kamailio.pid survives, and its number may belong to another
+    process by the next boot: Kamailio refuses to start on a live pid in its pid file."""
+    cfg = EdgeConfig(tmp_path / "data", sip_port=free_port(), cs_port=free_port())
+    cfg.run_dir.mkdir(parents=True)
+    cfg.pid_path.write_text(f"{os.getpid()}\n")          # alive, and not a Kamailio
+    edge = Edge(cfg)
+    edge.sync_subscribers(SUBSCRIBERS)
+    try:
+        edge.start()
+        assert edge.running
+    finally:
+        edge.stop()

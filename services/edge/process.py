@@ -286,13 +286,23 @@ class Edge:
         self._stopping = False
 
     def _stop_leftover(self) -> None:
-        """A previous Kamailio of this data_dir (the parent died) still holds the ports."""
+        """A previous Kamailio of this data_dir (the parent died) still holds the ports; or its pid
+        file outlived it (a power cut) and names a process that is gone or is another program now,
+        which would make Kamailio refuse to start ("running process found in the pid file")."""
         try:
             pid = int(self.cfg.pid_path.read_text().strip())
-            cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-        except (OSError, ValueError):
+        except FileNotFoundError:
             return
+        except (OSError, ValueError):
+            self.cfg.pid_path.unlink(missing_ok=True)
+            return
+        try:
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            cmdline = []
         if str(self.cfg.cfg_path).encode() not in cmdline:
+            logger.info("edge: stale pid file %s (pid %d is not this edge's Kamailio) removed", self.cfg.pid_path, pid)
+            self.cfg.pid_path.unlink(missing_ok=True)
             return
         logger.warning("edge: stopping leftover Kamailio pid %d of %s", pid, self.cfg.run_dir)
         os.kill(pid, signal.SIGTERM)
