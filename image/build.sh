@@ -167,6 +167,10 @@ if [ "$arch" = amd64 ]; then
         "$version" "$ROOTA_PARTUUID" > "$bootdir/loader/entries/pbx-a.conf"
 else
     cp -r "$rootfs/boot/firmware/." "$bootdir/"
+    # the root by PARTUUID, read-only, consoles on the serial header and the screen (raspi-firmware's
+    # own cmdline.txt names /dev/mmcblk0p2 rw, which is neither slot-aware nor read-only)
+    printf 'console=serial0,115200 console=tty1 root=PARTUUID=%s ro rootwait fsck.repair=yes net.ifnames=0 cma=64M\n' \
+        "$ROOTA_PARTUUID" > "$bootdir/cmdline.txt"
     if [ ! -e "$bootdir/config.txt" ] || [ ! -e "$bootdir/cmdline.txt" ]; then
         echo "build.sh: raspi-firmware did not write config.txt/cmdline.txt into /boot/firmware" >&2; exit 1
     fi
