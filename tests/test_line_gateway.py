@@ -598,3 +598,20 @@ def test_a_line_with_answer_supervision_answers_the_call_out_on_polarity_reversa
 def fxo_answers_by(runner, how):
     line = runner.gateway.lines.get(2)
     return line is not None and line.cfg.answer == how and runner.wait_registered(1)
+
+
+def test_a_stop_that_hangs_ends_the_line_service_within_the_limit():
+    """SIGTERM starts a clean stop; one that hangs (an edge gone, a port that will not close) must
+    still end the process, or `pbx run` killed with SIGKILL leaves it behind."""
+    code = ("import threading, time\n"
+            "from hw.lines.service import stopping\n"
+            "stop = threading.Event()\n"
+            "stopping(stop, 0.5)\n"
+            "assert stop.is_set()\n"
+            "stopping(stop, 0.5)  # a second signal arms nothing new\n"
+            "time.sleep(30)  # the clean stop hanging\n")
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 1, proc.stderr
+    assert time.monotonic() - t0 < 10
+    assert "did not stop within" in proc.stderr

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 READY_POLL_S = 0.05      # how soon READY follows the board's STATUS reply
 GATEWAY_ANSWER_S = 2.0   # the gateway loop must report its ports within this, or no watchdog ping
+STOP_LIMIT_S = 5.0       # a stop (SIGTERM) that takes longer than this ends the process at once
 
 
 def port_states(board: LineBoard) -> str:
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     notifier = Notifier()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda *_: stopping(stop))
     try:
         store = ConfigStore(args.data)
         country = store.settings().country     # ring cadence and caller ID standard
@@ -145,6 +146,23 @@ def main(argv: list[str] | None = None) -> int:
         board.close()
     logger.info("line service stopped")
     return 0
+
+
+def stopping(stop: threading.Event, limit: float = STOP_LIMIT_S) -> None:
+    """Begin a clean stop, bounded: unregistering from an edge that is gone, a hung gateway loop or
+    a serial port that does not close must not keep the service (and its ports) alive past `limit`
+    seconds - `pbx run` killed with SIGKILL expects its children gone within seconds."""
+    if stop.is_set():
+        return
+    stop.set()
+
+    def too_slow() -> None:
+        logger.error("line service did not stop within %.0f s; exiting now", limit)
+        os._exit(1)
+
+    timer = threading.Timer(limit, too_slow)
+    timer.daemon = True
+    timer.start()
 
 
 def start_gateway(store, board: LineBoard, edge: tuple[str, int]):
