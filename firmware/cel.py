@@ -286,8 +286,8 @@ def cdr_rows(events: Iterable, channels: Mapping | None = None, linkedid: str | 
         start = min(started[iv.src] if iv.src not in had_row else started[iv.dst], iv.start)
         had_row.update((iv.src, iv.dst))
         by, cause = _who_ended(iv, log, gone, _transferrers(log, iv))
-        legs = [_leg("a", src, iv.src, dtmf, recordings, iv.start, iv.end, hangup_by=by),
-                _leg("b", dst, iv.dst, dtmf, recordings, iv.start, iv.end, final=200)]
+        legs = [_leg("a", src, iv.src, dtmf, recordings, iv.start, iv.end, hangup_by=by, **_media(gone, iv.src)),
+                _leg("b", dst, iv.dst, dtmf, recordings, iv.start, iv.end, final=200, **_media(gone, iv.dst))]
         legs += [_attempt(info[c], c, gone) for c in attempts_of.get(n, ())]
         rows.append(_record(linkedid, n + 1, src, dst, start, iv.start, iv.end, Disposition.ANSWERED,
                             legs, cause, iv.transfer, info[iv.transferred_by].number if iv.transferred_by else ""))
@@ -353,6 +353,13 @@ def _leg(name: str, info: ChannelInfo, ch: int, dtmf, recordings, t0: float, t1:
     if paths:
         leg["recording"] = paths[-1]
     return leg
+
+
+def _media(gone, ch: int) -> dict:
+    """The channel's RTP packet counts from its hangup (rtp_in: all its phone sent; rtp_kernel: of
+    those, the ones the kernel forwarded), when the call service recorded them."""
+    data = gone.get(ch, (0, {}))[1]
+    return {k: int(data[k]) for k in ("rtp_in", "rtp_kernel") if isinstance(data.get(k), int)}
 
 
 def _attempt(info: ChannelInfo, ch: int, gone) -> dict:

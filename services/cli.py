@@ -141,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sip-port", type=_port, default=5060)
     r.add_argument("--web-port", type=_port, default=8080)
     r.add_argument("--rtp-ports", type=_rtp, default=(10000, 20000), metavar="A-B")
+    r.add_argument("--kernel-media", choices=("auto", "off"), default="auto", help=KERNEL_MEDIA_HELP)
     r.add_argument("--cs-port", type=_port, default=0, help="call service UDP port on 127.0.0.1 (0: any)")
     r.add_argument("--no-web", action="store_true", help="do not start the web UI")
     r.add_argument("--browser-phone-port", type=_port, default=0, metavar="PORT",
@@ -162,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--sip-port", type=_port, default=5060)
     sv.add_argument("--cs-port", type=_port, default=5080, help="call service UDP port on 127.0.0.1")
     sv.add_argument("--rtp-ports", type=_rtp, default=(10000, 20000), metavar="A-B")
+    sv.add_argument("--kernel-media", choices=("auto", "off"), default="auto", help=KERNEL_MEDIA_HELP)
     sv.add_argument("--web-addr", type=_ip, default="127.0.0.1")
     sv.add_argument("--web-port", type=_port, default=8080)
     sv.add_argument("--https", choices=("auto", "on", "off"), default="auto",
@@ -294,6 +296,11 @@ def _store(args, create: bool = False):
     return ConfigStore(Path(args.data), create=create)
 
 
+KERNEL_MEDIA_HELP = ("auto (default): bridged G.711 calls forwarded by the kernel (nftables) when the box "
+                     "allows it (CAP_NET_ADMIN, IPv4 forwarding on, media not on loopback), else the "
+                     "user-space relay, the reason logged once; off: always the user-space relay")
+
+
 def cmd_run(args) -> int:
     from .runner import RunOptions, run
     data = Path(args.data).resolve()
@@ -301,7 +308,8 @@ def cmd_run(args) -> int:
     if args.demo:
         _ensure_demo(data, args.sip_addr, args.sip_port)
     opts = RunOptions(data=data, sip_addr=args.sip_addr, sip_port=args.sip_port, web_port=args.web_port,
-                      rtp_ports=args.rtp_ports, cs_port=args.cs_port, web=not args.no_web,
+                      rtp_ports=args.rtp_ports, kernel_media=args.kernel_media, cs_port=args.cs_port,
+                      web=not args.no_web,
                       trusted=tuple(args.trusted), lines_tty=args.lines_tty,
                       browser_phone_port=args.browser_phone_port,
                       browser_phone_rtp_ports=args.browser_phone_rtp_ports)
@@ -322,7 +330,7 @@ def cmd_service(args) -> int:
         return serve(data, args.web_addr, args.web_port, args.https, args.redirect_port)
     from .runner import RunOptions, run
     opts = RunOptions(data=data, sip_addr=args.sip_addr, sip_port=args.sip_port, web_port=args.web_port,
-                      rtp_ports=args.rtp_ports, cs_port=args.cs_port, web=False,
+                      rtp_ports=args.rtp_ports, kernel_media=args.kernel_media, cs_port=args.cs_port, web=False,
                       trusted=tuple(args.trusted), components=frozenset({args.name}),
                       browser_phone_port=args.browser_phone_port,
                       browser_phone_rtp_ports=args.browser_phone_rtp_ports)

@@ -55,6 +55,7 @@ class RunOptions:
     sip_port: int = 5060
     web_port: int = 8080
     rtp_ports: tuple[int, int] = (10000, 20000)
+    kernel_media: str = "auto"       # bridged G.711 forwarded by nftables when the box allows it; "off"
     cs_port: int = 0                 # 0: any free port (the edge config is written after binding)
     web: bool = True
     trusted: tuple[str, ...] = ()
@@ -301,7 +302,7 @@ class Pbx:
                                      cs_addr="127.0.0.1", cs_port=cs_port or 5080))
         if "calls" in o.components:
             from .media.prompt_files import PromptLoader   # a replaced system prompt wins
-            media = MediaEngine(o.sip_addr, o.rtp_ports)
+            media = MediaEngine(o.sip_addr, o.rtp_ports, kernel_media=o.kernel_media)
             self.calls = CallService(store=self.store, cdr_sink=self.cdr, media=media,
                                      sip_addr=o.sip_addr, edge=(o.sip_addr, o.sip_port),
                                      listen=("127.0.0.1", o.cs_port), prompts=PromptLoader(o.data),

@@ -593,9 +593,12 @@ class Channel:
         self.gone.set_result(cause)
         if self.bridge is not None:
             self.bridge.remove(self)  # its on_leave sees this channel gone
+        media = {}
         if self.rtp is not None:
             self.svc.media.close_leg(self.rtp)
-        self.log("hangup", cause=cause, by=self.hangup_by or "pbx", status=self.final_status)
+            # what the phone sent: packets through our socket plus those the kernel forwarded
+            media = {"rtp_in": self.rtp.packets_in, "rtp_kernel": self.rtp.kernel_rx}
+        self.log("hangup", cause=cause, by=self.hangup_by or "pbx", status=self.final_status, **media)
         self.svc.channel_ended(self)
         for session in self.sessions:
             session.channel_gone()

@@ -4,6 +4,8 @@ Every call leg gets one UDP socket from the RTP port range. When two legs are br
 arriving on one leg's socket goes straight out of the other leg's socket: one Python callback per
 packet and no copy (a uvloop relay measured 0.028 % of a core per bridged call, see the notes).
 Anything else per packet (DTMF, recording) runs only when switched on for that leg.
+Where the box allows it, a two-party G.711 bridge that needs nothing from its audio is forwarded by
+the kernel instead, with no packet reaching these sockets (kernelpath.py, decision 024).
 Playback of prompts and tones runs on one shared 20 ms tick for all legs, not a timer per call.
 
 Strict sources (issue 7, "RTP bleed"): a leg accepts packets only from its phone. Until the first
@@ -28,6 +30,8 @@ import numpy as np
 from firmware.dsp import g711
 from firmware.dsp.rfc4733 import EventReceiver, pack_event
 from firmware.dsp.tones import ToneGenerator
+
+from .kernelpath import KernelPath
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +135,9 @@ class RtpLeg(asyncio.DatagramProtocol):
         self.out_addr: tuple[str, int] | None = None
         self.mixer: "Mixer | None" = None  # in a bridge of three or more: audio goes to the mixer
         self.muted = False  # in a mixer: this phone is not heard (a conference member on mute)
+        self.kernel = False  # its flow is forwarded by the kernel (kernelpath.py), not by this socket
+        self.kernel_rx = 0   # packets the kernel forwarded for this leg (read by KernelPath.poll)
+        self.kernel_base = 0  # of those, the ones of earlier spells in the kernel
 
     def connection_made(self, transport):
         self.transport = transport
@@ -164,6 +171,18 @@ class RtpLeg(asyncio.DatagramProtocol):
             self.out_send, self.out_addr = p.transport.sendto, p.remote
         else:
             self.out_send = None
+        kernel = self.engine.kernel
+        if kernel is not None:
+            want = p is not None and kernel.qualifies(self, p)
+            if self.kernel and not (want and kernel.partner(self) is p):
+                kernel.take_back(self)
+            if want and not self.kernel:
+                kernel.offload(self, p)
+
+    @property
+    def packets_in(self) -> int:
+        """Packets from this leg's phone: through the socket and forwarded by the kernel."""
+        return self.rx + self.kernel_rx
 
     def set_codec(self, codec: str, dtmf_pt: int | None) -> None:
         """What the phone on this leg speaks: its audio codec and its telephone-event payload type."""
@@ -293,9 +312,11 @@ class Mixer:
 class MediaEngine:
     """Owns the RTP sockets of all calls and the shared playback tick."""
 
-    def __init__(self, address: str, ports: tuple[int, int]):
+    def __init__(self, address: str, ports: tuple[int, int], kernel_media: str = "off"):
         self.address = address
         self.pool = PortPool(*ports)
+        # bridged G.711 calls forwarded by nftables ("auto": when this box allows it; kernelpath.py)
+        self.kernel = KernelPath.start(address, ports, kernel_media) if kernel_media != "off" else None
         self.loop = asyncio.get_event_loop()
         self.playing: set[RtpLeg] = set()
         self.mixers: set[Mixer] = set()
@@ -320,6 +341,8 @@ class MediaEngine:
         raise MediaCapacityError(f"no free RTP port on {self.address} in {self.pool.first}-{self.pool.last}")
 
     def close_leg(self, leg: RtpLeg) -> None:
+        if leg.kernel:
+            self.kernel.take_back(leg)
         self.stop(leg)
         if leg.recorder is not None:
             leg.recorder.close()
@@ -427,10 +450,18 @@ class MediaEngine:
         self._next += 0.02
         self._tick = self.loop.call_at(max(self._next, self.loop.time()), self._on_tick)
 
+    def poll_kernel(self) -> None:
+        """Bring `kernel_rx` of the legs in the kernel up to date (before reading packets_in)."""
+        if self.kernel is not None:
+            self.kernel.poll()
+
     def close(self) -> None:
         if self._tick is not None:
             self._tick.cancel()
             self._tick = None
+        if self.kernel is not None:
+            self.kernel.close()
+            self.kernel = None
 
 
 def rtp_ports_from(spec: str) -> tuple[int, int]:

@@ -1,0 +1,256 @@
+"""The kernel media path: a plain two-party bridge's RTP forwarded by the kernel, not by Python.
+
+Decision 008 measured why a relay in user space cannot get much below 0.12 % of a core per call:
+three quarters of a relayed packet's cost is the socket path (recvmsg + sendmsg). Here, once both
+phones of a bridge have latched and the bridge needs nothing from the audio (no prompt, recording,
+mixing or transcoding), its two flows are handed to nftables, which rewrites each packet in the
+prerouting hook and forwards it without it ever reaching a socket (decision 024):
+
+    phone A (ipA:pA) -> box:portA   becomes   box:portB -> phone B (ipB:pB)   and the other way round
+
+Stateless: four map lookups keyed by a per-flow mark, `notrack` so conntrack keeps no entry.
+    prerouting (raw):   (saddr, sport, dport) -> mark; daddr, sport, dport set from the mark
+    postrouting:        marked packets leave with the box's address as source
+RFC 4733 events (payload types 96-127) are not rewritten: they reach the leg's socket as before, so
+DTMF features hear them and the user-space relay forwards them on. Only PCMU/PCMA (payload types 0
+and 8) bridges qualify, so the test on the payload type cannot catch audio.
+
+A feature that needs the media (a transfer, hold music, recording, a conference) changes the legs,
+their `_refresh` sees it, and the flows are taken back before the next packet: the elements are
+deleted and packets reach the sockets again. The per-flow counters of the kernel feed the RTP
+timeout (`Leg.kernel_rx`) and the call record's media statistics.
+
+The table is made with `flags owner`: it belongs to this process's netlink socket and the kernel
+deletes it with the process, even after SIGKILL. Without CAP_NET_ADMIN, without libnftables, with
+forwarding off or with media on a loopback address, `start` logs the reason once and returns None:
+the user-space relay carries every call as before.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import re
+
+from . import hooks
+from .nftables import Nft, NftError
+
+log = logging.getLogger("pbx.media.kernel")
+
+_ELEMENT = re.compile(r"(\d+\.\d+\.\d+\.\d+) \. (\d+) \. (\d+) counter packets (\d+)")
+MARK = 0x50420000            # "PB": the upper 16 bits mark our media packets; the lower 16: the flow
+MARK_MASK = 0xFFFF0000
+MAX_FLOWS = 0xFFFF
+QUALIFYING_CODECS = ("PCMU", "PCMA")   # static payload types 0 and 8: below the events' 96-127
+FORWARDING = "/proc/sys/net/ipv4/conf/all/forwarding"
+
+
+def table_text(name: str, address: str, ports: tuple[int, int]) -> str:
+    mark = f"0x{MARK:08x}"
+    return f"""table ip {name} {{
+  flags owner
+  map flows {{
+    type ipv4_addr . inet_service . inet_service : mark
+    counter
+  }}
+  map peer_addr {{
+    type mark : ipv4_addr
+  }}
+  map peer_port {{
+    type mark : inet_service
+  }}
+  map out_port {{
+    type mark : inet_service
+  }}
+  chain prerouting {{
+    type filter hook prerouting priority raw; policy accept;
+    ip daddr {address} udp dport {ports[0]}-{ports[1]} jump media
+  }}
+  chain media {{
+    @th,73,7 >= 96 return
+    meta mark set ip saddr . udp sport . udp dport map @flows notrack
+    meta mark & 0x{MARK_MASK:08x} == {mark} ip daddr set meta mark map @peer_addr udp sport set meta mark map @out_port udp dport set meta mark map @peer_port
+  }}
+  chain postrouting {{
+    type filter hook postrouting priority srcnat; policy accept;
+    meta mark & 0x{MARK_MASK:08x} == {mark} ip saddr set {address}
+  }}
+}}
+"""
+
+
+def why_not(address: str, forwarding_file: str = FORWARDING) -> str | None:
+    """The reason the kernel path cannot run for media on `address`, or None."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return f"media address {address!r} is not an IP address"
+    if ip.version != 4:
+        return "media address is IPv6 (the kernel path handles IPv4)"
+    if ip.is_loopback or ip.is_unspecified:
+        return f"media on {address}: phones on this machine reach it through the local path, not prerouting"
+    try:
+        with open(forwarding_file) as f:
+            if f.read().strip() != "1":
+                return ("IPv4 forwarding is off: set net.ipv4.ip_forward=1 (the image's "
+                        "/etc/sysctl.d/60-pbx-media.conf does)")
+    except OSError as exc:
+        return f"cannot read {forwarding_file}: {exc.strerror}"
+    return None
+
+
+class KernelPath:
+    """The nftables table of one call service and the flows it holds, keyed by leg."""
+
+    def __init__(self, nft: Nft, name: str, address: str, ports: tuple[int, int]):
+        self.nft, self.name, self.address, self.ports = nft, name, address, ports
+        self.flows: dict[object, tuple[str, int, object]] = {}  # leg -> (flow key text, flow id, partner)
+        self._free = list(range(MAX_FLOWS, 0, -1))
+        self.offloaded = 0                                   # bridges handed to the kernel so far
+        self.failed = 0
+
+    @classmethod
+    def start(cls, address: str, ports: tuple[int, int], mode: str = "auto") -> "KernelPath | None":
+        if mode == "off":
+            log.info("kernel media path off (--kernel-media off): the user-space relay carries media")
+            return None
+        reason = why_not(address)
+        nft = None
+        if reason is None:
+            name = f"pbx_media_{os.getpid()}"
+            try:
+                nft = Nft()
+                nft.run(table_text(name, address, ports))
+            except NftError as exc:
+                if nft is not None:
+                    nft.close()
+                reason = f"nftables refused the table: {exc} (the call service needs CAP_NET_ADMIN)"
+        if reason is not None:
+            # on loopback (a developer's `make run`) this is expected, not a warning
+            level = logging.INFO if address.startswith("127.") else logging.WARNING
+            log.log(level, "kernel media path off: %s; the user-space relay carries media", reason)
+            return None
+        log.info("kernel media path on: table ip %s, bridged G.711 calls on %s:%d-%d forwarded by "
+                 "the kernel", name, address, *ports)
+        return cls(nft, name, address, ports)
+
+    # --- which bridges qualify ----------------------------------------------------------------
+    def qualifies(self, a, b) -> bool:
+        """Both legs forward untouched (their fast paths are set), speak G.711 and their phones
+        are elsewhere on the network (not this box: a local socket would see the wrong source)."""
+        for leg in (a, b):
+            if leg.out_send is None or leg.remote is None or leg.codec not in QUALIFYING_CODECS:
+                return False
+            if leg.dtmf_pt is not None and not 96 <= leg.dtmf_pt <= 127:
+                return False
+            ip = leg.remote[0]
+            if ip == self.address or ip.startswith("127.") or ":" in ip:
+                return False
+        return True
+
+    def partner(self, leg):
+        """The leg whose flow is paired with leg's in the kernel, or None."""
+        flow = self.flows.get(leg)
+        return flow[2] if flow is not None else None
+
+    # --- handing over and taking back ---------------------------------------------------------
+    def offload(self, a, b) -> bool:
+        """Give the bridge a <-> b to the kernel. False (logged) if nftables refused."""
+        if a in self.flows or b in self.flows:
+            return True
+        if len(self._free) < 2:
+            return False
+        ida, idb = self._free.pop(), self._free.pop()
+        keys = {a: self._key(a), b: self._key(b)}
+        cmd = []
+        for leg, peer, fid in ((a, b, ida), (b, a, idb)):
+            mark = MARK | fid
+            cmd.append(f"add element ip {self.name} flows {{ {keys[leg]} : {mark} }}")
+            cmd.append(f"add element ip {self.name} peer_addr {{ {mark} : {peer.remote[0]} }}")
+            cmd.append(f"add element ip {self.name} peer_port {{ {mark} : {peer.remote[1]} }}")
+            cmd.append(f"add element ip {self.name} out_port {{ {mark} : {peer.port} }}")
+        try:
+            self.nft.run("\n".join(cmd))
+        except NftError as exc:
+            self._free += [ida, idb]
+            self.failed += 1
+            if self.failed in (1, 100) or self.failed % 10000 == 0:
+                log.warning("kernel media path: bridge of rtp ports %d and %d stays in user space: %s "
+                            "(%d so far)", a.port, b.port, exc, self.failed)
+            return False
+        self.flows[a], self.flows[b] = (keys[a], ida, b), (keys[b], idb, a)
+        a.kernel = b.kernel = True
+        self.offloaded += 1
+        log.debug("rtp ports %d <-> %d forwarded by the kernel", a.port, b.port)
+        return True
+
+    def take_back(self, leg) -> None:
+        """The flows of leg and of its partner back to the sockets (a feature needs the media, or
+        hang-up); their kernel packet counts are kept in `kernel_rx`."""
+        if leg not in self.flows:
+            return
+        legs = [leg] + [x for x in (self.flows[leg][2],) if x in self.flows]
+        counts = self._counts({self.flows[x][0] for x in legs})
+        cmd = []
+        for x in legs:
+            key, fid, _ = self.flows.pop(x)
+            x.kernel = False
+            x.kernel_rx = x.kernel_base = x.kernel_base + counts.get(key, 0)
+            mark = MARK | fid
+            cmd += [f"delete element ip {self.name} flows {{ {key} }}",
+                    f"delete element ip {self.name} peer_addr {{ {mark} }}",
+                    f"delete element ip {self.name} peer_port {{ {mark} }}",
+                    f"delete element ip {self.name} out_port {{ {mark} }}"]
+            self._free.append(fid)
+        try:
+            self.nft.run("\n".join(cmd))
+        except NftError as exc:
+            log.error("kernel media path: flows of rtp port %d not removed: %s", leg.port, exc)
+        log.debug("rtp port %d back in user space", leg.port)
+
+    def poll(self) -> None:
+        """Refresh kernel_rx of every leg in the kernel from the flows' counters (the RTP timeout
+        check calls this before it reads the counts)."""
+        if not self.flows:
+            return
+        counts = self._counts(None)
+        for leg, (key, _, _) in self.flows.items():
+            leg.kernel_rx = leg.kernel_base + counts.get(key, 0)
+
+    def _counts(self, keys: set[str] | None) -> dict[str, int]:
+        """{flow key text: packets} from the kernel; only `keys` when given (a get per key).
+        nft's text output is parsed: its JSON output of `get element` is empty in nftables 1.0.6."""
+        try:
+            if keys is not None and len(keys) <= 4:
+                text = "\n".join(self.nft.run(f"get element ip {self.name} flows {{ {key} }}") for key in keys)
+            else:
+                text = self.nft.run(f"list map ip {self.name} flows")
+        except NftError as exc:
+            log.warning("kernel media path: counters not read: %s", exc)
+            return {}
+        return {f"{ip} . {port} . {ours}": int(packets) for ip, port, ours, packets in _ELEMENT.findall(text)}
+
+    def _key(self, leg) -> str:
+        return f"{leg.remote[0]} . {leg.remote[1]} . {leg.port}"
+
+    def close(self) -> None:
+        for leg in list(self.flows):
+            leg.kernel = False
+        self.flows.clear()
+        try:
+            self.nft.run(f"delete table ip {self.name}")
+        except NftError:
+            pass
+        self.nft.close()
+
+
+def status(svc) -> dict:
+    """`pbx status --json`: whether bridged media runs in the kernel, and how much of it does now."""
+    kernel = svc.media.kernel
+    if kernel is None:
+        return {"on": False}
+    return {"on": True, "table": kernel.name, "bridges": len(kernel.flows) // 2,
+            "offloaded": kernel.offloaded, "refused": kernel.failed}
+
+
+hooks.ON_STATUS["kernel_media"] = status
