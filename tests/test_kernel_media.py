@@ -42,11 +42,12 @@ class Box:
         self.log_path = data / "pbx.log"
         self.proc = None
 
-    def start(self, *extra: str) -> "Box":
+    def start(self, *extra: str, env: dict | None = None) -> "Box":
         self.proc = self.host.popen([str(ROOT / ".venv" / "bin" / "pbx"), "run", "--data", str(self.data),
                                           "--sip-addr", self.addr, "--sip-port", "5060", "--no-web", "--no-lines",
                                           "--rtp-ports", "20000-20200", *extra],
-                                         stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT, cwd=ROOT)
+                                         stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT, cwd=ROOT,
+                                         env={**os.environ, **(env or {})})
         wait_for("the PBX to answer on its control socket", self._up, 30, every=0.2)
         return self
 
@@ -318,6 +319,26 @@ def test_killing_the_pbx_leaves_no_table_behind_and_without_forwarding_the_relay
         assert b.hears(a, t0, source=b.to) >= 35 and a.hears(b, t0, source=a.to) >= 35
         assert "pbx_media" not in box.tables()
         assert a.sip.bye(dialog) == 200
+    finally:
+        a.close()
+        b.close()
+        box.stop()
+
+
+def test_the_kernels_counters_keep_a_talking_call_past_the_rtp_timeout_and_a_silent_one_ends(lan, tmp_path):
+    box = Box(lan, tmp_path / "t", host=lan.box_b).start(env={"PBX_RTP_TIMEOUT": "3"})
+    a, b = Phone(lan, box, "1003", 40040), Phone(lan, box, "1004", 40042)
+    try:
+        call(box, a, b)
+        wait_for("the call in the kernel", lambda: in_kernel(box, a, b), 10)
+        time.sleep(6)        # twice the timeout: the call service saw no packet, the kernel saw them all
+        assert len(box.status()["calls"]) == 1, box.log_tail()
+        a.talking.clear()
+        b.talking.clear()
+        wait_for("the silent call hung up", lambda: not box.status()["calls"], 10, every=0.2)
+        rec = wait_for("its record", lambda: _cdr(box, "1003", "1004"), 10)
+        assert rec.legs[0]["rtp_kernel"] >= 250, rec.legs      # ~6 s at 50 packets a second
+        assert "rtp timeout" in (rec.cause + box.log_tail())
     finally:
         a.close()
         b.close()

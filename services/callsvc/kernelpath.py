@@ -4,7 +4,7 @@ Decision 008 measured why a relay in user space cannot get much below 0.12 % of 
 three quarters of a relayed packet's cost is the socket path (recvmsg + sendmsg). Here, once both
 phones of a bridge have latched and the bridge needs nothing from the audio (no prompt, recording,
 mixing or transcoding), its two flows are handed to nftables, which rewrites each packet in the
-prerouting hook and forwards it without it ever reaching a socket (decision 024):
+prerouting hook and forwards it without it ever reaching a socket (decision 022):
 
     phone A (ipA:pA) -> box:portA   becomes   box:portB -> phone B (ipB:pB)   and the other way round
 

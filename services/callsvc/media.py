@@ -5,7 +5,7 @@ arriving on one leg's socket goes straight out of the other leg's socket: one Py
 packet and no copy (a uvloop relay measured 0.028 % of a core per bridged call, see the notes).
 Anything else per packet (DTMF, recording) runs only when switched on for that leg.
 Where the box allows it, a two-party G.711 bridge that needs nothing from its audio is forwarded by
-the kernel instead, with no packet reaching these sockets (kernelpath.py, decision 024).
+the kernel instead, with no packet reaching these sockets (kernelpath.py, decision 022).
 Playback of prompts and tones runs on one shared 20 ms tick for all legs, not a timer per call.
 
 Strict sources (issue 7, "RTP bleed"): a leg accepts packets only from its phone. Until the first

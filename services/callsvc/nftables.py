@@ -3,7 +3,7 @@
 Why not the `nft` command: a fork+exec per call setup costs ~5 ms; one libnftables command here
 costs ~0.12 ms (measured: adding a call's flows). Why not a PyPI package: netfilter's own Python
 binding is a Debian package (python3-nftables) that does not install into the venv, and it is itself
-this same thin ctypes layer (docs/decisions/024-kernel-media-path.md).
+this same thin ctypes layer (docs/decisions/022-kernel-media-path.md).
 
 One Nft keeps one libnftables context, and with it one netlink socket, for its whole life. A table
 made with `flags owner` belongs to that socket: the kernel deletes it when the socket closes, so a
