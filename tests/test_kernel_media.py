@@ -42,8 +42,8 @@ class Box:
         self.log_path = data / "pbx.log"
         self.proc = None
 
-    def start(self, *extra: str, env: dict | None = None) -> "Box":
-        self.proc = self.host.popen([str(ROOT / ".venv" / "bin" / "pbx"), "run", "--data", str(self.data),
+    def start(self, *extra: str, env: dict | None = None, prefix=()) -> "Box":
+        self.proc = self.host.popen([*prefix, str(ROOT / ".venv" / "bin" / "pbx"), "run", "--data", str(self.data),
                                           "--sip-addr", self.addr, "--sip-port", "5060", "--no-web", "--no-lines",
                                           "--rtp-ports", "20000-20200", *extra],
                                          stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT, cwd=ROOT,
@@ -293,7 +293,7 @@ def test_hold_takes_the_call_out_of_the_kernel_for_music_and_unhold_puts_it_back
         b.close()
 
 
-def test_killing_the_pbx_leaves_no_table_behind_and_without_forwarding_the_relay_carries_the_call(
+def test_killing_the_pbx_leaves_no_table_behind_and_without_forwarding_or_the_capability_the_relay_carries_calls(
         lan, tmp_path):
     box = Box(lan, tmp_path / "b", host=lan.box_b).start()
     a, b = Phone(lan, box, "1001", 40030), Phone(lan, box, "1002", 40032)
@@ -305,20 +305,27 @@ def test_killing_the_pbx_leaves_no_table_behind_and_without_forwarding_the_relay
         os.killpg(box.proc.pid, signal.SIGKILL)       # no clean-up code runs
         box.proc.wait(10)
         wait_for("the kernel to drop the table of the killed process", lambda: table not in box.tables(), 5)
-        # forwarding off: the PBX says why once and the user-space relay carries the audio
-        lan.box_b.run(["sysctl", "-qw", "net.ipv4.ip_forward=0"], check=True)
         a.close()
         b.close()
-        box.start()
-        assert box.kernel() == {"on": False}
-        assert "kernel media path off: IPv4 forwarding is off" in box.log_tail()
-        a, b = Phone(lan, box, "1001", 40034), Phone(lan, box, "1002", 40036)
-        dialog, _ = call(box, a, b)
-        t0 = time.monotonic()
-        time.sleep(1.0)
-        assert b.hears(a, t0, source=b.to) >= 35 and a.hears(b, t0, source=a.to) >= 35
-        assert "pbx_media" not in box.tables()
-        assert a.sip.bye(dialog) == 200
+        # the relay carries the call, the reason logged: forwarding off, then no CAP_NET_ADMIN
+        for n, (forwarding, prefix, reason) in enumerate((
+                ("0", (), "IPv4 forwarding is off"),
+                ("1", ("setpriv", "--bounding-set", "-net_admin", "--inh-caps", "-net_admin", "--"),
+                 "nftables refused the table"))):
+            lan.box_b.run(["sysctl", "-qw", f"net.ipv4.ip_forward={forwarding}"], check=True)
+            box.start(prefix=prefix)
+            assert box.kernel() == {"on": False}
+            assert f"kernel media path off: {reason}" in box.log_tail()
+            a, b = Phone(lan, box, "1001", 40034 + 4 * n), Phone(lan, box, "1002", 40036 + 4 * n)
+            dialog, _ = call(box, a, b)
+            t0 = time.monotonic()
+            time.sleep(1.0)
+            assert b.hears(a, t0, source=b.to) >= 35 and a.hears(b, t0, source=a.to) >= 35
+            assert "pbx_media" not in box.tables()
+            assert a.sip.bye(dialog) == 200
+            a.close()
+            b.close()
+            box.stop()
     finally:
         a.close()
         b.close()
