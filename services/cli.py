@@ -431,6 +431,9 @@ def cmd_status(args) -> int:
     print(f"active calls ({len(st['calls'])}):")
     for c in st["calls"]:
         print(f"  {c['src']} -> {c['dst']}  {c['state']}")
+    km = st.get("kernel_media") or {}
+    print(f"media: {km.get('bridges', 0)} bridged calls forwarded by the kernel" if km.get("on")
+          else "media: user-space relay (kernel path off: the reason is in the log)")
     if st.get("ha"):          # failover on: `pbx ha status` says more
         ha = st["ha"]
         print(f"failover: {ha.get('role')} box {ha.get('state')}, peer {ha.get('peer')} {ha.get('peer_state')}")
