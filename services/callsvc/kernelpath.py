@@ -218,11 +218,11 @@ class KernelPath:
             leg.kernel_rx = leg.kernel_base + counts.get(key, 0)
 
     def _counts(self, keys: set[str] | None) -> dict[str, int]:
-        """{flow key text: packets} from the kernel; only `keys` when given (a get per key).
+        """{flow key text: packets} from the kernel; only `keys` when given.
         nft's text output is parsed: its JSON output of `get element` is empty in nftables 1.0.6."""
         try:
-            if keys is not None and len(keys) <= 4:
-                text = "\n".join(self.nft.run(f"get element ip {self.name} flows {{ {key} }}") for key in keys)
+            if keys is not None:      # one get for the pair: each get reads the whole map in 1.0.6
+                text = self.nft.run(f"get element ip {self.name} flows {{ {', '.join(sorted(keys))} }}")
             else:
                 text = self.nft.run(f"list map ip {self.name} flows")
         except NftError as exc:
