@@ -362,3 +362,15 @@ def _cdr(box: Box, src: str, dst: str):
         return next((r for r in store.last(20) if r.src == src and r.dst == dst), None)
     finally:
         store.close()
+
+
+def test_each_reason_the_kernel_path_cannot_run_is_named(tmp_path):
+    from services.callsvc.kernelpath import why_not
+    on, off = tmp_path / "on", tmp_path / "off"
+    on.write_text("1\n")
+    off.write_text("0\n")
+    assert why_not("198.18.0.2", str(on)) is None
+    assert "forwarding is off" in why_not("198.18.0.2", str(off)) and "ip_forward=1" in why_not("198.18.0.2", str(off))
+    assert "prerouting" in why_not("127.0.0.1", str(on))
+    assert "IPv6" in why_not("2001:db8::1", str(on))
+    assert "cannot read" in why_not("198.18.0.2", str(tmp_path / "missing"))
