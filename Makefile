@@ -74,7 +74,7 @@ IMAGE_POWER_CUTS ?= 100
 IMAGE_TOOLS := mmdebstrap systemd-container dosfstools mtools fdisk e2fsprogs xz-utils qemu-user-static binfmt-support arch-test \
 	qemu-system-x86 ovmf
 
-.PHONY: image image-test image-tools
+.PHONY: image image-test image-tools image-repro
 
 image-tools:
 	@missing=""; for p in $(IMAGE_TOOLS); do \
@@ -88,6 +88,11 @@ image-tools:
 
 image: image-tools
 	@for a in $(IMAGE_ARCHES); do image/build.sh $$a || exit 1; done
+
+# builds the amd64 root twice (build/image/repro-amd64/{1,2}, up to root.ext4) and compares them;
+# IMAGE_REPRO_FULL=1 compares boot.vfat, data.ext4 and the whole .img too
+image-repro: image-tools
+	@image/repro.sh amd64 $(if $(IMAGE_REPRO_FULL),--full)
 
 image-test: image-tools deps
 	@PBX_IMAGE_TEST=1 PBX_IMAGE_POWER_CUTS=$(IMAGE_POWER_CUTS) $(PY) -m pytest -q -s -p no:cacheprovider -n 0 tests/test_image.py

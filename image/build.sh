@@ -1,12 +1,13 @@
 #!/bin/bash
 # Build the appliance image from Debian 12 packages (see docs/decisions/021-image.md).
 #
-#   image/build.sh ARCH [--root-only | --no-xz] [--out DIR]        ARCH: amd64 | arm64
+#   image/build.sh ARCH [--root-only | --root-ext4 | --no-xz] [--out DIR]      ARCH: amd64 | arm64
 #
 # Steps (each prints its time): rootfs (mmdebstrap + the PBX venv, image/scripts/customize.sh),
 # manifest, root.ext4, boot.vfat, data.ext4, assemble (GPT: boot, rootA, rootB, data; no loop
 # devices), compress (.img.xz + .sha256). --root-only stops after the rootfs (make image-test),
-# --no-xz after the .img (the QEMU boot test).
+# --root-ext4 after root.ext4 (comparing two builds: make image-repro), --no-xz after the .img
+# (the QEMU boot test).
 # Output: build/image/ARCH/ (pbx-VERSION-ARCH.img.xz, .sha256, .manifest, rootfs/, *.ext4).
 # Needs root and: mmdebstrap dosfstools mtools fdisk e2fsprogs xz-utils, for arm64 on another
 # machine also qemu-user-static binfmt-support arch-test (make image installs them).
@@ -19,14 +20,16 @@ repo=$(cd "$here/.." && pwd)
 arch=${1:-}
 shift || true
 root_only=no
+root_ext4_only=no
 compress=yes
 out=
 while [ $# -gt 0 ]; do
     case "$1" in
         --root-only) root_only=yes; shift ;;
+        --root-ext4) root_ext4_only=yes; shift ;;
         --no-xz) compress=no; shift ;;
         --out) out=${2:?--out needs a directory}; shift 2 ;;
-        *) echo "build.sh: unknown option $1 (usage: image/build.sh amd64|arm64 [--root-only|--no-xz] [--out DIR])" >&2; exit 2 ;;
+        *) echo "build.sh: unknown option $1 (usage: image/build.sh amd64|arm64 [--root-only|--root-ext4|--no-xz] [--out DIR])" >&2; exit 2 ;;
     esac
 done
 case "$arch" in
@@ -46,6 +49,8 @@ export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%
 commit=$(git -C "$repo" rev-parse --short=12 "$rev")
 version="$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d)-$commit"
 export E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH
+# one string hash seed for every Python run in the root (py3compile, pip, compileall)
+export PYTHONHASHSEED=0
 export LC_ALL=C.UTF-8 TZ=UTC
 # The mirror apt already uses on this machine (override with MIRROR= / SECURITY_MIRROR=).
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
@@ -56,9 +61,40 @@ t_all=$(date +%s)
 step_no=0
 steps=7
 [ "$root_only" = yes ] && steps=2
+[ "$root_ext4_only" = yes ] && steps=3
 [ "$compress" = no ] && steps=6
 step() { step_no=$((step_no + 1)); t_step=$(date +%s); echo "==> [$arch $step_no/$steps] $*"; }
 done_step() { echo "    done in $(( $(date +%s) - t_step )) s"; }
+
+# mke2fs 1.47.0 (Debian 12) copies each file's atime and ctime from the tree (1.47.1 clamps them
+# to SOURCE_DATE_EPOCH); a ctime cannot be set on the tree, so set both to the commit time in
+# every used inode of the new file system (inode numbers from the groups' free-inode lists)
+clamp_ext4_times() {
+    local ipg
+    ipg=$(dumpe2fs -h "$1" 2>/dev/null | awk -F: '/^Inodes per group/ {print $2 + 0}')
+    dumpe2fs "$1" 2>/dev/null | awk -v ipg="$ipg" -v t="$SOURCE_DATE_EPOCH" '
+        function flush(  i) {
+            if (g < 0) return
+            for (i = g * ipg + 1; i <= (g + 1) * ipg; i++)
+                if (!(i in free) && (i == 2 || i >= 11))
+                    printf "sif <%d> atime @%s\nsif <%d> ctime @%s\n", i, t, i, t
+            delete free
+        }
+        BEGIN { g = -1 }
+        /^Group [0-9]+:/ { flush(); g = $2 + 0 }
+        /^  Free inodes: / {
+            n = split(substr($0, index($0, ":") + 2), r, ", ")
+            for (k = 1; k <= n; k++) {
+                if (r[k] == "") continue
+                m = split(r[k], ab, "-"); hi = (m > 1 ? ab[2] : ab[1])
+                for (j = ab[1] + 0; j <= hi + 0; j++) free[j] = 1
+            }
+        }
+        END { flush() }' > "$1.times"
+    debugfs -w -f "$1.times" "$1" >/dev/null 2>&1
+    echo "    atime/ctime of $(( $(wc -l < "$1.times") / 2 )) inodes set to the commit time"
+    rm -f "$1.times"
+}
 
 pkglist() { grep -hv '^\s*#' "$@" | grep -v '^\s*$' | sort -u | paste -sd, -; }
 
@@ -104,8 +140,10 @@ else
         "deb $MIRROR bookworm main non-free-firmware" \
         "deb $MIRROR bookworm-updates main non-free-firmware" \
         "deb $SECURITY_MIRROR bookworm-security main non-free-firmware"
-    # the mount points mmdebstrap used during the hooks
-    touch -h -d "@$SOURCE_DATE_EPOCH" "$rootfs/proc" "$rootfs/sys" "$rootfs/dev" "$rootfs"
+    # mmdebstrap's own work after the customize hook (device nodes in /dev, the mount points it
+    # used, removing its apt.conf.d file and policy-rc.d, emptying /run) has the build's time:
+    # clamp every date in the tree to the commit again
+    find "$rootfs" -xdev -newermt "@$SOURCE_DATE_EPOCH" -print0 | xargs -0r touch -h -d "@$SOURCE_DATE_EPOCH"
     echo "$want_stamp" > "$stamp"
 fi
 echo "    root tree: $(du -sm --exclude=proc "$rootfs" | cut -f1) MB"
@@ -146,10 +184,16 @@ fi
 rm -f "$out/root.ext4"
 mke2fs -q -t ext4 -L rootA -U "$ROOTFS_UUID" -E "hash_seed=$HASH_SEED,root_owner=0:0" \
     -O ^has_journal -m 0 -d "$rootfs" "$out/root.ext4" "${ROOT_MB}M"
+clamp_ext4_times "$out/root.ext4"
 # no journal: the slot is mounted read-only and written only whole (by an update)
 e2fsck -fn "$out/root.ext4" >/dev/null
-echo "    $(sha256sum "$out/root.ext4" | cut -c1-16)... root.ext4"
+sha256sum "$out/root.ext4" | sed "s|  .*|  root.ext4|" > "$out/root.ext4.sha256"
+echo "    root.ext4 sha256 $(cut -d' ' -f1 "$out/root.ext4.sha256")"
 done_step
+if [ "$root_ext4_only" = yes ]; then
+    echo "==> $arch root.ext4 ready in $(( $(date +%s) - t_all )) s: $out/root.ext4"
+    exit 0
+fi
 
 # ---- 4. boot.vfat ----------------------------------------------------------------------------
 step "boot.vfat: FAT32 ${BOOT_MB} MB, filled with mtools"
@@ -190,6 +234,7 @@ rm -rf "$out/data-skel" "$out/data.ext4"
 mkdir -p "$out/data-skel"
 mke2fs -q -t ext4 -L data -U "$DATA_UUID" -E "hash_seed=$HASH_SEED,root_owner=0:0" \
     -d "$out/data-skel" "$out/data.ext4" "${DATA_MB}M"
+clamp_ext4_times "$out/data.ext4"
 done_step
 
 # ---- 6. assemble -----------------------------------------------------------------------------

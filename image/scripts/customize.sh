@@ -5,7 +5,7 @@ set -euo pipefail
 R=$1
 log() { echo "    [customize $(date -u +%T)] $*"; }
 in_root() { chroot "$R" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8 HOME=/root \
-    SOURCE_DATE_EPOCH="$SOURCE_DATE_EPOCH" "$@"; }
+    SOURCE_DATE_EPOCH="$SOURCE_DATE_EPOCH" PYTHONHASHSEED=0 "$@"; }
 
 # DNS for pip inside the root (systemd-resolved replaced resolv.conf by a link to its stub)
 rm -f "$R/etc/resolv.conf"
@@ -22,7 +22,9 @@ cp "$IMG_OUT/requirements.txt" "$IMG_OUT/constraints.txt" "$R/tmp/"
 ca=${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}
 cp "$ca" "$R/tmp/build-ca.crt"
 in_root python3 -m venv /opt/pbx/.venv
-in_root /opt/pbx/.venv/bin/pip install -q --no-cache-dir --disable-pip-version-check \
+# CFLAGS=-g0: a package built from source here (pyalsaaudio) would otherwise carry pip's random
+# build directory (/tmp/pip-install-XXXX) in its debug info, so two builds would differ
+in_root env CFLAGS=-g0 /opt/pbx/.venv/bin/pip install -q --no-cache-dir --disable-pip-version-check \
     --cert /tmp/build-ca.crt -r /tmp/requirements.txt -c /tmp/constraints.txt
 mkdir -p "$R/usr/share/pbx"
 in_root /opt/pbx/.venv/bin/pip freeze --disable-pip-version-check | sort > "$R/usr/share/pbx/pip-freeze.txt"
