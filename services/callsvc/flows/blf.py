@@ -27,20 +27,15 @@ _LIVE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 WATCHED_EVENTS = ("chan_start", "answer", "hangup", "bridge_enter")
 
 
-def _legs(svc, number: str) -> list:
-    """The extension's live legs, oldest first; ended ones leave the index here."""
-    legs = _LIVE.get(svc, {}).get(number)
+def _legs(svc, number: str):
+    """The extension's live legs, oldest first, lazily (the index drops each at its hangup)."""
+    live = _LIVE.get(svc)
+    legs = live.get(number) if live is not None else None
     if not legs:
-        return []
-    out = []
-    for n, ch in list(legs.items()):
-        if ch.is_gone:
-            del legs[n]
-        else:
-            out.append(ch)
-    if not legs:
-        del _LIVE[svc][number]
-    return out
+        if legs is not None:
+            del live[number]
+        return ()
+    return (ch for ch in legs.values() if not ch.is_gone)
 
 
 def refresh(svc, number: str) -> None:
@@ -48,11 +43,10 @@ def refresh(svc, number: str) -> None:
     presence = getattr(svc, "presence", None)
     if presence is None or svc.extension(number) is None:
         return
-    legs = _legs(svc, number)
-    state = dialog_state(Leg(ch.inbound, ch.state) for ch in legs)
+    state = dialog_state(Leg(ch.inbound, ch.state) for ch in _legs(svc, number))
     remote = target = ""
     if state == "early":
-        ringing = next((ch for ch in legs if not ch.inbound), None)
+        ringing = next((ch for ch in _legs(svc, number) if not ch.inbound), None)
         caller = ringing.session.caller if ringing is not None else None
         if caller is not None and caller.number:
             remote = f"sip:{caller.number}@{svc.edge[0]}"
