@@ -91,7 +91,11 @@ clamp_ext4_times() {
             }
         }
         END { flush() }' > "$1.times"
-    debugfs -w -f "$1.times" "$1" >/dev/null 2>&1
+    local errs
+    errs=$(debugfs -w -f "$1.times" "$1" 2>&1 >/dev/null | grep -v '^debugfs [0-9]' | head -3 || true)
+    if [ -n "$errs" ]; then
+        echo "build.sh: debugfs could not set the inode times in $1: $errs" >&2; exit 1
+    fi
     echo "    atime/ctime of $(( $(wc -l < "$1.times") / 2 )) inodes set to the commit time"
     rm -f "$1.times"
 }
