@@ -144,7 +144,8 @@ class Presence:
                 pub.etag = ""
             pub.sent = body
             self.sent += 1
-            log.info("presence: %s %s published", pub.event, pub.resource)
+            # the change itself was logged where it happened (BLF, voicemail...): one line per event
+            log.debug("presence: %s %s published", pub.event, pub.resource)
         else:
             log.warning("presence: %s %s refused by the edge: %d %s", pub.event, pub.resource,
                         resp.status_code, resp.reason_phrase)
