@@ -111,3 +111,69 @@ def test_pins_come_from_config_with_clear_errors():
         PanelPins.from_config({"button": "17"})
     with pytest.raises(ValueError, match="share GPIO 5"):
         PanelPins.from_config({"ready": 5})
+
+
+# The setup code as a blink code on the day/night lamp (firmware/blinkcode.py), played 4x faster.
+SCALE = 0.25
+
+
+def _played(pin, scale=SCALE):
+    """The pin's history as (on, seconds at full speed) steps; the state still on is not included."""
+    states = pin.states
+    return [(bool(prev.state), cur.timestamp / scale) for prev, cur in zip(states, states[1:])]
+
+
+def test_setup_code_blinks_on_the_day_night_lamp_and_repeats():
+    from firmware import blinkcode
+    from tests.test_blinkcode import read_back
+    panel = FrontPanel(PINS, on_toggle=lambda: None)
+    lamp = Device.pin_factory.pin(PINS.day_night)
+    try:
+        panel.show_mode("night")
+        start = len(lamp.states)
+        panel.show_setup_code("2a", "192.168.1.3", time_scale=SCALE)
+        round_steps = blinkcode.pattern("2a", 3)
+        assert _wait(lambda: len(lamp.states) - start >= len(round_steps) + 3,
+                     timeout=blinkcode.duration(round_steps) * SCALE + 5)
+        played = _played(lamp)[start - 1:]             # from the night lamp lighting up
+        assert played[0][0] is True and played[0][1] < 0.1       # the night lamp goes out at once,
+        assert played[1] == (False, pytest.approx(blinkcode.END_GAP, abs=0.2))   # dark before the start
+        one_round = played[2:2 + len(round_steps)]
+        assert [on for on, _ in one_round] == [on for on, _ in round_steps]
+        assert read_back(one_round) == ("2a", 3)
+        assert one_round[-1][1] > (blinkcode.END_GAP + blinkcode.CHAR_GAP) / 2   # then the next round
+        assert played[2 + len(round_steps)][0] is True
+    finally:
+        panel.close()
+
+
+def test_lamp_shows_the_mode_again_once_the_setup_code_is_consumed(tmp_path):
+    from hw.panel.panel import setup_code_path
+    from webui.wizard import setup_code
+    data = tmp_path / "data"
+    store = ConfigStore(data)
+    store.update_settings(mode="night")
+    code_file = setup_code_path(data)
+    assert code_file == setup_code.path(data)            # the web UI's file, not a copy of its name
+    code_file.parent.mkdir(parents=True)
+    code_file.write_text("3b\n")
+    stop = threading.Event()
+    thread = threading.Thread(target=run_panel, args=(store, PINS, stop),
+                              kwargs={"poll_interval": 0.05, "setup_code_file": code_file,
+                                      "address": "10.0.0.9", "blink_scale": SCALE})
+    thread.start()
+    lamp = Device.pin_factory.pin(PINS.day_night)
+    try:
+        assert _wait(lambda: len(lamp.states) >= 4)      # night lamp on, then the blink code
+        setup_code.consume(data)                         # the wizard set the admin password
+        def steady():                                    # no change for 0.3 s (a short blink is 0.075 s)
+            before = len(lamp.states)
+            time.sleep(0.3)
+            return len(lamp.states) == before and lamp.state == 1
+        assert _wait(steady, timeout=5)
+        ConfigStore(data).update_settings(mode="day")    # and the lamp follows the mode again
+        assert _wait(lambda: lamp.state == 0)
+    finally:
+        stop.set()
+        thread.join(timeout=3)
+    assert not thread.is_alive()

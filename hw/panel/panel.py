@@ -10,9 +10,12 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Mapping
 
 from gpiozero import LED, Button
+
+from firmware import blinkcode
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +23,21 @@ MODES = ("day", "night")
 BOOT_BLINK = (0.25, 0.25)      # ready LED while the services start
 FAULT_BLINK = (0.1, 0.1)       # fast: catches the eye from across the office
 BCM_PINS = range(2, 28)        # the 40-pin header's GPIO2..GPIO27
+
+
+def setup_code_path(data_dir: str | Path) -> Path:
+    """Where the web UI keeps the pending setup code (webui.wizard.setup_code.path; not imported:
+    that package pulls in Flask, which the panel service has no use for)."""
+    return Path(data_dir) / "webui" / "setup-code"
+
+
+def read_setup_code(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text().strip().lower() or None
+    except FileNotFoundError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,9 @@ class FrontPanel:
         self.day_night = LED(pins.day_night, pin_factory=factory)
         self.voicemail = LED(pins.voicemail, pin_factory=factory)
         self.fault = LED(pins.fault, pin_factory=factory)
+        self._mode = "day"
+        self._code_thread: threading.Thread | None = None
+        self._code_stop = threading.Event()
         self.power.on()
         self.ready.blink(*BOOT_BLINK)
         self.button.when_pressed = self._pressed
@@ -92,7 +113,41 @@ class FrontPanel:
         """Day/night LED: lit in night mode (like the BLF lamp of a call-flow toggle)."""
         if mode not in MODES:
             raise ValueError(f"panel mode {mode!r}: use 'day' or 'night'")
-        self.day_night.value = mode == "night"
+        self._mode = mode
+        if self._code_thread is None:       # while the setup code blinks, the mode waits for its end
+            self.day_night.value = mode == "night"
+
+    def show_setup_code(self, code: str, address: str | None = None, time_scale: float = 1.0) -> None:
+        """Blink the setup code (and the address's last octet) on the day/night lamp, round after
+        round (firmware.blinkcode), until stop_setup_code(). time_scale < 1 plays it faster (tests)."""
+        steps = blinkcode.pattern(code, blinkcode.last_octet(address))
+        self.stop_setup_code()
+        self._code_stop = threading.Event()
+        self._code_thread = threading.Thread(target=self._play, args=(steps, time_scale, self._code_stop),
+                                             name="panel-blink-code", daemon=True)
+        self._code_thread.start()
+        logger.info("panel: blinking the setup code on the day/night lamp (%.0f s a round)",
+                    blinkcode.duration(steps))
+
+    def _play(self, steps, time_scale: float, stop: threading.Event) -> None:
+        self.day_night.off()                # dark first, or a lit night lamp would swallow the start flash
+        if stop.wait(blinkcode.END_GAP * time_scale):
+            return
+        while not stop.is_set():
+            for on, seconds in steps:
+                self.day_night.value = on
+                if stop.wait(seconds * time_scale):
+                    return
+
+    def stop_setup_code(self) -> None:
+        """Back to the lamp's normal meaning (lit = night mode)."""
+        thread, self._code_thread = self._code_thread, None
+        if thread is None:
+            return
+        self._code_stop.set()
+        thread.join(timeout=2)
+        self.day_night.value = self._mode == "night"
+        logger.info("panel: setup code used, day/night lamp shows the mode again")
 
     def set_ready(self) -> None:
         self.ready.on()
@@ -107,15 +162,37 @@ class FrontPanel:
         self.voicemail.value = bool(waiting)
 
     def close(self) -> None:
+        self.stop_setup_code()
         for device in (self.button, self.power, self.ready, self.day_night, self.voicemail, self.fault):
             device.close()
 
 
 def run_panel(store, pins: PanelPins, stop_event: threading.Event, factory=None,
-              poll_interval: float = 0.2, bounce_time: float = 0.05) -> None:
+              poll_interval: float = 0.2, bounce_time: float = 0.05, setup_code_file: Path | None = None,
+              address: str | None = None, blink_scale: float = 1.0) -> None:
     """The panel service: a press toggles the store's mode; a mode changed elsewhere (*33, web UI)
-    moves the lamp within poll_interval. Returns when stop_event is set."""
+    moves the lamp within poll_interval. While setup_code_file holds a code (no admin password yet)
+    the day/night lamp blinks it and the last octet of address instead. Returns when stop_event is set."""
     panel: FrontPanel | None = None
+    shown_code: str | None = None
+
+    def follow_setup_code() -> None:
+        nonlocal shown_code
+        try:
+            code = read_setup_code(setup_code_file)
+        except OSError as exc:
+            logger.error("panel: cannot read the setup code %s: %s", setup_code_file, exc)
+            code = None
+        if code == shown_code:
+            return
+        if code:
+            try:
+                panel.show_setup_code(code, address, blink_scale)
+            except ValueError as exc:
+                logger.error("panel: setup code not blinked: %s", exc)
+        else:
+            panel.stop_setup_code()
+        shown_code = code
 
     def toggle() -> None:
         mode = "night" if store.settings().mode == "day" else "day"
@@ -127,8 +204,10 @@ def run_panel(store, pins: PanelPins, stop_event: threading.Event, factory=None,
     try:
         panel.show_mode(store.settings().mode)
         panel.set_ready()
+        follow_setup_code()
         store_fault = False
         while not stop_event.wait(poll_interval):
+            follow_setup_code()
             try:
                 if store.changed() or store_fault:
                     panel.show_mode(store.settings().mode)

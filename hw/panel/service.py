@@ -6,6 +6,9 @@ button is wired and the lamp shows the mode) and WATCHDOG=1 on every later one. 
 polling, the pings stop, and systemd restarts the service. A broken config file does not stop the
 pings: run_panel shows it on the fault LED and retries, which is the wanted behaviour.
 
+Until the admin password is set, the day/night lamp blinks the setup code (DATA/webui/setup-code)
+and the last number of --address (PBX_SIP_ADDR from /etc/pbx/pbx.env): firmware/blinkcode.py.
+
 Pins come from --pins "button=17,fault=21" (missing names keep PanelPins' defaults). Tests and
 machines without GPIO run it with GPIOZERO_PIN_FACTORY=mock.
 """
@@ -19,7 +22,7 @@ import sys
 import threading
 import time
 
-from hw.panel.panel import PanelPins, run_panel
+from hw.panel.panel import PanelPins, run_panel, setup_code_path
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hw.panel.service", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=os.environ.get("PBX_DATA", "var"), help="PBX data directory")
     parser.add_argument("--pins", default="", help='BCM pins, e.g. "button=17,fault=21" (default: PanelPins)')
+    parser.add_argument("--address", default=os.environ.get("PBX_SIP_ADDR", ""),
+                        help="the box's IPv4 address, blinked after the setup code (default: $PBX_SIP_ADDR)")
     parser.add_argument("--poll", type=float, default=0.2, help="seconds between config store polls")
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("PBX_LOG_LEVEL", "INFO"), stream=sys.stderr,
@@ -101,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         store = ConfigStore(args.data)
-        run_panel(HeartbeatStore(store, notifier, pins), pins, stop, poll_interval=poll)
+        run_panel(HeartbeatStore(store, notifier, pins), pins, stop, poll_interval=poll,
+                  setup_code_file=setup_code_path(args.data), address=args.address)
     except Exception as exc:       # no GPIO, pins taken, unreadable data dir: one clear line, exit 1
         logger.error("panel service cannot run: %s", exc)
         return 1
