@@ -55,7 +55,7 @@ cp "$R/usr/share/systemd/tmp.mount" "$R/etc/systemd/system/tmp.mount"
 log "enable the box's units, mask what would listen or write to the read-only root"
 systemctl --root="$R" enable systemd-networkd.service systemd-resolved.service systemd-timesyncd.service \
     data.mount var.mount tmp.mount pbx-box-layout.service pbx-firstboot.service pbx-box-address.service \
-    pbx-console.service pbx-log-save.timer pbx-log-save-shutdown.service 2>&1 | grep -v '^Created symlink' || true
+    pbx-console.service pbx-log-save.timer pbx-log-save-shutdown.service pbx-network.service pbx-network.path 2>&1 | grep -v '^Created symlink' || true
 for u in keepalived.service rtpengine-daemon.service apt-daily.timer apt-daily-upgrade.timer \
         e2scrub_all.timer e2scrub_reap.service systemd-networkd-wait-online.service; do
     [ "$u" = systemd-networkd-wait-online.service ] && continue
