@@ -43,9 +43,12 @@ PACKETS_PER_SECOND = 50                # G.711 with 20 ms packets
 ALL_LINES = 10**6                      # SIPp error logs are read whole, then folded
 # The edge's limit on REGISTER + INVITE per authenticated account: (requests, seconds).
 ACCOUNT_LIMIT: tuple[int, int] = next(f.default for f in fields(EdgeConfig) if f.name == "account_limit")
-# Two RTP legs per call; ports go in steps of two. Room for ~700 concurrent calls (the setup-rate
-# steps hold rate x (hold + setup) calls at once).
-RTP_RANGE = 3000
+# Two RTP legs per call; ports go in steps of two. Room for ~1500 concurrent calls (the setup-rate
+# steps hold rate x (hold + setup) calls at once: ~750 at 700/s).
+RTP_RANGE = 6000
+# Setups/s are stepped up to the first step that is not clean (issue 16: "setups/s to the first
+# failure"); the trunk-to-extension setups go through the same steps.
+SETUP_RATES = (100, 200, 300, 400, 500, 600, 700)
 
 
 @dataclass
@@ -55,14 +58,14 @@ class Plan:
     ramp_rate: int = 50                # new calls/s while stepping up
     settle: float = 2.0                # after the last call of a step is up, before measuring
     memory_at: int = 200               # per-call memory from the step with this many calls
-    rates: tuple[int, ...] = (100, 200, 300, 500)
+    rates: tuple[int, ...] = SETUP_RATES
     rate_seconds: float = 10.0
     hold_ms: int = 1000                # call length in the setup-rate and post-dial-delay loads
-    pdd_rate: int = 50
+    pdd_rate: int = 100
     pdd_seconds: float = 10.0
     baseline_seconds: float = 5.0
     trunk_call_steps: tuple[int, ...] = (100,)    # trunk -> extension: concurrent calls with RTP
-    trunk_rates: tuple[int, ...] = (100, 200, 300)  # ... and setups/s (same hold time and step length)
+    trunk_rates: tuple[int, ...] = SETUP_RATES  # ... and setups/s (same hold time and step length)
 
 
 QUICK = Plan(call_steps=(10, 20), window=4.0, ramp_rate=20, memory_at=20, rates=(20, 50),
@@ -391,6 +394,12 @@ class RateStep:
     log_problems: int = 0               # ERROR lines in DATA/pbx.log during the step
     log_warnings: int = 0
 
+    def cpu_ms(self, group: str) -> float | None:
+        """ms of CPU of a process group per call set up in this step (the window spans the step)."""
+        if group not in self.cpu or not self.calls:
+            return None
+        return self.cpu[group] / 100 * self.seconds * 1000 / self.calls
+
     @property
     def clean(self) -> bool:
         return (self.successful == self.calls and self.failed == 0 and self.callee_failed == 0
@@ -424,6 +433,11 @@ class SetupResult:
                 break
             best = s.rate
         return best
+
+    @property
+    def first_failure(self) -> int | None:
+        """The first setup rate that was not clean (None: every step tried was)."""
+        return next((s.rate for s in self.steps if not s.clean), None)
 
 
 def percentile(values: list[float], p: float) -> float | None:

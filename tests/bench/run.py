@@ -49,6 +49,8 @@ def method(plan: phases.Plan) -> list[str]:
         "at the first step that is not clean. Clean = every call completed, no failure counter at either "
         "SIPp, no ERROR line in DATA/pbx.log (warnings are listed), no call left in the PBX. \"200 "
         "without 180\": calls answered with no 180 reaching the caller first (counted, not failed). "
+        "The highest clean step is the headline \"setups/s to the first failure\". ms CPU/call: a process "
+        "group's utime+stime over the step (from the first INVITE to the last call's end) / calls. "
         "Edge shm peak: Kamailio's shared memory pool, where its SIP transactions live (JSON-RPC "
         "core.shmmem max_used after the step).",
         f"- Post-dial delay: from the caller's sending of the INVITE with credentials to its receiving "
