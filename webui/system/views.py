@@ -8,8 +8,9 @@ from importlib import metadata
 
 from flask import Blueprint, Response, current_app, flash, g, redirect, render_template, request, url_for
 
+from firmware import netconf
 from firmware.config import ValidationError
-from webui import show_once
+from webui import network, show_once
 from webui.auth import guard
 from webui.auth.accounts import AccountError
 from webui.pbx import config_store, data_dir, pbx_status
@@ -57,11 +58,17 @@ def _audit(event: str, detail: str = "") -> None:
     _accounts().audit(event, g.user.username, guard.client_address(), detail)
 
 
-def _page(errors=None, new_token=None, restore_errors=None, status=200):
+def _page(errors=None, new_token=None, restore_errors=None, status=200, net=None):
     accounts = _accounts()
-    return render_template("system/index.html", facts=facts(), errors=errors or {},
+    errors = dict(errors or {})
+    if net is None:
+        saved, net_errors = network.current()
+        net = network.values(saved)
+        errors = {**net_errors, **errors}
+    return render_template("system/index.html", facts=facts(), errors=errors,
                            restore_errors=restore_errors or [], new_token=new_token,
-                           tokens=accounts.tokens(), audit=accounts.audit_log(50)), status
+                           tokens=accounts.tokens(), audit=accounts.audit_log(50), net=net,
+                           on_appliance=netconf.on_appliance()), status
 
 
 @bp.get("")
@@ -94,6 +101,21 @@ def restore():
     flash("Configuration restored: " + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items())
           + ". The PBX uses it now.", "ok")
     return redirect(url_for("system.index"))
+
+
+@bp.post("/network")
+def network_settings():
+    values, settings, errors = network.from_form()
+    if errors:
+        return _page(errors=errors, net=values, status=400)
+    if network.save(settings):
+        _audit("network_changed", network.describe(settings))
+        moved = network.moved_to(settings)
+        if moved:
+            return network.moved_page(moved, url_for("system.index"))
+        flash("Network settings saved: " + network.describe(settings) +
+              ("." if netconf.on_appliance() else " (in DATA/network/; they apply on the appliance)."), "ok")
+    return redirect(url_for("system.index") + "#network-settings")
 
 
 @bp.post("/password")

@@ -8,7 +8,9 @@ from functools import lru_cache
 
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 
+from firmware import netconf
 from firmware.config import ValidationError, ValidationErrors
+from webui import network
 from webui.auth import guard
 from webui.auth.accounts import AccountError
 from webui.pbx import config_store, data_dir, pbx_status, validation_errors
@@ -91,18 +93,35 @@ def site():
     values = {"site_name": settings.site_name, "timezone": settings.timezone,
               "country": settings.country, "sip_domain": settings.sip_domain or guess_sip_address()}
     errors: dict[str, str] = {}
+    net_settings, net_errors = network.current()
+    net_values = network.values(net_settings)
     if request.method == "POST":
         values = {k: request.form.get(k, "").strip() for k in values}
-        try:
-            store.update_settings(**values)
-        except ValidationError as e:
-            errors = validation_errors(e)
+        new_net = None
+        if "net_mode" in request.form:        # the Network part (a form without it keeps the network)
+            net_values, new_net, net_errors = network.from_form()
+            if new_net and new_net.mode == "static" and values["sip_domain"] in ("", guess_sip_address()):
+                values["sip_domain"] = new_net.address.split("/")[0]   # the phones follow the new address
         else:
-            _audit("settings_changed", "wizard: " + ", ".join(
-                f"{k}={v}" for k, v in values.items() if getattr(settings, k) != v))
-            return redirect(url_for("wizard.extensions"))
+            net_errors = {}
+        if not net_errors:
+            try:
+                store.update_settings(**values)
+            except ValidationError as e:
+                errors = validation_errors(e)
+            else:
+                _audit("settings_changed", "wizard: " + ", ".join(
+                    f"{k}={v}" for k, v in values.items() if getattr(settings, k) != v))
+                if new_net is not None and network.save(new_net):
+                    _audit("network_changed", "wizard: " + network.describe(new_net))
+                    moved = network.moved_to(new_net)
+                    if moved:
+                        return network.moved_page(moved, url_for("wizard.extensions"))
+                return redirect(url_for("wizard.extensions"))
+        errors.update(net_errors)
     return render_template("wizard/site.html", values=values, errors=errors, countries=COUNTRIES,
-                           timezones=timezones()), 400 if errors else 200
+                           timezones=timezones(), net=net_values,
+                           on_appliance=netconf.on_appliance()), 400 if errors else 200
 
 
 @bp.route("/extensions", methods=["GET", "POST"])
