@@ -1,5 +1,8 @@
 """The front panel: DAY/NIGHT button, LEDs for power, ready, day/night, voicemail and fault.
 
+Until the admin password is set, the day/night LED blinks the setup code and the last number of
+the box's address instead (firmware/blinkcode.py; the README's first-boot section has the table).
+
 Night mode is the same setting the *33 feature code toggles (ConfigStore settings().mode), so the
 button, the code and the web UI can never disagree, and the mode survives a reboot.
 """
