@@ -84,6 +84,13 @@ def test_a_damaged_settings_file_shows_on_the_form(admin, data):
     netconf.path(data).write_text("{broken")
     r = admin.get("/system")
     assert r.status_code == 200 and "save the network settings again" in form_error(r.text, "net_mode")
+    assert post(admin, "/system/network", {"net_mode": "dhcp"}).status_code == 302   # saving repairs it
+    assert netconf.load(data).mode == "dhcp"
+
+
+def test_the_default_dhcp_writes_no_file(admin, data):
+    r = post(admin, "/setup/site", {**SITE, "sip_domain": "192.0.2.10", "net_mode": "dhcp"})
+    assert r.status_code == 302 and not netconf.path(data).exists()     # nothing for the path unit to do
 
 
 def test_network_forms_need_the_admin_login_and_the_csrf_token(app, data, admin):

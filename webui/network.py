@@ -45,9 +45,9 @@ def describe(settings: NetworkSettings) -> str:
 
 
 def save(settings: NetworkSettings) -> bool:
-    """Save if different from what is saved; True when it changed."""
-    old, _ = current()
-    if settings == old and netconf.path(data_dir()).exists():
+    """Save if different from what is saved (no file = DHCP); True when it changed."""
+    old, damaged = current()
+    if settings == old and not damaged:
         return False
     netconf.save(data_dir(), settings)
     return True
