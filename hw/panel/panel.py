@@ -150,7 +150,6 @@ class FrontPanel:
         self._code_stop.set()
         thread.join(timeout=2)
         self.day_night.value = self._mode == "night"
-        logger.info("panel: setup code used, day/night lamp shows the mode again")
 
     def set_ready(self) -> None:
         self.ready.on()
@@ -178,14 +177,17 @@ def run_panel(store, pins: PanelPins, stop_event: threading.Event, factory=None,
     the day/night lamp blinks it and the last octet of address instead. Returns when stop_event is set."""
     panel: FrontPanel | None = None
     shown_code: str | None = None
+    read_error = ""
 
     def follow_setup_code() -> None:
-        nonlocal shown_code
+        nonlocal shown_code, read_error
         try:
             code = read_setup_code(setup_code_file)
+            read_error = ""
         except OSError as exc:
-            logger.error("panel: cannot read the setup code %s: %s", setup_code_file, exc)
-            code = None
+            if str(exc) != read_error:      # once, not at every poll
+                logger.error("panel: cannot read the setup code %s: %s", setup_code_file, exc)
+            read_error, code = str(exc), None
         if code == shown_code:
             return
         if code:
@@ -195,6 +197,7 @@ def run_panel(store, pins: PanelPins, stop_event: threading.Event, factory=None,
                 logger.error("panel: setup code not blinked: %s", exc)
         else:
             panel.stop_setup_code()
+            logger.info("panel: no setup code pending any more, the day/night lamp shows the mode")
         shown_code = code
 
     def toggle() -> None:
