@@ -561,6 +561,8 @@ class Pbx:
         registrations and bans to the peer (DMQ), and shares the nonce secret with it."""
         import hashlib
         ha = self.ha.ha
+        if not ha.vrrp:       # a remote standby or a lone office box: its own address, no DMQ over the WAN
+            return {}
         secret = hashlib.sha256(f"officepbx-ha-nonce:{ha.secret}".encode()).hexdigest()[:32]
         return {"node_addr": ha.node_addr, "dmq_peer": ha.peer_addr, "auth_secret": secret}
 

@@ -1,6 +1,8 @@
 """`pbx ha ...`: this box's failover settings, its state, and the two commands keepalived runs.
 
     pbx ha set --role primary --node 192.0.2.2 --peer 192.0.2.3 --vip 192.0.2.10/24 --interface eth0
+    pbx ha set --node 203.0.113.7 --peer 198.51.100.2 --site remote --secret ...   (the remote standby)
+    pbx ha set ... --remote 203.0.113.7          (a main-site box: its remote standby)
     pbx ha show | status
 
 keepalived itself runs `python -m services.ha.check DATA` (health) and `python -m
@@ -16,7 +18,7 @@ import sys
 import time
 
 from firmware.config.errors import ValidationError, ValidationErrors
-from firmware.ha import ROLES, HaSettings, new_secret
+from firmware.ha import ROLES, SITES, HaSettings, new_secret
 
 from . import settings as ha_settings
 
@@ -26,6 +28,10 @@ def _address(text: str) -> str:
         return str(ipaddress.IPv4Address(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text[:60]!r} is not an IPv4 address (e.g. 192.168.1.2)") from None
+
+
+def _address_or_none(text: str) -> str:
+    return "" if text == "none" else _address(text)
 
 
 def _vip(text: str) -> str:
@@ -58,6 +64,10 @@ def add_parser(sub, common) -> None:
     s.add_argument("--router-id", dest="router_id", type=_whole(1, 255), metavar="1-255")
     s.add_argument("--advert-ms", dest="advert_ms", type=_whole(10, 1000), metavar="MS")
     s.add_argument("--secret", type=_secret, help="shared by both boxes (made on the first box when left out)")
+    s.add_argument("--site", choices=SITES, help="remote: this box is the standby in another datacenter "
+                   "(no VIP; --peer is the main site box's routable address)")
+    s.add_argument("--remote", dest="remote_addr", type=_address_or_none, metavar="IP|none",
+                   help="on a main-site box: the remote standby's routable address")
     s.add_argument("--off", action="store_true", help="switch failover off on this box")
     hsub.add_parser("show", parents=[common], help="this box's failover settings").add_argument(
         "--json", action="store_true")
@@ -74,7 +84,8 @@ def cmd_ha(args) -> int:
 def _set(args) -> int:
     current = ha_settings.load(args.data)
     changes = {k: getattr(args, k) for k in ("role", "node_addr", "peer_addr", "vip", "interface",
-                                            "router_id", "advert_ms", "secret") if getattr(args, k) is not None}
+                                            "router_id", "advert_ms", "secret", "site", "remote_addr")
+               if getattr(args, k) is not None}
     if args.off:
         if changes:
             print("error: --off takes no other option (switch failover off first, change settings later)",
@@ -94,8 +105,16 @@ def _set(args) -> int:
         for err in e.errors:
             print(f"error: --{err.field.replace('_addr', '').replace('_', '-')}: {err.message}", file=sys.stderr)
         return 2
-    print(f"failover on: {ha.role}, VIP {ha.vip} on {ha.interface}, peer {ha.peer_addr} "
-          "(takes effect at the next start of the PBX)")
+    if ha.site == "remote":
+        print(f"failover on: remote standby at {ha.node_addr}, main site {ha.peer_addr} "
+              "(takes effect at the next start of the PBX)")
+    elif not ha.vrrp:
+        print(f"failover on: office box {ha.node_addr}, remote standby {ha.remote_addr} "
+              "(takes effect at the next start of the PBX)")
+    else:
+        print(f"failover on: {ha.role}, VIP {ha.vip} on {ha.interface}, peer {ha.peer_addr}"
+              + (f", remote standby {ha.remote_addr}" if ha.remote_addr else "")
+              + " (takes effect at the next start of the PBX)")
     if made_secret:
         print(f"shared secret (give it to the other box with --secret): {ha.secret}")
     return 0
@@ -116,7 +135,8 @@ def _status(args) -> int:
     ha = ha_settings.load(args.data)
     st = ha_settings.state(args.data)
     live = _live(args.data) if ha.enabled else None
-    doc = {"enabled": ha.enabled, "role": ha.role, "vip": ha.vip, "peer": ha.peer_addr, **st, "live": live}
+    doc = {"enabled": ha.enabled, "role": ha.role, "site": ha.site, "vip": ha.vip,
+           "peer": ha.peer_addr or ha.remote_addr, "remote": ha.remote_addr, **st, "live": live}
     if args.json:
         print(json.dumps(doc))
         return 0
@@ -124,7 +144,13 @@ def _status(args) -> int:
         print("failover off on this box")
         return 0
     since = f", since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(st['since']))}" if st.get("since") else ""
-    print(f"{ha.role} box: {st.get('state', 'unknown')}{since}; VIP {ha.vip}; peer {ha.peer_addr}")
+    if ha.site == "remote":
+        print(f"remote standby: {st.get('state', 'unknown')}{since}; main site {ha.peer_addr}")
+    elif not ha.vrrp:
+        print(f"office box: {st.get('state', 'unknown')}{since}; remote standby {ha.remote_addr}")
+    else:
+        print(f"{ha.role} box: {st.get('state', 'unknown')}{since}; VIP {ha.vip}; peer {ha.peer_addr}"
+              + (f"; remote standby {ha.remote_addr}" if ha.remote_addr else ""))
     if live is None:
         print("the PBX is not running here: no peer health or replication to show")
     else:

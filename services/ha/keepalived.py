@@ -46,6 +46,16 @@ class Keepalived:
         return self.dir / "notify.fifo"
 
     def start(self) -> None:
+        if not self.ha.vrrp:
+            # no VIP to move: the remote standby decides from the main site's heartbeats
+            # (services/ha/replication.py, firmware/ha.py remote_active); a single office box
+            # with a remote standby is the active PBX whenever it runs
+            from .notify import record_state
+            record_state(self.data_dir, "BACKUP" if self.ha.site == "remote" else "MASTER")
+            log.info("ha: %s without VRRP (%s), peer %s", "remote standby" if self.ha.site == "remote"
+                     else "office box with a remote standby", self.ha.node_addr,
+                     self.ha.peer_addr or self.ha.remote_addr)
+            return
         binary = shutil.which("keepalived") or "/usr/sbin/keepalived"
         if not Path(binary).exists():
             raise HaError("keepalived is not installed: apt-get install keepalived (make run installs it)")
@@ -69,6 +79,8 @@ class Keepalived:
                  self.ha.interface, self.ha.peer_addr)
 
     def alive(self) -> bool:
+        if not self.ha.vrrp:
+            return True
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
@@ -82,5 +94,7 @@ class Keepalived:
         self._drop_vip()
 
     def _drop_vip(self) -> None:
+        if not self.ha.vip:
+            return
         subprocess.run(["ip", "addr", "del", self.ha.vip, "dev", self.ha.interface],
                        capture_output=True, check=False)

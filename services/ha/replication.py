@@ -76,11 +76,21 @@ def unseal(secret: str, frame: bytes) -> dict:
 class Replicator:
     """Runs in `pbx run` on both boxes: a receiver always, a sender while this box is MASTER."""
 
-    def __init__(self, store, data_dir, ha, state_of):
+    def __init__(self, store, data_dir, ha, state_of, peer_addr: str | None = None, stats_name: str = "replication.json"):
         self.store = store
         self.data_dir = Path(data_dir)
         self.ha = ha
         self.state_of = state_of            # () -> "MASTER" | "BACKUP" | ...
+        # the box this one replicates with: the LAN peer, or (no LAN pair) the remote standby, or
+        # on the remote standby the main site's box; a pair's link to its remote standby is a
+        # second Replicator sharing this one's sockets (self.remote)
+        self.peer_addr = peer_addr or ha.peer_addr or ha.remote_addr
+        self.stats_name = stats_name
+        self.remote: "Replicator | None" = None
+        self.shared: "Replicator | None" = None
+        self.started_at = time.time()
+        self.main_master_since: float | None = None   # remote standby: the current run of MASTER heartbeats
+        self.main_addrs: dict[str, float] = {}         # remote standby: main-site boxes heard (address: when)
         self.server: asyncio.base_events.Server | None = None
         self.task: asyncio.Task | None = None
         self.applied = 0
@@ -124,7 +134,8 @@ class Replicator:
         now = time.time()
         st = _read_json(self.data_dir / "ha" / "state.json")
         doc = {"state": st.get("state", "unknown"), "since": st.get("since"), "role": self.ha.role,
-               "vip": self.ha.vip, "node": self.ha.node_addr, "peer": self.ha.peer_addr,
+               "vip": self.ha.vip, "node": self.ha.node_addr, "peer": self.peer_addr,
+               "site": self.ha.site,
                "peer_state": self.peer_state if self._peer_alive(now) else "unreachable",
                "peer_heard_s": round(now - self.peer_heard, 3) if self.peer_heard else None,
                "files_pending": self.files_pending, "takeovers": st.get("takeovers", 0),
@@ -136,6 +147,8 @@ class Replicator:
                "files_stored": self.mirror.stored, "files_deleted": self.mirror.deleted,
                "last_takeover": self.stats.get("last_takeover"), "yielding": self.yielding,
                "adverts_heard_s": round(time.monotonic() - self.advert_heard, 3) if self.advert_heard else None}
+        if self.remote is not None:
+            doc["remote"] = self.remote.status()
         return doc
 
     def _peer_alive(self, now: float) -> bool:
@@ -147,13 +160,14 @@ class Replicator:
         doc = self.status()
         doc.pop("peer_heard_s")
         doc.pop("adverts_heard_s")
+        doc.pop("remote", None)
         steady = json.dumps({k: v for k, v in doc.items() if k != "replication"}, sort_keys=True)
         if steady == self._last_stats_doc and time.monotonic() - self._stats_written < 10.0:
             return
         doc["peer_heard"], doc["written"] = self.peer_heard, time.time()
         self._last_stats_doc, self._stats_written = steady, time.monotonic()
-        path = self.data_dir / "ha" / "replication.json"
-        tmp = path.with_name("replication.json.tmp")
+        path = self.data_dir / "ha" / self.stats_name
+        tmp = path.with_name(self.stats_name + ".tmp")
         tmp.write_text(json.dumps(doc))
         os.replace(tmp, path)
 
@@ -161,23 +175,42 @@ class Replicator:
     def config_path(self) -> Path:
         return self.store.path
 
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._receive, self.ha.node_addr, REPLICATION_PORT)
+    @property
+    def lan_link(self) -> bool:
+        """Replicating with the LAN peer of a VRRP pair (adverts, tie-breaker, answered calls)."""
+        return self.ha.vrrp and self.peer_addr == self.ha.peer_addr
+
+    async def start(self, shared: "Replicator | None" = None) -> None:
         loop = asyncio.get_running_loop()
+        if not self.lan_link:
+            # over the WAN the call's media addresses differ (no VIP): answered calls stay where they are
+            self.calls = None
+        if shared is not None:                # a pair's link to its remote standby: the pair's sockets
+            self.shared, self.hb_transport = shared, shared.hb_transport
+        else:
+            self.server = await asyncio.start_server(self._receive, self.ha.node_addr, REPLICATION_PORT)
+            self.hb_transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Heartbeats(self), local_addr=(self.ha.node_addr, REPLICATION_PORT))
         self.task = loop.create_task(self._send_loop())
-        self.hb_transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Heartbeats(self), local_addr=(self.ha.node_addr, REPLICATION_PORT))
         self.hb_task = loop.create_task(self._heartbeat_loop())
-        self._listen_adverts(loop)
-        self._listen_fifo(loop)
-        log.info("ha: configuration replication on %s:%d, peer %s", self.ha.node_addr, REPLICATION_PORT,
-                 self.ha.peer_addr)
+        if self.lan_link:
+            self._listen_adverts(loop)
+            self._listen_fifo(loop)
+        log.info("ha: replication on %s:%d, peer %s (%s)", self.ha.node_addr, REPLICATION_PORT, self.peer_addr,
+                 "LAN pair" if self.lan_link else "remote standby over the WAN" if self.ha.site == "main"
+                 else "this box is the remote standby")
+        if shared is None and self.lan_link and self.ha.remote_addr:
+            self.remote = Replicator(self.store, self.data_dir, self.ha, self.state_of,
+                                     peer_addr=self.ha.remote_addr, stats_name="remote-replication.json")
+            await self.remote.start(shared=self)
 
     async def stop(self) -> None:
+        if self.remote is not None:
+            await self.remote.stop()
         for task in (self.task, self.hb_task):
             if task is not None:
                 task.cancel()
-        if self.hb_transport is not None:
+        if self.hb_transport is not None and self.shared is None:
             self.hb_transport.close()
         if self.vrrp_sock is not None:
             asyncio.get_running_loop().remove_reader(self.vrrp_sock.fileno())
@@ -210,7 +243,7 @@ class Replicator:
                     return
                 except OSError:
                     return
-                if addr[0] == self.ha.peer_addr:
+                if addr[0] == self.peer_addr:
                     self.advert_heard = time.monotonic()
         loop.add_reader(sock.fileno(), readable)
 
@@ -263,7 +296,7 @@ class Replicator:
         verdict = should_yield(
             peer_state=self.peer_state, peer_heard_age=now - self.peer_heard if self.peer_heard else None,
             advert_age=mono - since if since is not None else None,
-            loses=loses_election(self.ha.role, self.ha.node_addr, self.peer_role, self.ha.peer_addr))
+            loses=loses_election(self.ha.role, self.ha.node_addr, self.peer_role, self.peer_addr))
         if verdict == self.yielding:
             return
         path = self.data_dir / "ha" / "yield"
@@ -271,7 +304,7 @@ class Replicator:
         self.yielding = verdict
         if verdict:
             log.warning("ha: the peer %s is active (its heartbeat says so) but its VRRP adverts do not "
-                        "arrive: this box yields (FAULT) so there is one active box", self.ha.peer_addr)
+                        "arrive: this box yields (FAULT) so there is one active box", self.peer_addr)
             self.stats["yields"] = self.stats.get("yields", 0) + 1
         else:
             log.info("ha: tie-breaker released (the peer's adverts arrive again, or the peer is gone)")
@@ -283,16 +316,25 @@ class Replicator:
             state = self.current_state()
             try:
                 frame = seal(self.ha.secret, {"kind": "hb", "state": state, "role": self.ha.role,
-                                              "sent": time.time()})[4:]
-                self.hb_transport.sendto(frame, (self.ha.peer_addr, REPLICATION_PORT))
+                                              "site": self.ha.site, "sent": time.time()})[4:]
+                for addr in self._heartbeat_targets():
+                    try:
+                        self.hb_transport.sendto(frame, (addr, REPLICATION_PORT))
+                    except OSError:
+                        pass                  # no route while the link is down: next time
             except OSError:
-                pass                          # no route while the link is down: next time
+                pass
+            if self.ha.site == "remote":
+                try:
+                    self._remote_tick()
+                except OSError as exc:
+                    log.error("ha: remote standby's state not written: %s", exc)
             try:
                 self._tie_break()
             except OSError as exc:
                 log.error("ha: tie-breaker verdict not written: %s", exc)
             self._note_takeover(self.state_of())
-            if not self._fifo_seen:           # keepalived's FIFO, once it speaks, is the one in order
+            if not self._fifo_seen and self.lan_link:           # keepalived's FIFO, once it speaks, is the one in order
                 self._take_calls_over(state)
             try:
                 self._write_stats()
@@ -300,7 +342,38 @@ class Replicator:
                 log.debug("ha: replication status not written: %s", exc)
             await asyncio.sleep(HEARTBEAT_S)
 
-    def _heard(self, frame: bytes) -> None:
+    def _heartbeat_targets(self) -> list[str]:
+        """The peer; on the remote standby also every main-site box heard lately (a pair's
+        active box may be either of them)."""
+        targets = [self.peer_addr]
+        if self.ha.site == "remote":
+            now = time.time()
+            targets += [a for a, t in self.main_addrs.items() if a != self.peer_addr and now - t < 5.0]
+        return targets
+
+    def _remote_tick(self) -> None:
+        """The remote standby's takeover and handback (firmware/ha.py remote_active): its state
+        goes into DATA/ha/state.json as keepalived's notify would write it, so `pbx run` moves
+        the trunk registrations exactly as for a LAN pair."""
+        from firmware.ha import remote_active
+        from .notify import record_state
+        now = time.time()
+        active = self.state_of() == "MASTER"
+        want = remote_active(active=active, now=now, started=self.started_at,
+                             master_heard=self.peer_master_heard, master_since=self.main_master_since)
+        if want == active:
+            return
+        if want:
+            before = self.peer_master_heard
+            log.warning("ha: the main site is gone (%s): this remote standby takes over the trunks and calls",
+                        f"no heartbeat of an active box for {now - before:.1f} s" if before
+                        else "no heartbeat of an active box since this box started")
+        else:
+            log.info("ha: the main site's active box is back (heartbeats steady for %.1f s): handing back",
+                     now - (self.main_master_since or now))
+        record_state(self.data_dir, "MASTER" if want else "BACKUP")
+
+    def _heard(self, frame: bytes, addr: str | None = None) -> None:
         try:
             payload = unseal(self.ha.secret, frame)
         except ValueError:
@@ -308,8 +381,17 @@ class Replicator:
         if payload.get("kind") != "hb":
             return
         now = time.time()
+        if self.ha.site == "remote":
+            from firmware.ha import REMOTE_STEADY_GAP_S
+            if payload.get("site") == "remote":
+                return                        # another remote standby: not the main site
+            if addr:
+                self.main_addrs[addr] = now
+            if payload.get("state") == "MASTER":
+                if self.peer_master_heard is None or now - self.peer_master_heard > REMOTE_STEADY_GAP_S:
+                    self.main_master_since = now
         if self.peer_state != payload.get("state") or not self._peer_alive(now):
-            log.info("ha: peer %s is %s", self.ha.peer_addr, payload.get("state"))
+            log.info("ha: peer %s is %s", addr or self.peer_addr, payload.get("state"))
         if payload.get("state") == "MASTER" and self.peer_state != "MASTER":
             self.peer_master_since = time.monotonic()
         self.peer_state, self.peer_heard = payload.get("state"), now
@@ -522,7 +604,7 @@ class Replicator:
         frame = seal(self.ha.secret, {**payload, "sent": time.time()})
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.ha.peer_addr, REPLICATION_PORT, local_addr=(self.ha.node_addr, 0)), 1.0)
+                asyncio.open_connection(self.peer_addr, REPLICATION_PORT, local_addr=(self.ha.node_addr, 0)), 1.0)
         except (OSError, asyncio.TimeoutError):
             return None
         try:
@@ -566,7 +648,7 @@ class Replicator:
             return {"calls": len(self.peer_calls)}
         if kind in ("files-list", "file", "files-confirm", "files-delete", "voicemail-index"):
             if self.state_of() == "MASTER":
-                log.warning("ha: %s from the peer ignored: this box is active (two masters?)", kind)
+                self._ignored_while_active(kind)
                 return {"ok": False, "why": "this box is active"}
             if kind == "files-list":
                 return {"files": self.mirror.listing()}
@@ -588,7 +670,7 @@ class Replicator:
             return None
         self._mark("config_received")
         if self.state_of() == "MASTER":
-            log.warning("ha: configuration from the peer ignored: this box is active (two masters?)")
+            self._ignored_while_active("configuration")
             return
         changed = float(payload["changed"])
         try:
@@ -607,13 +689,27 @@ class Replicator:
                  ", ".join(f"{n} {s}" for s, n in counts.items() if n))
 
 
+    def _ignored_while_active(self, kind: str) -> None:
+        if self.ha.site == "remote" or not self.lan_link:
+            # the remote standby hands back only after the main site's box has been heard steadily
+            # for a few seconds: both send meanwhile, each keeps its own (docs/decisions/024)
+            log.debug("ha: %s from the peer ignored: this box is active until the handback", kind)
+        else:
+            log.warning("ha: %s from the peer ignored: this box is active (two masters?)", kind)
+
+
 class _Heartbeats(asyncio.DatagramProtocol):
     def __init__(self, replicator: Replicator):
         self.replicator = replicator
 
     def datagram_received(self, data: bytes, addr) -> None:
-        if addr[0] == self.replicator.ha.peer_addr:
-            self.replicator._heard(data)
+        rep = self.replicator
+        if addr[0] == rep.peer_addr:
+            rep._heard(data, addr[0])
+        elif rep.remote is not None and addr[0] == rep.remote.peer_addr:
+            rep.remote._heard(data, addr[0])
+        elif rep.ha.site == "remote":
+            rep._heard(data, addr[0])         # a main-site box (either of a pair): sealed, so it is ours
 
 
 def _read_json(path: Path) -> dict:

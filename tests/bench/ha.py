@@ -23,7 +23,13 @@ resolution; faster attempts would trip the edge's flood limit), and hangs up (BY
 longest silence either hears in the 3 s after the failure, then 2000's BYE (200 = the dialog
 lived on) and whether 2001 got the BYE.
 
-    python -m tests.bench.ha [--phones 50] [--kinds power,kill9] [--runs 1]
+"Remote site" (kind remote, tests/wannet.py): box A alone on the office LAN with a remote
+standby R behind a WAN of 40 ms each way and 1 % loss, a carrier on its own link to the office
+router; A's power is cut: when R is active, when the carrier sees R's REGISTER, when the
+carrier's inbound DID call to R is answered by a phone registered on R as its backup (RTP both
+ways for 2 s, packets counted), and after A's power comes back, when R hands back.
+
+    python -m tests.bench.ha [--phones 50] [--kinds power,kill9,remote] [--runs 1]
 """
 from __future__ import annotations
 
@@ -42,7 +48,7 @@ from tests.hanet import OfficeLan, PbxPair, RtpStream, wait_for
 from tests.phones.raw import RawPhone, drain, raw_call, sdp_body
 
 ATTEMPT_S = 0.25        # a call attempt not answered in this time is given up and the next one sent
-KINDS = ("kill9", "linkdown", "sigstop", "power", "vrrponly")
+KINDS = ("kill9", "linkdown", "sigstop", "power", "vrrponly", "remote")
 ROOT = Path(__file__).resolve().parents[2]
 PBX = str(ROOT / ".venv" / "bin" / "pbx")
 
@@ -210,6 +216,61 @@ def run_kind(kind: str, phones: int) -> dict:
     return result
 
 
+def run_remote() -> dict:
+    """The remote standby over the emulated WAN (tests/wannet.py), A's power cut."""
+    from tests.wannet import Carrier, TwoSites, WanSites, inbound_call
+    result: dict = {"kind": "remote"}
+    with tempfile.TemporaryDirectory(prefix="ha-remote-") as base, WanSites(delay_ms=40, loss_pct=1.0) as net:
+        result["wan"] = f"{net.emulated}: 40 ms each way, 1 % loss"
+        carrier = Carrier(net.carrier)
+        try:
+            with TwoSites(net, base) as sites:
+                a, r = net.box_a.addr, net.remote.addr
+                wait_for("A to register the trunk", lambda: carrier.from_(a), 60)
+                wait_for("R to be the standby with A's configuration", lambda: sites.state("r") == "BACKUP"
+                         and _has_extension(sites.data["r"]), 60)
+                phone = RawPhone("1000", "Ann-remote-1000-pw", (r, 5060), sock=net.phone.socket(), ip=net.phone.addr)
+                wait_for("the phone's backup registration on R", lambda: phone.register(timeout=2) == 200, 20, every=0.2)
+                time.sleep(1.0)
+                cut = net.power_cut(net.box_a)
+                result["active_s"] = wait_for("R to take over", lambda: sites.state("r") == "MASTER"
+                                              and time.monotonic(), 20, every=0.02) - cut
+                result["trunk_s"] = wait_for("R to register the trunk", lambda: (carrier.from_(r) or [None])[0],
+                                             30, every=0.02) - cut
+                call = inbound_call(net, net.carrier.addr, r, phone)
+                result["answered_s"] = call["answered_at"] - cut if call["status"] == 200 else None
+                result["audio"] = f"{call['carrier_rx']}/{call['phone_rx']}"
+                result["bye"] = call["bye"]
+                result["gap_r_s"] = ((_live(sites.data["r"]).get("last_takeover") or {}).get("gap_s"))
+                subprocess.run(["ip", "-n", net.switch, "link", "set", net.box_a.if_out, "up"], check=True)
+                back = time.monotonic()
+                sites.start_box("a")
+                result["handback_s"] = wait_for("R to hand back", lambda: sites.state("r") == "BACKUP"
+                                                and time.monotonic(), 60, every=0.05) - back
+                phone.close()
+        finally:
+            carrier.close()
+    return result
+
+
+def _has_extension(data: Path) -> bool:
+    from firmware.config import ConfigStore
+    return ConfigStore(data).get_extension("1000") is not None
+
+
+def remote_table(results: list[dict]) -> str:
+    lines = ["| remote site over the WAN | R active | trunk registered on R | first inbound DID call answered "
+             "| its audio (RTP packets in 2 s, carrier/phone) | its BYE | gap R measured | R hands back after A's power returns |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        def s(v):
+            return "-" if v is None else f"{v:.2f} s"
+        lines.append(f"| {r.get('wan', r.get('error', '-'))} | {s(r.get('active_s'))} | {s(r.get('trunk_s'))} "
+                     f"| {s(r.get('answered_s'))} | {r.get('audio', '-')} | {r.get('bye', '-')} | {s(r.get('gap_r_s'))} "
+                     f"| {s(r.get('handback_s'))} |")
+    return "\n".join(lines)
+
+
 def table(results: list[dict]) -> str:
     lines = ["| failure | VIP on B | new call OK | its audio (RTP packets in 1 s) | registrations kept "
              "| answered call: longest audio gap | its BYE after | gap B measured | VIP holders 3 s later |",
@@ -242,13 +303,18 @@ def main(argv=None) -> int:
     for kind in kinds:
         for _ in range(args.runs):
             try:
-                r = run_kind(kind, args.phones)
+                r = run_remote() if kind == "remote" else run_kind(kind, args.phones)
             except (AssertionError, subprocess.CalledProcessError) as exc:
                 r = {"kind": kind, "error": str(exc)}
                 print(f"{kind}: {exc}", file=sys.stderr)
             print(json.dumps(r), file=sys.stderr)
             results.append(r)
-    print(table(results))
+    lan = [r for r in results if r["kind"] != "remote"]
+    remote = [r for r in results if r["kind"] == "remote"]
+    if lan:
+        print(table(lan))
+    if remote:
+        print(remote_table(remote))
     return 0
 
 

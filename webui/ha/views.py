@@ -44,6 +44,15 @@ def live_summary(directory, status: dict | None = None) -> dict:
                              lambda t: datetime.fromtimestamp(t, tz).strftime("%Y-%m-%d %H:%M:%S"))
     if not status.get("ha"):
         st = ha_settings.state(directory)
+        if not ha.vrrp:           # the remote standby, or an office box whose failover is the remote one
+            what = ("remote standby; main site " + ha.peer_addr if ha.site == "remote"
+                    else "office box; remote standby " + ha.remote_addr)
+            summary.update(on=True, ok=False, state=st.get("state"), state_word="not running", peer_ok=False,
+                           headline=f"{what}: the PBX is not running here" if not status.get("running")
+                           else f"{what}: failover not started",
+                           peer=f"peer {ha.peer_addr or ha.remote_addr}: not known while the PBX is not running",
+                           peer_short=f"peer {ha.peer_addr or ha.remote_addr}: not known")
+            return summary
         summary.update(on=True, ok=False, state=st.get("state"), state_word="not running", peer_ok=False,
                        headline=f"{ha.role} box; VIP {ha.vip}: the PBX is not running here"
                        if not status.get("running") else f"{ha.role} box; VIP {ha.vip}: failover not started",
