@@ -186,6 +186,8 @@ class BoxFacts:
     base_url: str                 # https://box[:port] (no trailing slash)
     timezone: str = "UTC"
     now: datetime | None = None   # for the time zone's current offset
+    backup_host: str = ""         # the remote standby (failover, `pbx ha set --remote`): the phones'
+                                  # second registrar where the vendor has one (Yealink, Poly, Cisco)
 
 
 def files_of(phone: Phone) -> list[str]:

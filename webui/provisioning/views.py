@@ -109,7 +109,16 @@ def _box_facts(settings) -> prov.BoxFacts:
     status = pbx_status()
     sip_host = settings.sip_domain or request.host.rsplit(":", 1)[0].strip("[]")
     port = int(status.get("sip_port") or 5060)
-    return prov.BoxFacts(sip_host, port, port + 1, base_url(), settings.timezone or "UTC")
+    return prov.BoxFacts(sip_host, port, port + 1, base_url(), settings.timezone or "UTC",
+                         backup_host=_remote_standby())
+
+
+def _remote_standby() -> str:
+    """The remote standby's address (`pbx ha set --remote`): the phones' second registrar."""
+    from services.ha import settings as ha_settings
+    from webui.pbx import data_dir
+    ha = ha_settings.load(data_dir())
+    return ha.remote_addr if ha.enabled and ha.site == "main" else ""
 
 
 # ----- admin pages -----------------------------------------------------------------------------------
