@@ -140,12 +140,22 @@ def test_setup_code_blinks_on_the_day_night_lamp_and_repeats():
         assert _wait(lambda: len(lamp.states) - start >= len(round_steps) + 3,
                      timeout=blinkcode.duration(round_steps) * SCALE + 5)
         played = _played(lamp)[start - 1:]             # from the night lamp lighting up
-        assert played[0][0] is True and played[0][1] < 0.1       # the night lamp goes out at once,
-        assert played[1] == (False, pytest.approx(blinkcode.END_GAP, abs=0.2))   # dark before the start
+        # the pin follows firmware.blinkcode's timeline step by step (tests/test_blinkcode.py reads
+        # that timeline back). A loaded machine can only make a step late, never early: the lower
+        # bound is tight, the upper one loose (LATE full-speed seconds = 0.25 s real)
+        LATE = 1.0
+
+        def follows(got, want):
+            return want - 0.04 <= got <= want + LATE
+        assert played[0][0] is True and played[0][1] <= LATE     # the night lamp goes out at once,
+        assert played[1][0] is False and follows(played[1][1], blinkcode.END_GAP)   # dark, then the start
         one_round = played[2:2 + len(round_steps)]
         assert [on for on, _ in one_round] == [on for on, _ in round_steps]
-        assert read_back(one_round) == ("2a", 3)
-        assert one_round[-1][1] > (blinkcode.END_GAP + blinkcode.CHAR_GAP) / 2   # then the next round
+        late = [(i, got, want) for i, ((_, got), (_, want)) in enumerate(zip(one_round, round_steps))
+                if not follows(got, want)]
+        assert not late, f"steps off the timeline (index, played, wanted): {late}"
+        if all(got - want < 0.15 for (_, got), (_, want) in zip(one_round, round_steps)):
+            assert read_back(one_round) == ("2a", 3)             # readable as played (an idle machine)
         assert played[2 + len(round_steps)][0] is True
     finally:
         panel.close()
@@ -170,9 +180,9 @@ def test_lamp_shows_the_mode_again_once_the_setup_code_is_consumed(tmp_path):
     try:
         assert _wait(lambda: len(lamp.states) >= 4)      # night lamp on, then the blink code
         setup_code.consume(data)                         # the wizard set the admin password
-        def steady():                                    # no change for 0.3 s (a short blink is 0.075 s)
+        def steady():             # no change for longer than the longest step lit (the start, 0.75 s)
             before = len(lamp.states)
-            time.sleep(0.3)
+            time.sleep(0.9)
             return len(lamp.states) == before and lamp.state == 1
         assert _wait(steady, timeout=5)
         ConfigStore(data).update_settings(mode="day")    # and the lamp follows the mode again
