@@ -178,3 +178,36 @@ def test_power_cut_of_the_office_box_moves_trunk_and_inbound_calls_to_the_remote
                 phone_r.close()
         finally:
             carrier.close()
+
+
+@pytest.mark.e2e
+def test_a_pair_with_a_remote_standby_the_remote_box_waits_for_both_office_boxes(tmp_path):
+    """Office = a VRRP pair (A, B) both naming R: A's power cut moves the VIP to B and R stays
+    the standby (B's heartbeats say MASTER); only when B goes too does R take over the trunk."""
+    with WanSites(delay_ms=40, loss_pct=1.0, pair=True) as net:
+        carrier = Carrier(net.carrier)
+        try:
+            with TwoSites(net, tmp_path) as sites:
+                wait_for("A to hold the VIP", lambda: net.vip in net.box_a.addresses(), 60)
+                wait_for("the pair to register the trunk", lambda: carrier.from_(net.vip), 45)
+                wait_for("the office's configuration on R",
+                         lambda: ConfigStore(sites.data["r"]).get_extension("1000") is not None, 30)
+                wait_for("R to be the standby", lambda: sites.state("r") == "BACKUP", 10)
+                wait_for("B to hear R", lambda: (sites.ha_status("b")["live"] or {}).get("remote", {})
+                         .get("peer_state") == "BACKUP", 20, every=0.5)
+                net.power_cut(net.box_a)
+                wait_for("B to take the VIP", lambda: net.vip in net.box_b.addresses(), 10, every=0.01)
+                watch_until = time.monotonic() + 4.0
+                while time.monotonic() < watch_until:
+                    assert sites.state("r") == "BACKUP", "R took over although B is active"
+                    time.sleep(0.05)
+                assert not carrier.from_(net.remote.addr)
+                cut = net.power_cut(net.box_b)
+                took = wait_for("R to take over", lambda: sites.state("r") == "MASTER" and time.monotonic(), 15,
+                                every=0.02) - cut
+                registered = wait_for("R to register the trunk", lambda: (carrier.from_(net.remote.addr) or [None])[0],
+                                      20, every=0.02) - cut
+                print(f"both office boxes gone: R active after {took:.2f} s, trunk registered after {registered:.2f} s")
+                assert took < REMOTE_TAKEOVER_S + 1.5
+        finally:
+            carrier.close()

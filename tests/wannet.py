@@ -54,9 +54,9 @@ class _LinkedHost(Host):
 
 
 class WanSites(OfficeLan):
-    def __init__(self, delay_ms: int = 40, loss_pct: float = 1.0):
+    def __init__(self, delay_ms: int = 40, loss_pct: float = 1.0, pair: bool = False):
         super().__init__()
-        self.delay_ms, self.loss_pct = delay_ms, loss_pct
+        self.delay_ms, self.loss_pct, self.pair = delay_ms, loss_pct, pair     # pair: box B on the LAN too
         used = _used_addresses()
         nets = []
         for _ in range(200):
@@ -74,8 +74,13 @@ class WanSites(OfficeLan):
 
     @property
     def hosts(self) -> list[Host]:
-        # box B of the OfficeLan is not made: the standby here is the remote one
-        return [self.box_a, self.phone, self.router, self.remote, self.carrier, self.wire]
+        # box B of the OfficeLan is made only for a pair (the standby here is the remote one)
+        return [self.box_a, *([self.box_b] if self.pair else []), self.phone, self.router, self.remote,
+                self.carrier, self.wire]
+
+    @property
+    def lan_hosts(self) -> list[Host]:
+        return [self.box_a, *([self.box_b] if self.pair else []), self.phone]
 
     def start(self) -> "WanSites":
         try:
@@ -83,7 +88,7 @@ class WanSites(OfficeLan):
             self.started.append(self.switch)
             _ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
             _ip("-n", self.switch, "link", "set", "br0", "up")
-            for host in (self.box_a, self.phone, self.router):
+            for host in (*self.lan_hosts, self.router):
                 _ip("netns", "add", host.ns)
                 self.started.append(host.ns)
                 _ip("link", "add", "eth0", "netns", host.ns, "type", "veth", "peer", "name", host.if_out,
@@ -106,7 +111,7 @@ class WanSites(OfficeLan):
                 _ip("-n", host.ns, "link", "set", "eth0", "up")
                 _ip("-n", host.ns, "link", "set", "lo", "up")
                 _ip("-n", host.ns, "route", "add", "default", "via", host.router_addr)
-            for host in (self.box_a, self.phone):
+            for host in self.lan_hosts:
                 _ip("-n", host.ns, "route", "add", "default", "via", self.router.addr)
             self.router.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
             netem = ["netem", "delay", f"{self.delay_ms}ms", "loss", f"{self.loss_pct}%"]
@@ -212,29 +217,37 @@ def two_sites_config(store: ConfigStore, carrier_addr: str) -> None:
 
 class TwoSites:
     """Box A (the office, alone on its LAN, remote standby R) and box R (site remote), both
-    `pbx run`; only A's configuration is seeded: R gets it over the WAN."""
+    `pbx run`; only A's configuration is seeded: R gets it over the WAN. With a WanSites(pair=True)
+    the office is a VRRP pair (A primary, B backup, VIP net.vip), both naming R as their remote."""
 
     def __init__(self, net, base: Path):
         self.net, self.base = net, Path(base)
-        self.data = {"a": self.base / "a", "r": self.base / "r"}
+        self.data = {"a": self.base / "a", "b": self.base / "b", "r": self.base / "r"}
         self.procs: dict[str, subprocess.Popen] = {}
 
     def start(self) -> "TwoSites":
         net, secret = self.net, new_secret()
         two_sites_config(ConfigStore(self.data["a"]), net.carrier.addr)
         ConfigStore(self.data["r"])
-        ha_settings.save(self.data["a"], HaSettings(True, node_addr=net.box_a.addr, remote_addr=net.remote.addr,
-                                                    secret=secret))
+        if net.pair:
+            two_sites_config(ConfigStore(self.data["b"]), net.carrier.addr)
+            for box, role, peer in ((net.box_a, "primary", net.box_b), (net.box_b, "backup", net.box_a)):
+                ha_settings.save(self.data[box.name], HaSettings(True, role, box.addr, peer.addr, f"{net.vip}/24",
+                                                                 "eth0", secret=secret, remote_addr=net.remote.addr))
+        else:
+            ha_settings.save(self.data["a"], HaSettings(True, node_addr=net.box_a.addr,
+                                                        remote_addr=net.remote.addr, secret=secret))
         ha_settings.save(self.data["r"], HaSettings(True, node_addr=net.remote.addr, peer_addr=net.box_a.addr,
                                                     site="remote", secret=secret))
-        self.start_box("a")
-        self.start_box("r")
+        for name in ("a", "b", "r") if net.pair else ("a", "r"):
+            self.start_box(name)
         return self
 
     def start_box(self, name: str) -> None:
-        host = {"a": self.net.box_a, "r": self.net.remote}[name]
+        host = {"a": self.net.box_a, "b": self.net.box_b, "r": self.net.remote}[name]
+        addr = self.net.vip if self.net.pair and name != "r" else host.addr
         log = open(self.base / f"{name}.log", "ab")
-        self.procs[name] = host.popen([PBX, "run", "--data", str(self.data[name]), "--sip-addr", host.addr,
+        self.procs[name] = host.popen([PBX, "run", "--data", str(self.data[name]), "--sip-addr", addr,
                                        "--sip-port", "5060", "--web-port", "8443", "--rtp-ports", "20000-20200"],
                                       stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
 

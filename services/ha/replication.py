@@ -91,6 +91,7 @@ class Replicator:
         self.started_at = time.time()
         self.main_master_since: float | None = None   # remote standby: the current run of MASTER heartbeats
         self.main_addrs: dict[str, float] = {}         # remote standby: main-site boxes heard (address: when)
+        self.main_states: dict[str, tuple] = {}        # ... and what each said last: (state, when)
         self.server: asyncio.base_events.Server | None = None
         self.task: asyncio.Task | None = None
         self.applied = 0
@@ -333,7 +334,8 @@ class Replicator:
                 self._tie_break()
             except OSError as exc:
                 log.error("ha: tie-breaker verdict not written: %s", exc)
-            self._note_takeover(self.state_of())
+            if self.shared is None:           # a pair's remote link: the LAN link notes the takeover
+                self._note_takeover(self.state_of())
             if not self._fifo_seen and self.lan_link:           # keepalived's FIFO, once it speaks, is the one in order
                 self._take_calls_over(state)
             try:
@@ -382,14 +384,8 @@ class Replicator:
             return
         now = time.time()
         if self.ha.site == "remote":
-            from firmware.ha import REMOTE_STEADY_GAP_S
-            if payload.get("site") == "remote":
-                return                        # another remote standby: not the main site
-            if addr:
-                self.main_addrs[addr] = now
-            if payload.get("state") == "MASTER":
-                if self.peer_master_heard is None or now - self.peer_master_heard > REMOTE_STEADY_GAP_S:
-                    self.main_master_since = now
+            self._heard_main_site(payload, addr or self.peer_addr, now)
+            return
         if self.peer_state != payload.get("state") or not self._peer_alive(now):
             log.info("ha: peer %s is %s", addr or self.peer_addr, payload.get("state"))
         if payload.get("state") == "MASTER" and self.peer_state != "MASTER":
@@ -402,6 +398,26 @@ class Replicator:
             log.error("ha: tie-breaker verdict not written: %s", exc)
         if self.peer_state == "MASTER":
             self.peer_master_heard = now
+
+    def _heard_main_site(self, payload: dict, addr: str, now: float) -> None:
+        """The remote standby hears every office box (either of a pair may be the active one):
+        the main site is MASTER while any of them said so within the last second."""
+        from firmware.ha import REMOTE_STEADY_GAP_S
+        if payload.get("site") == "remote":
+            return                            # another remote standby: not the main site
+        state = payload.get("state")
+        before = self.main_states.get(addr)
+        if before is None or before[0] != state or now - before[1] > 1.0:
+            log.info("ha: main site box %s is %s", addr, state)
+        self.main_states[addr] = (state, now)
+        self.main_addrs[addr] = now
+        if state == "MASTER":
+            if self.peer_master_heard is None or now - self.peer_master_heard > REMOTE_STEADY_GAP_S:
+                self.main_master_since = now
+            self.peer_master_heard = now
+        master = any(s == "MASTER" and now - t < 1.0 for s, t in self.main_states.values())
+        self.peer_state, self.peer_heard = ("MASTER" if master else state), now
+        self.peer_role = payload.get("role")
 
     def _take_calls_over(self, state: str | None) -> None:
         """Becoming MASTER: the answered calls the active box last told us of go on here.
