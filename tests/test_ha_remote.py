@@ -211,3 +211,22 @@ def test_a_pair_with_a_remote_standby_the_remote_box_waits_for_both_office_boxes
                 assert took < REMOTE_TAKEOVER_S + 1.5
         finally:
             carrier.close()
+
+
+def test_the_failover_page_sets_up_a_remote_standby(tmp_path):
+    from tests.browser.webui_env import admin_client, make_app, post
+    data = tmp_path / "data"
+    app = make_app(data)
+    admin = admin_client(app, data)
+    assert "Remote standby&#39;s address" in admin.get("/failover").text or "Remote standby's address" in \
+        admin.get("/failover").text
+    form = {"role": "primary", "site": "remote", "node_addr": "203.0.113.7", "peer_addr": "198.51.100.2",
+            "remote_addr": "", "vip": "", "interface": "", "router_id": "51", "advert_ms": "100", "secret": "x" * 24}
+    r = post(admin, "/failover", {**form, "peer_addr": ""})
+    assert r.status_code == 400 and "is not an IPv4 address" in r.text
+    r = post(admin, "/failover", form, follow_redirects=True)
+    assert r.status_code == 200, r.text[-500:]
+    saved = ha_settings.load(data)
+    assert saved.enabled and saved.site == "remote" and saved.peer_addr == "198.51.100.2" and not saved.vip
+    assert "remote standby, main site 198.51.100.2" in r.text
+    assert "remote standby; main site 198.51.100.2" in admin.get("/failover").text

@@ -25,7 +25,7 @@ from webui.pbx import data_dir, pbx_status
 
 bp = Blueprint("ha", __name__, template_folder="templates", url_prefix="/failover")
 
-FIELDS = ("role", "node_addr", "peer_addr", "vip", "interface", "router_id", "advert_ms")
+FIELDS = ("role", "site", "node_addr", "peer_addr", "remote_addr", "vip", "interface", "router_id", "advert_ms")
 NUMBERS = {"router_id": "the virtual router id", "advert_ms": "the advert interval"}
 
 
@@ -91,6 +91,9 @@ def save():
     form = {k: request.form.get(k, "").strip() for k in FIELDS}
     errors = {}
     changes: dict = {k: form[k] for k in ("role", "node_addr", "peer_addr", "vip", "interface")}
+    for key in ("site", "remote_addr"):       # a form without them keeps what is set
+        if request.form.get(key) is not None:
+            changes[key] = form[key]
     for key, what in NUMBERS.items():
         try:
             changes[key] = int(form[key])
@@ -114,9 +117,12 @@ def save():
                 errors.setdefault(err.field, err.message)
     if errors:
         return _page(form=form, errors=errors, status=400)
-    _audit("ha_set", f"{ha.role}, VIP {ha.vip}, peer {ha.peer_addr}" + (", new shared secret" if made else ""))
+    what = (f"remote standby, main site {ha.peer_addr}" if ha.site == "remote"
+            else f"office box, remote standby {ha.remote_addr}" if not ha.vrrp
+            else f"{ha.role}, VIP {ha.vip}, peer {ha.peer_addr}"
+            + (f", remote standby {ha.remote_addr}" if ha.remote_addr else ""))
+    _audit("ha_set", what + (", new shared secret" if made else ""))
     if made or secret:
         show_once.allow("ha-secret")
-    flash(f"Failover settings saved ({ha.role}, VIP {ha.vip}, peer {ha.peer_addr}): they take effect at the "
-          "next start of the PBX.", "ok")
+    flash(f"Failover settings saved ({what}): they take effect at the next start of the PBX.", "ok")
     return redirect(url_for("ha.index"))
