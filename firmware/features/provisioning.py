@@ -187,7 +187,7 @@ class BoxFacts:
     timezone: str = "UTC"
     now: datetime | None = None   # for the time zone's current offset
     backup_host: str = ""         # the remote standby (failover, `pbx ha set --remote`): the phones'
-                                  # second registrar where the vendor has one (Yealink, Poly, Cisco)
+                                  # second registrar where the vendor has one (Yealink, Poly, Cisco, Grandstream)
 
 
 def files_of(phone: Phone) -> list[str]:
