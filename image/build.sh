@@ -41,6 +41,10 @@ if [ "$(id -u)" != 0 ]; then
 fi
 out=${out:-$repo/build/image/$arch}
 mkdir -p "$out"
+# the update CA: its certificate becomes /etc/rauc/keyring.pem (image/keys.sh makes a development
+# CA on the first build; PBX_IMAGE_KEYS=DIR uses your own)
+keys=${PBX_IMAGE_KEYS:-$repo/build/image/keys}
+"$here/keys.sh" "$keys"
 
 # Everything that ends up in the image is dated by the commit, so two builds of one commit match.
 # IMAGE_COMMIT=REV builds another commit (the default is HEAD; the working tree is never used).
@@ -105,7 +109,7 @@ pkglist() { grep -hv '^\s*#' "$@" | grep -v '^\s*$' | sort -u | paste -sd, -; }
 # ---- 1. rootfs -------------------------------------------------------------------------------
 rootfs=$out/rootfs
 stamp=$out/rootfs.stamp
-want_stamp="$commit $(cat "$here"/packages/*.txt "$here"/scripts/* "$here"/layout.sh "$repo"/systemd/* \
+want_stamp="$commit $(cat "$here"/packages/*.txt "$here"/scripts/* "$here"/layout.sh "$repo"/systemd/* "$keys/ca.cert.pem" \
     $(find "$here/overlay" -type f | sort) | sha256sum | cut -c1-16)"
 step "rootfs: mmdebstrap bookworm $arch from $MIRROR, PBX venv, units, overlay"
 if [ -d "$rootfs" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want_stamp" ]; then
@@ -131,7 +135,7 @@ else
     python3 -c 'import tomllib,sys; print("\n".join(tomllib.load(open(sys.argv[1],"rb"))["project"]["dependencies"]))' \
         "$repo/pyproject.toml" > "$out/requirements.txt"
     pkgs=$(pkglist "$here/packages/common.txt" "$here/packages/$arch.txt" "$here/packages/build-only.txt")
-    IMG_ARCH=$arch IMG_OUT=$out IMG_HERE=$here IMG_REPO=$repo IMG_VERSION=$version \
+    IMG_ARCH=$arch IMG_OUT=$out IMG_HERE=$here IMG_REPO=$repo IMG_VERSION=$version IMG_KEYRING=$keys/ca.cert.pem \
     mmdebstrap --mode=root --variant=minbase --architectures="$arch" \
         --components="main non-free-firmware" \
         --include="$pkgs" \
@@ -210,9 +214,11 @@ if [ "$arch" = amd64 ]; then
     cp "$rootfs/usr/lib/systemd/boot/efi/systemd-bootx64.efi" "$bootdir/EFI/BOOT/BOOTX64.EFI"
     cp "$rootfs/boot/vmlinuz-$kver" "$bootdir/a/vmlinuz"
     cp "$rootfs/boot/initrd.img-$kver" "$bootdir/a/initrd.img"
-    printf 'default pbx-a.conf\ntimeout 0\nconsole-mode keep\neditor no\n' > "$bootdir/loader/loader.conf"
-    printf 'title Office PBX (slot A, %s)\nlinux /a/vmlinuz\ninitrd /a/initrd.img\noptions root=PARTUUID=%s ro rootwait console=tty0 console=ttyS0,115200 quiet\n' \
-        "$version" "$ROOTA_PARTUUID" > "$bootdir/loader/entries/pbx-a.conf"
+    # no default: systemd-boot boots the first entry in its order - entries with no tries left
+    # last, then the highest version (an update writes pbx-b+3-0.conf with version 2, services/update.py)
+    printf 'timeout 0\nconsole-mode keep\neditor no\n' > "$bootdir/loader/loader.conf"
+    printf 'title Office PBX (slot A)\nsort-key pbx\nversion 1\nlinux /a/vmlinuz\ninitrd /a/initrd.img\noptions root=PARTUUID=%s ro rootwait console=tty0 console=ttyS0,115200 quiet rauc.slot=A\n' \
+        "$ROOTA_PARTUUID" > "$bootdir/loader/entries/pbx-a.conf"
 else
     cp -r "$rootfs/boot/firmware/." "$bootdir/"
     # the root by PARTUUID, read-only, consoles on the serial header and the screen (raspi-firmware's

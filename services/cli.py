@@ -250,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     ml.add_argument("--last", type=_whole(1, 1000), default=50, metavar="N")
     from .ha.cli import add_parser as add_ha
     add_ha(sub, common)
+    from .update import add_parser as add_update
+    add_update(sub, common)
     return p
 
 
@@ -266,7 +268,7 @@ def main(argv=None) -> int:
     try:
         return {"run": cmd_run, "service": cmd_service, "ext": cmd_ext, "line": cmd_line,
                 "trunk": cmd_trunk, "status": cmd_status, "cdr": cmd_cdr, "mail": cmd_mail,
-                "rating": cmd_rating, "codes": cmd_codes, "ha": cmd_ha}[args.cmd](args)
+                "rating": cmd_rating, "codes": cmd_codes, "ha": cmd_ha, "update": cmd_update}[args.cmd](args)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
@@ -473,6 +475,11 @@ def cmd_trunk(args) -> int:
 
 def cmd_ha(args) -> int:
     from .ha.cli import cmd_ha as run
+    return run(args)
+
+
+def cmd_update(args) -> int:
+    from .update import cmd_update as run
     return run(args)
 
 

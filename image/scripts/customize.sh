@@ -1,6 +1,6 @@
 #!/bin/bash
 # mmdebstrap --customize-hook: turn the Debian root ($1) into the PBX appliance root.
-# Env from build.sh: IMG_ARCH IMG_OUT IMG_HERE IMG_REPO IMG_VERSION SOURCE_DATE_EPOCH.
+# Env from build.sh: IMG_ARCH IMG_OUT IMG_HERE IMG_REPO IMG_VERSION IMG_KEYRING SOURCE_DATE_EPOCH.
 set -euo pipefail
 R=$1
 log() { echo "    [customize $(date -u +%T)] $*"; }
@@ -50,12 +50,16 @@ for o in common "$IMG_ARCH"; do
     [ -d "$IMG_HERE/overlay/$o" ] && cp -r --no-preserve=ownership "$IMG_HERE/overlay/$o/." "$R/"
 done
 chmod 0755 "$R"/usr/local/sbin/*
+# the CA whose signature an update bundle must carry (RAUC, /etc/rauc/system.conf)
+install -m 0644 "$IMG_KEYRING" "$R/etc/rauc/keyring.pem"
+mkdir -p "$R/efi" "$R/var/lib/rauc"
 cp "$R/usr/share/systemd/tmp.mount" "$R/etc/systemd/system/tmp.mount"
 
 log "enable the box's units, mask what would listen or write to the read-only root"
 systemctl --root="$R" enable systemd-networkd.service systemd-resolved.service systemd-timesyncd.service \
     data.mount var.mount tmp.mount pbx-box-layout.service pbx-firstboot.service pbx-box-address.service \
-    pbx-console.service pbx-log-save.timer pbx-log-save-shutdown.service pbx-network.service pbx-network.path 2>&1 | grep -v '^Created symlink' || true
+    pbx-console.service pbx-log-save.timer pbx-log-save-shutdown.service pbx-network.service pbx-network.path \
+    efi.mount rauc.service pbx-update-check.service pbx-update.path 2>&1 | grep -v '^Created symlink' || true
 for u in keepalived.service rtpengine-daemon.service apt-daily.timer apt-daily-upgrade.timer \
         e2scrub_all.timer e2scrub_reap.service systemd-networkd-wait-online.service; do
     [ "$u" = systemd-networkd-wait-online.service ] && continue

@@ -65,7 +65,8 @@ def _page(errors=None, new_token=None, restore_errors=None, status=200, net=None
         saved, net_errors = network.current()
         net = network.values(saved)
         errors = {**net_errors, **errors}
-    return render_template("system/index.html", facts=facts(), errors=errors,
+    from webui.system.update import slots
+    return render_template("system/index.html", facts=facts(), errors=errors, update=slots(),
                            restore_errors=restore_errors or [], new_token=new_token,
                            tokens=accounts.tokens(), audit=accounts.audit_log(50), net=net,
                            on_appliance=netconf.on_appliance()), status
@@ -153,3 +154,6 @@ def token_revoke(token_id: int):
         _audit("token_revoked", f"token {token_id}")
         flash("Token revoked.", "ok")
     return redirect(url_for("system.index"))
+
+
+from webui.system import update as _update  # noqa: E402,F401  (its routes join bp)
