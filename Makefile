@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PBX := $(VENV)/bin/pbx
 APT_PACKAGES := kamailio kamailio-sqlite-modules kamailio-presence-modules kamailio-websocket-modules kamailio-tls-modules rtpengine-daemon \
 	sip-tester baresip-core sipsak sox ffmpeg espeak-ng sqlite3 iproute2 keepalived nftables \
-	python3-venv python3-dev gcc libasound2-dev systemd chromium fonts-dejavu-core linphone-cli
+	python3-venv python3-dev gcc libasound2-dev systemd chromium fonts-dejavu-core linphone-cli rauc
 DATA ?= var
 
 .PHONY: all deps sysdeps pydeps run test bench ha-bench clean prompts security
@@ -72,9 +72,9 @@ clean:
 IMAGE_ARCHES ?= amd64 arm64
 IMAGE_POWER_CUTS ?= 100
 IMAGE_TOOLS := mmdebstrap systemd-container dosfstools mtools fdisk e2fsprogs xz-utils qemu-user-static binfmt-support arch-test \
-	qemu-system-x86 ovmf
+	qemu-system-x86 ovmf rauc squashfs-tools
 
-.PHONY: image image-test image-tools image-repro
+.PHONY: image image-test image-tools image-repro bundle
 
 image-tools:
 	@missing=""; for p in $(IMAGE_TOOLS); do \
@@ -93,6 +93,13 @@ image: image-tools
 # IMAGE_REPRO_FULL=1 compares boot.vfat, data.ext4 and the whole .img too
 image-repro: image-tools
 	@image/repro.sh amd64 $(if $(IMAGE_REPRO_FULL),--full)
+
+# a signed RAUC bundle of the amd64 root (BUNDLE_ARCH=arm64 for the Pi) for `pbx update install`
+# or the System page; keys in build/image/keys (a development CA made on the first build) or
+# PBX_IMAGE_KEYS=DIR (README, "Updates")
+BUNDLE_ARCH ?= amd64
+bundle: image-tools
+	@image/build.sh $(BUNDLE_ARCH) --root-ext4 && image/bundle.sh $(BUNDLE_ARCH)
 
 image-test: image-tools deps
 	@PBX_IMAGE_TEST=1 PBX_IMAGE_POWER_CUTS=$(IMAGE_POWER_CUTS) $(PY) -m pytest -q -s -p no:cacheprovider -n 0 tests/test_image.py
