@@ -48,11 +48,16 @@ class NetworkSettings:
         return {**asdict(self), "dns": list(self.dns)}
 
 
+def _shown(value: str) -> str:
+    """A typed value as an error message quotes it: cut, so a pasted novel stays out of the page."""
+    return value if len(value) <= 40 else value[:37] + "..."
+
+
 def parse(mode: str, address: str = "", gateway: str = "", dns: str | list | tuple = "") -> NetworkSettings:
     """Checked settings from form or file values; NetworkError names every bad field and the fix."""
     mode = (mode or "dhcp").strip().lower()
     if mode not in MODES:
-        raise NetworkError({"mode": f"network mode {mode!r}: use dhcp or static"})
+        raise NetworkError({"mode": f"network mode {_shown(mode)!r}: use dhcp or static"})
     if mode == "dhcp":
         return NetworkSettings()
     errors: dict[str, str] = {}
@@ -61,12 +66,12 @@ def parse(mode: str, address: str = "", gateway: str = "", dns: str | list | tup
     if not address:
         errors["address"] = "a static address is needed: write it with its prefix, e.g. 192.168.1.10/24"
     elif "/" not in address:
-        errors["address"] = f"{address}: add the prefix length, e.g. {address}/24"
+        errors["address"] = f"{_shown(address)}: add the prefix length, e.g. {_shown(address)}/24"
     else:
         try:
             iface = ipaddress.IPv4Interface(address)
         except ValueError:
-            errors["address"] = f"{address} is not an IPv4 address with a prefix: write e.g. 192.168.1.10/24"
+            errors["address"] = f"{_shown(address)} is not an IPv4 address with a prefix: write e.g. 192.168.1.10/24"
     if iface is not None:
         net, ip = iface.network, iface.ip
         if not 8 <= net.prefixlen <= 30:
@@ -88,7 +93,7 @@ def parse(mode: str, address: str = "", gateway: str = "", dns: str | list | tup
         try:
             gw = ipaddress.IPv4Address(gateway)
         except ValueError:
-            errors["gateway"] = f"{gateway} is not an IPv4 address: write the router's address, e.g. 192.168.1.1"
+            errors["gateway"] = f"{_shown(gateway)} is not an IPv4 address: write the router's address, e.g. 192.168.1.1"
         else:
             if iface is not None:
                 net = iface.network
@@ -107,7 +112,7 @@ def parse(mode: str, address: str = "", gateway: str = "", dns: str | list | tup
         try:
             servers.append(str(ipaddress.ip_address(str(entry).strip())))
         except ValueError:
-            errors["dns"] = f"DNS server {entry!r} is not an IP address: write addresses separated by spaces"
+            errors["dns"] = f"DNS server {_shown(str(entry))!r} is not an IP address: write addresses separated by spaces"
             break
     else:
         if len(servers) > MAX_DNS:

@@ -115,3 +115,15 @@ def test_on_the_appliance_a_new_address_gives_the_link_to_continue_there(admin, 
     r = post(admin, "/system/network", {**STATIC, "net_address": "192.168.5.21/24"},
              base_url="https://192.168.5.21")                  # already browsing at that address
     assert r.status_code == 302
+
+
+def test_hostile_network_values_are_refused_with_a_reason_never_a_500(admin, data):
+    from tests.test_webui_attacks import HOSTILE_VALUES
+    for value in HOSTILE_VALUES:
+        for name in ("net_mode", "net_address", "net_gateway", "net_dns"):
+            form = {**STATIC, name: value}
+            for url, extra in (("/system/network", {}), ("/setup/site", {**SITE, "sip_domain": ""})):
+                r = post(admin, url, {**extra, **form})
+                assert r.status_code == 400, (url, name, value[:20], r.status_code)
+                assert 0 < len(form_error(r.text, name)) < 200, (url, name, value[:20])
+    assert not netconf.path(data).exists()
