@@ -439,7 +439,9 @@ class Pbx:
                 "registrations": regs, "calls": st["calls"], "completed_calls": st["completed"],
                 "sip": st["sip"], "trunks": trunks, "sip_addr": self.opts.sip_addr,
                 "sip_port": self.opts.sip_port, "cs_port": self.calls.endpoint.local[1],
-                "rtp_legs": st["rtp_legs"], **{k: st[k] for k in hooks.ON_STATUS if k in st},
+                "rtp_legs": st["rtp_legs"], "tables": st["tables"],
+                "python_blocks": st["python_blocks"],
+                **{k: st[k] for k in hooks.ON_STATUS if k in st},
                 "ha": await self._ha_status(None) or None}
 
     async def _ha_status(self, _args) -> dict:
