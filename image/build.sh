@@ -214,10 +214,11 @@ if [ "$arch" = amd64 ]; then
     cp "$rootfs/usr/lib/systemd/boot/efi/systemd-bootx64.efi" "$bootdir/EFI/BOOT/BOOTX64.EFI"
     cp "$rootfs/boot/vmlinuz-$kver" "$bootdir/a/vmlinuz"
     cp "$rootfs/boot/initrd.img-$kver" "$bootdir/a/initrd.img"
+    # panic=10: a kernel that panics (a broken update) restarts and the boot counter runs down.
     # no default: systemd-boot boots the first entry in its order - entries with no tries left
     # last, then the highest version (an update writes pbx-b+3-0.conf with version 2, services/update.py)
     printf 'timeout 0\nconsole-mode keep\neditor no\n' > "$bootdir/loader/loader.conf"
-    printf 'title Office PBX (slot A)\nsort-key pbx\nversion 1\nlinux /a/vmlinuz\ninitrd /a/initrd.img\noptions root=PARTUUID=%s ro rootwait console=tty0 console=ttyS0,115200 quiet rauc.slot=A\n' \
+    printf 'title Office PBX (slot A)\nsort-key pbx\nversion 1\nlinux /a/vmlinuz\ninitrd /a/initrd.img\noptions root=PARTUUID=%s ro rootwait console=tty0 console=ttyS0,115200 quiet panic=10 rauc.slot=A\n' \
         "$ROOTA_PARTUUID" > "$bootdir/loader/entries/pbx-a.conf"
 else
     cp -r "$rootfs/boot/firmware/." "$bootdir/"
