@@ -56,6 +56,13 @@ bench: deps
 	@$(PY) -m tests.bench.relay_floor
 	@$(PY) -m tests.bench.media_features
 	@$(PY) -m tests.bench.queues
+	@$(PY) -m tests.bench.kernel_media
+	@$(PY) -m tests.bench.soak --calls 10000
+
+# memory of every PBX process over 100,000 short calls (issue 16); table in docs/benchmarks.md
+.PHONY: soak
+soak: deps
+	@$(PY) -m tests.bench.soak --calls 100000
 
 # failover: each way the primary can fail, in network namespaces (root); table in docs/benchmarks.md
 ha-bench: deps
