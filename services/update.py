@@ -400,6 +400,67 @@ def backup_data(var: Path, backup_root: Path, version: str, now: float | None = 
     return dest
 
 
+def newer_than_this_build(var: Path) -> list[str]:
+    """The data files this build would refuse: config.json or cdr.sqlite with a schema version
+    above the one it knows (written by a newer version, e.g. before a rollback)."""
+    from firmware import cdr
+    from firmware.config import migrations
+    newer = []
+    try:
+        tables = json.loads((var / "config.json").read_text())
+        if isinstance(tables, dict) and migrations.schema_version(tables) > migrations.SCHEMA_VERSION:
+            newer.append("config.json")
+    except (OSError, ValueError, RuntimeError):  # missing or unreadable: the PBX says why itself
+        pass
+    db_path = var / "cdr.sqlite"
+    if db_path.exists():
+        try:
+            db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+            try:
+                if db.execute("PRAGMA user_version").fetchone()[0] > cdr.SCHEMA_VERSION:
+                    newer.append("cdr.sqlite")
+            finally:
+                db.close()
+        except sqlite3.Error:
+            pass
+    return newer
+
+
+def restore_newer(var: Path, backup_root: Path, now: float | None = None) -> list[str]:
+    """Before the PBX starts (pbx-data-rollback.service): if this build would refuse config.json
+    or cdr.sqlite because a newer version migrated them (an update that was rolled back), put the
+    copy taken before that update back; the newer file is kept beside it as NAME.newer-TIME.
+    Returns what was restored."""
+    newer = newer_than_this_build(var)
+    if not newer:
+        return []
+    copies = sorted((p for p in backup_root.iterdir() if p.is_dir()), reverse=True) if backup_root.is_dir() else []
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
+    restored = []
+    for name in newer:
+        src = next((c / name for c in copies if (c / name).exists()), None)
+        if src is None:
+            print(f"pbx-update: {var / name} is from a newer version and there is no copy in {backup_root}: "
+                  "restore a backup on the System page", file=sys.stderr)
+            continue
+        cur = var / name
+        st = cur.stat()
+        for suffix in ("", "-wal", "-shm"):
+            side = var / f"{name}{suffix}"
+            if side.exists():
+                os.replace(side, var / f"{name}{suffix}.newer-{stamp}")
+        tmp = var / f".{name}.restore"
+        shutil.copy2(src, tmp)
+        os.chown(tmp, st.st_uid, st.st_gid)
+        os.chmod(tmp, st.st_mode & 0o777)
+        os.replace(tmp, cur)
+        _sync_dir(var)
+        restored.append(name)
+        print(f"pbx-update: {name} was written by a newer version: restored the copy from {src.parent.name} "
+              f"(the newer file is {name}.newer-{stamp})", file=sys.stderr)
+    return restored
+
+
 def fetch(url: str, dest: Path) -> Path:
     """Download a bundle (http/https) into dest, checking it as an upload would be."""
     if not url.startswith(("http://", "https://")):
@@ -625,8 +686,14 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--work", default="/var/lib/pbx-update")
     s.add_argument("--var", default="/var/lib/pbx")
     s.add_argument("--backup", default="/data/backup")
+    r = sub.add_parser("restore-newer")
+    r.add_argument("--var", default="/var/lib/pbx")
+    r.add_argument("--backup", default="/data/backup")
     args = p.parse_args(argv)
     try:
+        if args.cmd == "restore-newer":
+            restore_newer(Path(args.var), Path(args.backup))
+            return 0
         if args.cmd == "boot-backend":
             return boot_backend(args.call)
         if args.cmd == "health":

@@ -175,3 +175,31 @@ def test_an_upload_without_the_csrf_token_or_login_never_reaches_the_spool(app, 
                   content_type="multipart/form-data")
     assert r.status_code in (302, 401)
     assert not (data / "update" / "bundle.raucb").exists()
+
+
+def test_after_a_rollback_data_migrated_by_the_newer_version_is_put_back(tmp_path):
+    from firmware import cdr
+    from firmware.config import migrations
+    var, backups = tmp_path / "var", tmp_path / "backup"
+    var.mkdir()
+    mine = {"meta": {"1": {"schema_version": migrations.SCHEMA_VERSION}}, "extensions": {"1000": {}}}
+    (var / "config.json").write_text(json.dumps(mine))
+    db = sqlite3.connect(var / "cdr.sqlite")
+    db.execute(f"PRAGMA user_version = {cdr.SCHEMA_VERSION}")
+    db.close()
+    upd.backup_data(var, backups, "old", now=1_700_000_000)
+    assert upd.restore_newer(var, backups) == []  # nothing newer: nothing touched
+    # the update migrated both files one step further, then was rolled back
+    newer = {"meta": {"1": {"schema_version": migrations.SCHEMA_VERSION + 1}}}
+    (var / "config.json").write_text(json.dumps(newer))
+    db = sqlite3.connect(var / "cdr.sqlite")
+    db.execute(f"PRAGMA user_version = {cdr.SCHEMA_VERSION + 1}")
+    db.close()
+    assert upd.newer_than_this_build(var) == ["config.json", "cdr.sqlite"]
+    assert upd.restore_newer(var, backups, now=1_700_000_100) == ["config.json", "cdr.sqlite"]
+    assert json.loads((var / "config.json").read_text()) == mine
+    db = sqlite3.connect(var / "cdr.sqlite")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == cdr.SCHEMA_VERSION
+    db.close()
+    assert json.loads((var / "config.json.newer-20231114-221500").read_text()) == newer
+    assert upd.newer_than_this_build(var) == []

@@ -59,7 +59,7 @@ log "enable the box's units, mask what would listen or write to the read-only ro
 systemctl --root="$R" enable systemd-networkd.service systemd-resolved.service systemd-timesyncd.service \
     data.mount var.mount tmp.mount pbx-box-layout.service pbx-firstboot.service pbx-box-address.service \
     pbx-console.service pbx-log-save.timer pbx-log-save-shutdown.service pbx-network.service pbx-network.path \
-    efi.mount rauc.service pbx-update-check.service pbx-update.path 2>&1 | grep -v '^Created symlink' || true
+    efi.mount rauc.service pbx-update-check.service pbx-update.path pbx-data-rollback.service 2>&1 | grep -v '^Created symlink' || true
 for u in keepalived.service rtpengine-daemon.service apt-daily.timer apt-daily-upgrade.timer \
         e2scrub_all.timer e2scrub_reap.service systemd-networkd-wait-online.service; do
     [ "$u" = systemd-networkd-wait-online.service ] && continue
