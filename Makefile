@@ -109,4 +109,4 @@ bundle: image-tools
 	@image/build.sh $(BUNDLE_ARCH) --root-ext4 && image/bundle.sh $(BUNDLE_ARCH)
 
 image-test: image-tools deps
-	@PBX_IMAGE_TEST=1 PBX_IMAGE_POWER_CUTS=$(IMAGE_POWER_CUTS) $(PY) -m pytest -q -s -p no:cacheprovider -n 0 tests/test_image.py
+	@PBX_IMAGE_TEST=1 PBX_IMAGE_POWER_CUTS=$(IMAGE_POWER_CUTS) $(PY) -m pytest -q -s -p no:cacheprovider -n 0 tests/test_image.py tests/test_image_update.py
