@@ -275,6 +275,11 @@ def boot_backend(argv: list[str], esp: Path = ESP) -> int:
     cmd, rest = (argv[0] if argv else ""), argv[1:]
     if cmd == "get-primary":
         print(boot.get_primary())
+    elif cmd == "get-current" and not rest:
+        current = _booted_slot()
+        if current is None:
+            raise UpdateError("no rauc.slot= on the kernel command line: which slot is running is unknown")
+        print(current)
     elif cmd == "get-state" and len(rest) == 1:
         print(boot.get_state(rest[0]))
     elif cmd == "set-state" and len(rest) == 2:
