@@ -135,7 +135,10 @@ class Console:
         self.path, self.vm, self.pos = path, vm, 0
 
     def text(self) -> str:
-        return self.path.read_bytes().decode(errors="replace")
+        try:
+            return self.path.read_bytes().decode(errors="replace")
+        except FileNotFoundError:  # qemu has not opened it yet
+            return ""
 
     def wait_for(self, pattern: str, timeout: float = STEP) -> re.Match:
         """The next match of pattern after the last one waited for."""
