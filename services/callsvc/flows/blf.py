@@ -3,14 +3,16 @@ end (services/callsvc/presence.py; the edge NOTIFYs the phones that SUBSCRIBEd t
 
 Every session event names a channel; when that channel is an extension's, the extension's state is
 worked out again from all its live legs (firmware/features/blf.py) and published when it changed.
-The live legs of each extension are kept in an index as their chan_start and hangup events pass:
-walking every channel of every call per event cost a quarter of the call service's CPU at 150
-call setups/s (issue 16), and grew with the square of the calls up.
+The live legs of each extension are kept in an index as their chan_start, answer and hangup events
+pass, the legs that light the lamp apart from those being rung: walking every channel of every call
+per event cost a quarter of the call service's CPU at 150 call setups/s (issue 16), and grew with
+the square of the calls up.
 While ringing, the dialog names the caller (<remote>), which phones show and use for BLF pickup
 (they dial **NUM, the directed pickup code).
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import weakref
 
@@ -22,20 +24,44 @@ from .. import session as session_module
 log = logging.getLogger(__name__)
 
 _PUBLISHED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-# per call service: extension number -> {channel n: channel} of its legs that have not ended
+# per call service: extension number -> its legs that have not ended, in two parts: those that light
+# the lamp by themselves (the extension calling, or answered: chan_start / answer say so) and the
+# others (being rung). A channel's state only becomes "up" with its answer event.
 _LIVE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 WATCHED_EVENTS = ("chan_start", "answer", "hangup", "bridge_enter")
 
 
+class _Legs:
+    __slots__ = ("lit", "rung")
+
+    def __init__(self):
+        self.lit: dict = {}      # channel n -> channel
+        self.rung: dict = {}
+
+
 def _legs(svc, number: str):
-    """The extension's live legs, oldest first, lazily (the index drops each at its hangup)."""
+    """The legs the lamp is worked out from: one lit leg if there is one (it decides "confirmed"),
+    else the oldest leg being rung; an extension rung by hundreds of calls is not walked whole."""
     live = _LIVE.get(svc)
     legs = live.get(number) if live is not None else None
-    if not legs:
-        if legs is not None:
-            del live[number]
+    if legs is None:
         return ()
-    return (ch for ch in legs.values() if not ch.is_gone)
+    if not legs.lit and not legs.rung:
+        del live[number]
+        return ()
+    return tuple(itertools.islice((legs.lit or legs.rung).values(), 1))
+
+
+def _track(svc, what: str, ch) -> None:
+    legs = _LIVE.setdefault(svc, {}).setdefault(ch.number, _Legs())
+    if what == "hangup" or ch.is_gone:
+        legs.lit.pop(ch.n, None)
+        legs.rung.pop(ch.n, None)
+    elif ch.inbound or ch.state == "up":
+        legs.rung.pop(ch.n, None)
+        legs.lit[ch.n] = ch
+    elif what == "chan_start":
+        legs.rung[ch.n] = ch
 
 
 def refresh(svc, number: str) -> None:
@@ -73,10 +99,7 @@ def pickup_code(svc) -> str:
 def _on_event(session, what: str, ch) -> None:
     if ch is None or what not in WATCHED_EVENTS or ch.cel.get("kind") != "extension":
         return
-    if what == "chan_start" and not ch.is_gone:
-        _LIVE.setdefault(session.svc, {}).setdefault(ch.number, {})[ch.n] = ch
-    elif what == "hangup":
-        _LIVE.get(session.svc, {}).get(ch.number, {}).pop(ch.n, None)
+    _track(session.svc, what, ch)
     refresh(session.svc, ch.number)
 
 
