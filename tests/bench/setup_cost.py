@@ -76,7 +76,11 @@ def main(argv=None) -> int:
               f"{'clean' if s.clean else 'NOT clean'}")
     for t in res.trouble:
         print("\n".join(t.lines()[:12]))
-    print("load average", open("/proc/loadavg").read().split()[:3], f"work directory {work}")
+    print("load average", " ".join(open("/proc/loadavg").read().split()[:3]))
+    if args.profile or res.trouble:
+        print(f"work directory (stacks, SIPp logs, DATA/pbx.log): {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
