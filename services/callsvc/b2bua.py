@@ -114,12 +114,11 @@ class CallService:
     def _sweep(self) -> None:
         """Hang up answered calls whose phones have sent no RTP for RTP_TIMEOUT (hold exempt)."""
         now = self.loop.time()
-        self.media.poll_kernel()   # bridges forwarded by the kernel count the kernel's packets
         for session in list(self.calls.values()):
             live = [ch for ch in session.channels if not ch.is_gone and ch.rtp is not None]
             if session.state != "answered" or len(live) < 2:
                 continue
-            counts = tuple(ch.rtp.packets_in for ch in live)
+            counts = tuple(ch.rtp.packets_in for ch in live)  # kernel's counted too (kernelpath)
             seen = session.media_seen
             if seen is None or seen[0] != counts:
                 session.media_seen = (counts, now)

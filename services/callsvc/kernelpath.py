@@ -41,6 +41,7 @@ _ELEMENT = re.compile(r"(\d+\.\d+\.\d+\.\d+) \. (\d+) \. (\d+) counter packets (
 MARK = 0x50420000            # "PB": the upper 16 bits mark our media packets; the lower 16: the flow
 MARK_MASK = 0xFFFF0000
 MAX_FLOWS = 0xFFFF
+POLL_EVERY = 1.0             # s between reads of the flows' packet counters (RTP timeout, CDR)
 QUALIFYING_CODECS = ("PCMU", "PCMA")   # static payload types 0 and 8: below the events' 96-127
 FORWARDING = "/proc/sys/net/ipv4/conf/all/forwarding"
 
@@ -106,11 +107,16 @@ class KernelPath:
         self.nft, self.name, self.address, self.ports = nft, name, address, ports
         self.flows: dict[object, tuple[str, int, object]] = {}  # leg -> (flow key text, flow id, partner)
         self._free = list(range(MAX_FLOWS, 0, -1))
+        self.loop = None                 # the call service's loop: counters are read beside it
+        self._reader: Nft | None = None  # a second context for reading counters in a worker thread
+        self._poll: object = None        # the pending poll (timer or read), None when idle
+        self._spell: dict[object, int] = {}   # leg -> the number of its current spell in the kernel
+        self._spells = 0
         self.offloaded = 0                                   # bridges handed to the kernel so far
         self.failed = 0
 
     @classmethod
-    def start(cls, address: str, ports: tuple[int, int], mode: str = "auto") -> "KernelPath | None":
+    def start(cls, address: str, ports: tuple[int, int], mode: str = "auto", loop=None) -> "KernelPath | None":
         if mode == "off":
             log.info("kernel media path off (--kernel-media off): the user-space relay carries media")
             return None
@@ -132,7 +138,9 @@ class KernelPath:
             return None
         log.info("kernel media path on: table ip %s, bridged G.711 calls on %s:%d-%d forwarded by "
                  "the kernel", name, address, *ports)
-        return cls(nft, name, address, ports)
+        path = cls(nft, name, address, ports)
+        path.loop = loop
+        return path
 
     # --- which bridges qualify ----------------------------------------------------------------
     def qualifies(self, a, b) -> bool:
@@ -179,7 +187,11 @@ class KernelPath:
                             "(%d so far)", a.port, b.port, exc, self.failed)
             return False
         self.flows[a], self.flows[b] = (keys[a], ida, b), (keys[b], idb, a)
+        for leg in (a, b):
+            self._spells += 1
+            self._spell[leg] = self._spells
         a.kernel = b.kernel = True
+        self._schedule_poll()
         self.offloaded += 1
         log.debug("rtp ports %d <-> %d forwarded by the kernel", a.port, b.port)
         return True
@@ -190,12 +202,14 @@ class KernelPath:
         if leg not in self.flows:
             return
         legs = [leg] + [x for x in (self.flows[leg][2],) if x in self.flows]
-        counts = self._counts({self.flows[x][0] for x in legs})
         cmd = []
         for x in legs:
             key, fid, _ = self.flows.pop(x)
+            self._spell.pop(x, None)
             x.kernel = False
-            x.kernel_rx = x.kernel_base = x.kernel_base + counts.get(key, 0)
+            # counted up to the last poll (at most POLL_EVERY ago): reading the counter here would
+            # read the whole map (nftables 1.0.6), milliseconds on the loop at hundreds of calls
+            x.kernel_base = x.kernel_rx
             mark = MARK | fid
             cmd += [f"delete element ip {self.name} flows {{ {key} }}",
                     f"delete element ip {self.name} peer_addr {{ {mark} }}",
@@ -208,32 +222,46 @@ class KernelPath:
             log.error("kernel media path: flows of rtp port %d not removed: %s", leg.port, exc)
         log.debug("rtp port %d back in user space", leg.port)
 
-    def poll(self) -> None:
-        """Refresh kernel_rx of every leg in the kernel from the flows' counters (the RTP timeout
-        check calls this before it reads the counts)."""
-        if not self.flows:
-            return
-        counts = self._counts(None)
-        for leg, (key, _, _) in self.flows.items():
-            leg.kernel_rx = leg.kernel_base + counts.get(key, 0)
+    # --- counters: read in a worker thread every POLL_EVERY while flows are in the kernel ----------
+    def _schedule_poll(self) -> None:
+        if self._poll is None and self.loop is not None and self.flows:
+            self._poll = self.loop.call_later(POLL_EVERY, self._start_poll)
 
-    def _counts(self, keys: set[str] | None) -> dict[str, int]:
-        """{flow key text: packets} from the kernel; only `keys` when given.
+    def _start_poll(self) -> None:
+        spells = dict(self._spell)
+        future = self.loop.run_in_executor(None, self._read_counts)
+        self._poll = future
+        future.add_done_callback(lambda f: self._apply(f, spells))
+
+    def _apply(self, future, spells: dict) -> None:
+        self._poll = None
+        counts = None if future.cancelled() or future.exception() is not None else future.result()
+        if counts is not None:
+            for leg, (key, _, _) in self.flows.items():
+                # a leg taken back and handed over again since the read began has a new counter
+                if spells.get(leg) == self._spell.get(leg) and key in counts:
+                    leg.kernel_rx = leg.kernel_base + counts[key]
+        self._schedule_poll()
+
+    def _read_counts(self) -> dict[str, int] | None:
+        """{flow key text: packets} of every flow (worker thread: its own libnftables context).
         nft's text output is parsed: its JSON output of `get element` is empty in nftables 1.0.6."""
         try:
-            if keys is not None:      # one get for the pair: each get reads the whole map in 1.0.6
-                text = self.nft.run(f"get element ip {self.name} flows {{ {', '.join(sorted(keys))} }}")
-            else:
-                text = self.nft.run(f"list map ip {self.name} flows")
+            if self._reader is None:
+                self._reader = Nft()
+            text = self._reader.run(f"list map ip {self.name} flows")
         except NftError as exc:
             log.warning("kernel media path: counters not read: %s", exc)
-            return {}
+            return None
         return {f"{ip} . {port} . {ours}": int(packets) for ip, port, ours, packets in _ELEMENT.findall(text)}
 
     def _key(self, leg) -> str:
         return f"{leg.remote[0]} . {leg.remote[1]} . {leg.port}"
 
     def close(self) -> None:
+        if self._poll is not None:
+            self._poll.cancel()
+            self._poll = None
         for leg in list(self.flows):
             leg.kernel = False
         self.flows.clear()

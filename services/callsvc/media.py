@@ -315,9 +315,9 @@ class MediaEngine:
     def __init__(self, address: str, ports: tuple[int, int], kernel_media: str = "off"):
         self.address = address
         self.pool = PortPool(*ports)
-        # bridged G.711 calls forwarded by nftables ("auto": when this box allows it; kernelpath.py)
-        self.kernel = KernelPath.start(address, ports, kernel_media) if kernel_media != "off" else None
         self.loop = asyncio.get_event_loop()
+        # bridged G.711 calls forwarded by nftables ("auto": when this box allows it; kernelpath.py)
+        self.kernel = KernelPath.start(address, ports, kernel_media, self.loop) if kernel_media != "off" else None
         self.playing: set[RtpLeg] = set()
         self.mixers: set[Mixer] = set()
         self.open_ports: set[int] = set()
@@ -449,11 +449,6 @@ class MediaEngine:
         # one shared clock: schedule from the ideal time, not from now, so pacing does not drift
         self._next += 0.02
         self._tick = self.loop.call_at(max(self._next, self.loop.time()), self._on_tick)
-
-    def poll_kernel(self) -> None:
-        """Bring `kernel_rx` of the legs in the kernel up to date (before reading packets_in)."""
-        if self.kernel is not None:
-            self.kernel.poll()
 
     def close(self) -> None:
         if self._tick is not None:
