@@ -203,9 +203,9 @@ def soak(workdir: Path, calls: int, rate: float, every: int, hold_ms: int, rtp_s
     for number in (RTP_CALLEE, LINE_EXTENSION):
         pbx.store.update_record("mailboxes", number, enabled=False)
     pbx.store.add_line_port(1, "fxs", LINE_EXTENSION, name="soak")
-    bench.start()
     uas = rtp_uas = None
     try:
+        bench.start()
         rtp_port = free_port()
         r = run_sipp("register_auth.xml", pbx.registrar, port=rtp_port,
                      users=[(RTP_CALLEE, pbx.secrets[RTP_CALLEE])], params={"expires": 3600},
