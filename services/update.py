@@ -271,6 +271,7 @@ def _umount(mnt: Path) -> None:
 def boot_backend(argv: list[str], esp: Path = ESP) -> int:
     """RAUC's `bootloader-custom-backend`: get-primary | set-primary SLOT | get-state SLOT |
     set-state SLOT good|bad."""
+    _ensure_mounted(esp)
     boot = SystemdBoot(esp)
     cmd, rest = (argv[0] if argv else ""), argv[1:]
     if cmd == "get-primary":
@@ -300,6 +301,17 @@ def boot_backend(argv: list[str], esp: Path = ESP) -> int:
     else:
         raise UpdateError(f"boot-backend: unknown call {' '.join(argv)!r}")
     return 0
+
+
+def _ensure_mounted(esp: Path) -> None:
+    """The ESP mounted on esp (efi.mount) before the entries are read or written: if its device
+    went away for a moment, systemd unmounted it."""
+    if esp != Path("/efi") or os.path.ismount(esp):
+        return
+    r = subprocess.run(["systemctl", "start", "efi.mount"], capture_output=True, text=True, timeout=60)
+    if r.returncode or not os.path.ismount(esp):
+        raise UpdateError(f"the boot partition is not mounted on {esp} (systemctl start efi.mount: "
+                          f"{(r.stderr or r.stdout).strip() or r.returncode})")
 
 
 def _booted_slot(cmdline: str | None = None) -> str | None:
