@@ -112,19 +112,23 @@ class CallService:
         log.info("call service listening on udp %s:%d, edge %s:%d", *self.endpoint.local, *self.edge)
 
     def _sweep(self) -> None:
-        """Hang up answered calls whose phones have sent no RTP for RTP_TIMEOUT (hold exempt)."""
+        """Hang up answered calls in which one answered phone has sent no RTP for RTP_TIMEOUT (a
+        call on hold exempt), as Asterisk's rtptimeout does per channel: a phone that vanished
+        without a BYE ends the call even while the other keeps sending."""
         now = self.loop.time()
         for session in list(self.calls.values()):
             live = [ch for ch in session.channels if not ch.is_gone and ch.rtp is not None]
             if session.state != "answered" or len(live) < 2:
                 continue
-            counts = tuple(ch.rtp.packets_in for ch in live)  # kernel's counted too (kernelpath)
-            seen = session.media_seen
-            if seen is None or seen[0] != counts:
-                session.media_seen = (counts, now)
-            elif now - seen[1] > RTP_TIMEOUT and not any(ch.held for ch in live):
-                log.warning("call %d %s -> %s: no RTP for %.0f s: hanging up", session.n, session.src,
-                            session.dst, now - seen[1])
+            seen = session.media_seen if isinstance(session.media_seen, dict) else {}
+            # packets_in: the kernel's count too, for a bridge it forwards (kernelpath.py)
+            seen = {ch.n: (ch.rtp.packets_in, now) if ch.n not in seen or seen[ch.n][0] != ch.rtp.packets_in
+                    else seen[ch.n] for ch in live if ch.state == "up"}
+            session.media_seen = seen
+            silent = max((now - t for _, t in seen.values()), default=0.0)
+            if silent > RTP_TIMEOUT and not any(ch.held for ch in live):
+                log.warning("call %d %s -> %s: no RTP from a phone for %.0f s: hanging up", session.n,
+                            session.src, session.dst, silent)
                 session.hangup_by = "rtp timeout"
                 session.fail(Disposition.ANSWERED, "rtp timeout")
                 self.spawn(self.hangup_session(session, "rtp timeout"))

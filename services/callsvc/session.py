@@ -49,7 +49,7 @@ class Session:
         self.hangup_by = ""  # set when the PBX ends the call for a reason of its own ("rtp timeout")
         self._done = svc.loop.create_future()  # every channel of the session has ended
         self.pickup = None  # while a dial rings: a future another phone's pickup resolves
-        self.media_seen = None  # (RTP packet counts, when they last moved): the RTP-timeout sweep
+        self.media_seen = None  # {channel n: (its RTP packet count, when it last moved)}: the RTP-timeout sweep
 
     def event(self, what: str, ch: "Channel | None", /, **data) -> None:
         """One entry of the event log (the schema is firmware/cel.py's; data may hold a 'kind')."""
