@@ -480,6 +480,7 @@ def cmd_ha(args) -> int:
 
 def cmd_update(args) -> int:
     from .update import cmd_update as run
+    _store(args)          # a --data without PBX data in it is an error here too, before rauc runs
     return run(args)
 
 

@@ -380,6 +380,9 @@ def running_version(root: Path = Path("/opt/pbx")) -> str:
 
 # ---- uploads, backup, install ------------------------------------------------------------------
 
+BACKUP_ROOT = "/data/backup"   # the pre-update copies of config.json and cdr.sqlite (the data partition)
+
+
 def check_bundle_head(filename: str, head: bytes, size: int) -> None:
     """The checks an uploaded or downloaded bundle passes before RAUC sees it (RAUC then checks
     the signature against /etc/rauc/keyring.pem and the compatible string)."""
@@ -657,12 +660,11 @@ def health(timeout: float) -> int:
 def add_parser(sub, common) -> None:
     u = sub.add_parser("update", help="A/B software updates of the appliance image (RAUC bundles)")
     usub = u.add_subparsers(dest="update_cmd", required=True)
-    i = usub.add_parser("install", help="install a bundle (file or http(s) URL) into the other slot")
+    # --data like every subcommand (the house rule; the PBX data itself is found by the units)
+    i = usub.add_parser("install", parents=[common], help="install a bundle (file or http(s) URL) into the other slot")
     i.add_argument("bundle", metavar="FILE|URL")
     i.add_argument("--reboot", action="store_true", help="restart into it when installed")
-    i.add_argument("--var", default="/var/lib/pbx", help=argparse.SUPPRESS)
-    i.add_argument("--backup", default="/data/backup", help=argparse.SUPPRESS)
-    st = usub.add_parser("status", help="the running version and both slots")
+    st = usub.add_parser("status", parents=[common], help="the running version and both slots")
     st.add_argument("--json", action="store_true")
 
 
@@ -672,7 +674,8 @@ def cmd_update(args) -> int:
             if os.geteuid() != 0:
                 raise UpdateError("pbx update install needs root (sudo pbx update install ...): "
                                   "rauc writes a disk slot")
-            line = install(args.bundle, Path(args.var), Path(args.backup), reboot=args.reboot)
+            # the PBX data is --data (on the image /var/lib/pbx); the copies go to /data/backup
+            line = install(args.bundle, Path(args.data), Path(BACKUP_ROOT), reboot=args.reboot)
             then = "restarting into the new slot" if args.reboot else "reboot to start it (systemctl reboot)"
             print(f"{line}\n{then}: it is kept only if the PBX comes up healthy")
             return 0

@@ -40,6 +40,7 @@ SAMPLES = {
     (("cdr", "rerate"), "since"): "2026-01-01",
     (("mail", "test"), "address"): "you@example.com",
     (("codes", "set"), "code"): "*78",
+    (("update", "install"), "bundle"): "{file}",   # rauc itself is not called here (no_runner)
     "name": "Test",
     "number": "2000",
     "extension": "2000",
@@ -157,6 +158,13 @@ def no_runner(monkeypatch):
     monkeypatch.setattr(services.runner, "port_in_use", lambda *_a: None)   # `service web` on 8080
     monkeypatch.setattr(services.webservice, "serve", started)
     monkeypatch.setattr(services.control, "query", status)
+    # `pbx update` drives rauc on the appliance: here only its argument handling is walked
+    import services.update
+    monkeypatch.setattr(services.update.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(services.update, "install",
+                        lambda source, *_a, **_k: "installed" if Path(source).is_file() else
+                        (_ for _ in ()).throw(services.update.UpdateError(f"{source}: no such file")))
+    monkeypatch.setattr(services.update, "rauc_status", lambda: {"booted": "A", "slots": []})
 
 
 def call(argv, capsys) -> tuple[int, str, str]:
@@ -169,7 +177,7 @@ def call(argv, capsys) -> tuple[int, str, str]:
 
 
 def fill(argv, data: Path) -> list[str]:
-    extra = [] if any(a == "--data" or str(a).startswith("{") for a in argv) else ["--data", str(data)]
+    extra = [] if "--data" in argv else ["--data", str(data)]
     subst = {"{file}": str(data.parent / "a-file"), "{missing}": str(data.parent / "typo")}
     argv = [subst.get(a, a) for a in argv]
     return argv + extra
