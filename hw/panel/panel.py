@@ -200,11 +200,17 @@ def run_panel(store, pins: PanelPins, stop_event: threading.Event, factory=None,
             logger.info("panel: no setup code pending any more, the day/night lamp shows the mode")
         shown_code = code
 
+    # A press (gpiozero's thread) and the poll below both read the mode and set the lamp: one at a
+    # time, or a poll that read "day" just before a press wrote "night" turns the lamp off after
+    # the press lit it, and the store (which wrote the change itself) reports nothing new to fix it.
+    mode_lock = threading.Lock()
+
     def toggle() -> None:
-        mode = "night" if store.settings().mode == "day" else "day"
-        store.update_settings(mode=mode)
-        logger.info("panel: mode is now %s", mode)
-        panel.show_mode(mode)
+        with mode_lock:
+            mode = "night" if store.settings().mode == "day" else "day"
+            store.update_settings(mode=mode)
+            logger.info("panel: mode is now %s", mode)
+            panel.show_mode(mode)
 
     panel = FrontPanel(pins, toggle, factory=factory, bounce_time=bounce_time)
     try:
@@ -215,8 +221,9 @@ def run_panel(store, pins: PanelPins, stop_event: threading.Event, factory=None,
         while not stop_event.wait(poll_interval):
             follow_setup_code()
             try:
-                if store.changed() or store_fault:
-                    panel.show_mode(store.settings().mode)
+                with mode_lock:
+                    if store.changed() or store_fault:
+                        panel.show_mode(store.settings().mode)
                 if store_fault:
                     store_fault = False
                     panel.set_fault(False)
