@@ -375,3 +375,28 @@ def test_each_reason_the_kernel_path_cannot_run_is_named(tmp_path):
     assert "prerouting" in why_not("127.0.0.1", str(on))
     assert "IPv6" in why_not("2001:db8::1", str(on))
     assert "cannot read" in why_not("198.18.0.2", str(tmp_path / "missing"))
+
+
+def test_a_lan_host_spraying_a_call_in_the_kernel_is_neither_forwarded_nor_heard(lan, box):
+    """RTP bleed against the kernel path: only the latched phone's exact address and port are
+    rewritten; packets from anyone else reach the socket, which drops them (issue 7's rule)."""
+    a, b = Phone(lan, box, "1000", 40050), Phone(lan, box, "1001", 40052)
+    attacker = lan.phone.socket()
+    attacker.bind((lan.phone.addr, 40099))
+    try:
+        dialog, _ = call(box, a, b)
+        wait_for("the call in the kernel", lambda: in_kernel(box, a, b), 10)
+        t0 = time.monotonic()
+        for seq in range(100):
+            attacker.sendto(rtp_packet(b"\x77" * 160, seq), a.to)      # A's side of the call
+            attacker.sendto(rtp_packet(b"\x77" * 160, seq), b.to)
+            time.sleep(0.005)
+        time.sleep(0.5)
+        assert not [x for x in a.heard + b.heard if x[0] >= t0 and x[2] == 0x77], "injected audio heard"
+        assert in_kernel(box, a, b) and set(box.flows()) == {(lan.phone.addr, p.port, p.to[1]) for p in (a, b)}
+        assert b.hears(a, t0, source=b.to) >= 20 and a.hears(b, t0, source=a.to) >= 20
+        assert a.sip.bye(dialog) == 200
+    finally:
+        attacker.close()
+        a.close()
+        b.close()
