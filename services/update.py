@@ -617,9 +617,10 @@ def _env(path: Path = Path("/etc/pbx/pbx.env")) -> dict[str, str]:
     return out
 
 
-def health(timeout: float) -> int:
-    """Every pbx-*.service of pbx.target active (Type=notify: READY=1) and the edge answering SIP;
-    exit 1 naming what is not. Run by pbx-update-check.service before boot-complete.target."""
+def health(timeout: float, data: Path = Path("/var/lib/pbx")) -> int:
+    """Every pbx-*.service of pbx.target active (Type=notify: READY=1), the edge answering SIP and
+    a self-test call carrying audio (services/selftest.py); exit 1 naming what is not. Run by
+    pbx-update-check.service before boot-complete.target."""
     deadline = time.monotonic() + timeout
     unit_ok = ("active/running", "active/exited", "skipped")
     units = pbx_units()
@@ -650,9 +651,34 @@ def health(timeout: float) -> int:
                       file=sys.stderr)
                 return 1
             time.sleep(2)
+    call = selftest_call(host, port, data, deadline)
+    if call is None:
+        return 1
     print(f"pbx-update-check: slot {_booted_slot() or '?'} passed: {', '.join(units)} READY; edge {host}:{port} "
-          f"answered {line}", file=sys.stderr)
+          f"answered {line}; {call}", file=sys.stderr)
     return 0
+
+
+def selftest_call(host: str, port: int, data: Path, deadline: float) -> str | None:
+    """The self-test call, retried until `deadline` (monotonic) while it fails: what passed, or None
+    (the failure printed). A box with no extension yet has nobody to call as: said, and passed."""
+    from . import selftest
+    try:
+        who = selftest.pick_extension(data)
+    except selftest.SelfTestError as exc:     # a configuration the new slot cannot read fails the boot
+        print(f"pbx-update-check: self-test call: {exc}", file=sys.stderr)
+        return None
+    if who is None:
+        return "no self-test call: the box has no extension yet (SIP OPTIONS only)"
+    while True:
+        try:
+            return selftest.echo_call(host, port, *who).summary()
+        except (OSError, selftest.SelfTestError) as exc:
+            if time.monotonic() > deadline:
+                print(f"pbx-update-check: slot {_booted_slot() or '?'} failed: self-test call: {exc}",
+                      file=sys.stderr)
+                return None
+            time.sleep(3)
 
 
 # ---- `pbx update` --------------------------------------------------------------------------------
@@ -666,10 +692,15 @@ def add_parser(sub, common) -> None:
     i.add_argument("--reboot", action="store_true", help="restart into it when installed")
     st = usub.add_parser("status", parents=[common], help="the running version and both slots")
     st.add_argument("--json", action="store_true")
+    t = usub.add_parser("selftest", parents=[common],
+                        help="place the self-test call (echo test as the lowest extension), as after an update")
+    t.add_argument("--sip", default="", metavar="HOST:PORT", help="the edge (default: pbx.env, else 127.0.0.1:5060)")
 
 
 def cmd_update(args) -> int:
     try:
+        if args.update_cmd == "selftest":
+            return cmd_selftest(args)
         if args.update_cmd == "install":
             if os.geteuid() != 0:
                 raise UpdateError("pbx update install needs root (sudo pbx update install ...): "
@@ -694,6 +725,24 @@ def cmd_update(args) -> int:
         return 1
 
 
+def cmd_selftest(args) -> int:
+    from . import selftest
+    env = _env()
+    host, _, port = (args.sip or f"{env.get('PBX_SIP_ADDR') or '127.0.0.1'}:{env.get('PBX_SIP_PORT') or 5060}"
+                     ).rpartition(":")
+    try:
+        who = selftest.pick_extension(Path(args.data))
+    except selftest.SelfTestError as exc:
+        raise UpdateError(str(exc)) from exc
+    if who is None:
+        raise UpdateError(f"no extension in {args.data} to place the self-test call as: add one (pbx ext add)")
+    try:
+        print(selftest.echo_call(host, int(port), *who).summary())
+    except (OSError, selftest.SelfTestError) as exc:
+        raise UpdateError(f"self-test call failed: {exc}") from exc
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m services.update")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -701,6 +750,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("call", nargs="+")
     h = sub.add_parser("health")
     h.add_argument("--timeout", type=float, default=180)
+    h.add_argument("--data", default="/var/lib/pbx")
     s = sub.add_parser("install-spool")
     s.add_argument("--spool", default="/var/lib/pbx/update")
     s.add_argument("--work", default="/var/lib/pbx-update")
@@ -717,7 +767,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "boot-backend":
             return boot_backend(args.call)
         if args.cmd == "health":
-            return health(args.timeout)
+            return health(args.timeout, Path(args.data))
         return install_spool(Path(args.spool), Path(args.work), Path(args.var), Path(args.backup))
     except UpdateError as exc:
         print(f"pbx-update: {exc}", file=sys.stderr)

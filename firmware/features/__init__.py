@@ -23,3 +23,4 @@ from . import codes  # noqa: F401
 from . import provisioning  # noqa: F401
 from . import phonebook  # noqa: F401
 from . import paging  # noqa: F401
+from . import echotest  # noqa: F401

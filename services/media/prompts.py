@@ -129,6 +129,7 @@ PROMPTS.update({
     "directory_no_match": "There is nobody with a name starting with those letters.",
     "recording_on": "Recording.",
     "recording_off": "Recording stopped.",
+    "echo_test": "Echo test. Speak, and you will hear yourself.",
 })
 
 # call charging (firmware/rating/limits.py: a spend limit reached, a destination the rate sheet bars)

@@ -141,3 +141,4 @@ from . import directory, ivr, recording  # noqa: E402,F401
 from . import conference  # noqa: E402,F401
 from . import queues  # noqa: E402,F401
 from . import paging  # noqa: E402,F401
+from . import echotest  # noqa: E402,F401
