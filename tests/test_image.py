@@ -338,6 +338,18 @@ def test_two_sipp_phones_call_through_the_box(box, tmp_path):
     assert data_intact(box.data)[1] >= 1, "no CDR written for the call"
 
 
+def test_the_update_check_passes_only_with_a_self_test_call_through_the_booted_box(box):
+    """What pbx-update-check.service runs before an updated slot is blessed, as root in the box:
+    the units READY, OPTIONS answered, and the echo-test call as extension 1000 (added above)."""
+    r = box.sh("cd /opt/pbx && PYTHONDONTWRITEBYTECODE=1 /opt/pbx/.venv/bin/python -m services.update "
+               "health --timeout 60", check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "passed" in r.stderr and "echo call as 1000: answered in" in r.stderr and "BYE 200" in r.stderr
+    # it read the configuration as root without leaving a root-owned file in the pbx user's data
+    owners = box.sh("stat -c '%U %n' /var/lib/pbx/config.*").stdout.split("\n")
+    assert all(line.startswith("pbx ") for line in owners if line), owners
+
+
 def test_power_cuts_leave_config_and_cdrs_usable(box, tmp_path):
     cycles = int(os.environ.get("PBX_IMAGE_POWER_CUTS", "100"))
     rng = random.Random(int(os.environ.get("PBX_IMAGE_SEED", "15")))
