@@ -407,8 +407,16 @@ class BoardSimulator:
         self._event("BOOT", VERSION, MODEL, FIRMWARE, len(self.ports))
 
     def unplug(self) -> None:
-        """The board vanishes: the pty closes and the host's reads fail."""
+        """The board vanishes: its device name goes, the pty closes and the host's reads fail.
+
+        The name goes first, as /dev/ttyUSB0 does with a USB board: the kernel hands the freed
+        pty number to the next openpty() (another simulator), and a host retrying the old name
+        would otherwise open that one and talk to somebody else's board."""
         with self._write_lock:
+            try:
+                os.unlink(self.tty)
+            except FileNotFoundError:
+                pass
             for fd in (self._master, self._slave):
                 if fd >= 0:
                     os.close(fd)
