@@ -8,8 +8,10 @@ the System page, as an administrator would:
 - the broken bundle: RAUC writes slot B, the box restarts into it (boot entry pbx-b+3-0.conf),
   pbx-update-check.service finds pbx-calls not running, so the boot is never blessed: the entry is
   marked bad and the box comes back on slot A, READY, where the System page shows B as bad;
-- the good bundle: the box restarts into slot B, the check passes, systemd-bless-boot blesses the
-  entry (pbx-b.conf) and the System page shows B booted and good.
+- the good bundle (after an extension was added on the Extensions page): the box restarts into
+  slot B, the check passes - every unit READY and its self-test call to the echo test as extension
+  201 got its own audio back - systemd-bless-boot blesses the entry (pbx-b.conf) and the System
+  page shows B booted and good.
 
 Every step waits on the serial console (pbx-console's "open https://" line each boot, the
 check's verdict) and the web UI; TCG makes a boot take minutes (PBX_IMAGE_QEMU_TIMEOUT per step).
@@ -235,12 +237,16 @@ def test_a_broken_update_rolls_back_and_a_good_one_is_kept(image_and_bundles, tm
         assert "bad" in b, b
         assert re.search(r"<dt>PBX</dt><dd>running", page), page[:2000]
 
-        # 2. the good bundle: boots B, passes, blessed
+        # 2. the good bundle: boots B, passes (with its self-test call as the box's one extension), blessed
+        status, body = web.post("/extensions/new", {"csrf_token": web.token("/extensions/new"), "number": "201",
+                                                    "name": "Reception", "secret": ""})
+        assert status == 302, body[:1000]
         t = time.monotonic()
         status, body = web.upload(good)
         assert status == 302, body[:1000]
         verdict = con.wait_for(r"pbx-update-check: slot (\w) (passed|failed)[^\r\n]*")
         assert verdict.group(1) == "B" and verdict.group(2) == "passed", verdict.group(0)
+        assert "echo call as 201: answered in" in verdict.group(0) and "BYE 200" in verdict.group(0), verdict.group(0)
         print(f"slot B passed its check {time.monotonic() - t:.0f} s after the upload: {verdict.group(0)}")
         deadline = time.monotonic() + 300
         while True:
