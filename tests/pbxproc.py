@@ -34,8 +34,12 @@ def free_port(kind=socket.SOCK_DGRAM, both=True) -> int:
 
 
 def free_rtp_range(size: int = 200) -> tuple[int, int]:
+    # 10000-19999: below free_port()'s SIP/web ports (20000-40000) and the kernel's ephemeral ports
+    # (ip_local_port_range 32768-60999), so a port the kernel hands to a phone's or SIPp's socket is
+    # never one the PBX wants for RTP (the soak logged 18,402 "RTP port ... unusable; trying the
+    # next" with 40000-60000)
     for _ in range(100):
-        first = random.randrange(40000, 60000 - size, 2)
+        first = random.randrange(10000, 20000 - size, 2)
         probe = [first, first + size // 2, first + size - 2]
         try:
             for p in probe:
