@@ -5,10 +5,13 @@ has one, so the phone registers with both boxes and the standby can ring it afte
 - Yealink: account.1.sip_server.2.* with fallback.redundancy_type 0 (concurrent registration);
 - Poly: reg.1.server.2.* (the phone registers to every server configured);
 - Cisco MPP: Alternate_Proxy_1_ with Dual_Registration_1_ Yes;
-- Grandstream: P2312, the account's secondary SIP server (GRP/GXP register with both).
+- Grandstream: P2312, the account's secondary SIP server (GRP/GXP register with both);
+- Snom: the same account as identity 2 on the standby, named identity 1's user_failover_identity
+  (Snom's "Failover Identity": both identities register; calls go out on identity 2 while
+  identity 1 is unregistered).
 
-Snom and Fanvil get their single registrar as before (not done: their backup-server keys were
-not confirmed from vendor documentation). Without a remote standby every file is as
+Fanvil gets its single registrar as before (not done: its backup-server keys were not confirmed
+from vendor documentation). Without a remote standby every file is as
 before (tests/test_provisioning.py's golden files). Golden files here: tests/golden/provisioning/
 <vendor>-backup-<file> (PBX_UPDATE_GOLDEN=1 rewrites them after a deliberate change).
 """
@@ -25,7 +28,7 @@ from tests.test_provisioning import BOX, MACS, NASTY
 
 GOLDEN = Path(__file__).parent / "golden" / "provisioning"
 BACKUP = dataclasses.replace(BOX, backup_host="203.0.113.7")
-WITH_BACKUP = ("yealink", "poly", "cisco", "grandstream")
+WITH_BACKUP = ("yealink", "poly", "cisco", "grandstream", "snom")
 
 
 def _files(vendor: str, box) -> dict[str, str]:
