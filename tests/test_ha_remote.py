@@ -174,6 +174,11 @@ def test_power_cut_of_the_office_box_moves_trunk_and_inbound_calls_to_the_remote
                 print(f"R handed back {handed - back:.1f} s after A's power came back")
                 assert wait_for("R's edge to stop registering the trunk", lambda: "trunk registrations stopped"
                                 in (tmp_path / "r.log").read_text(errors="replace"), 10, every=0.1)
+                # and it takes its binding back at the carrier (REGISTER expires 0), so the carrier
+                # does not fork DID calls to the standby until the binding would have expired
+                unreg = wait_for("R to unregister the trunk at the carrier",
+                                 lambda: (carrier.from_(r, after=back, kind="unregister") or [None])[0], 10, every=0.05)
+                print(f"R unregistered the trunk {unreg - handed:.2f} s after handing back")
                 phone_a.close()
                 phone_r.close()
         finally:
