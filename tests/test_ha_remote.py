@@ -164,6 +164,9 @@ def test_power_cut_of_the_office_box_moves_trunk_and_inbound_calls_to_the_remote
                 gap = status["live"]["last_takeover"]["gap_s"]
                 assert REMOTE_TAKEOVER_S - 0.2 <= gap < REMOTE_TAKEOVER_S + 1.5, gap
 
+                # a change made on R while it is active (the office is gone) comes back with the office
+                ConfigStore(sites.data["r"]).add_extension("1077", "Added at the remote site")
+
                 # power back: A is the office box again, R hands back once A is steadily heard
                 subprocess.run(["ip", "-n", net.switch, "link", "set", net.box_a.if_out, "up"], check=True)
                 back = time.monotonic()
@@ -179,6 +182,10 @@ def test_power_cut_of_the_office_box_moves_trunk_and_inbound_calls_to_the_remote
                 unreg = wait_for("R to unregister the trunk at the carrier",
                                  lambda: (carrier.from_(r, after=back, kind="unregister") or [None])[0], 10, every=0.05)
                 print(f"R unregistered the trunk {unreg - handed:.2f} s after handing back")
+                assert ConfigStore(sites.data["a"]).get_extension("1077") is not None, \
+                    "the configuration changed on R while it was active was lost at the handback"
+                time.sleep(2.5)                       # a push from A (every 2 s) leaves R with it too
+                assert ConfigStore(sites.data["r"]).get_extension("1077") is not None
                 phone_a.close()
                 phone_r.close()
         finally:

@@ -594,7 +594,7 @@ class Replicator:
 
     async def _push(self, mtime: float) -> bool:
         doc = await asyncio.get_running_loop().run_in_executor(None, self.store.export_config)
-        answer = await self._send({"kind": "config", "changed": mtime, "doc": doc})
+        answer = await self._send({"kind": "config", "changed": mtime, "doc": doc, "site": self.ha.site})
         if answer is None:
             return False                     # the peer is down: try again next round
         self.sent += 1
@@ -685,24 +685,35 @@ class Replicator:
         if kind != "config":
             return None
         self._mark("config_received")
-        if self.state_of() == "MASTER":
-            self._ignored_while_active("configuration")
-            return
         changed = float(payload["changed"])
         try:
             mine = self.config_path.stat().st_mtime
         except FileNotFoundError:
             mine = 0.0
+        carried_back = False
+        if self.state_of() == "MASTER":
+            # An office box takes one thing from a remote standby that is still active (the few
+            # seconds before its handback): a configuration changed there while the office was
+            # gone, newer than this box's. Otherwise the office's own copy would come back over it
+            # and the change would be lost (decision 024).
+            if not (payload.get("site") == "remote" and self.ha.site != "remote" and changed > mine):
+                self._ignored_while_active("configuration")
+                return
+            carried_back = True
         # the active box's configuration wins on first contact (a standby that was away, or
         # seeded by hand); after that only a newer one is applied
-        if changed <= mine and self.applied:
+        elif changed <= mine and self.applied:
             return
         counts = self.store.import_config(payload["doc"])
         os.utime(self.config_path, (changed, changed))
         self.applied += 1
         self.last_applied = time.time()
-        log.info("ha: configuration from the active box applied (%s)",
-                 ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+        what = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+        if carried_back:
+            log.warning("ha: configuration changed on the remote standby while it was active taken back (%s; "
+                        "newer than this box's by %.0f s)", what, changed - mine)
+        else:
+            log.info("ha: configuration from the active box applied (%s)", what)
 
 
     def _ignored_while_active(self, kind: str) -> None:
