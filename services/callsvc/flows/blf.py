@@ -83,7 +83,9 @@ def refresh(svc, number: str) -> None:
     if published.get(number) == (state, remote, target):
         return
     published[number] = (state, remote, target)
-    log.info("BLF %s: %s%s", number, state, f" (call from {remote}, pickup {target})" if remote else "")
+    # debug: an extension's lamp follows its calls, which are logged already (four to five lamp
+    # changes per call were half the call service's INFO lines under load)
+    log.debug("BLF %s: %s%s", number, state, f" (call from {remote}, pickup {target})" if remote else "")
     presence.publish_dialog(number, state, remote=remote, remote_target=target)
 
 
