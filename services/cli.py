@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rtp-ports", type=_rtp, default=(10000, 20000), metavar="A-B")
     r.add_argument("--kernel-media", choices=("auto", "off"), default="auto", help=KERNEL_MEDIA_HELP)
     r.add_argument("--cs-port", type=_port, default=0, help="call service UDP port on 127.0.0.1 (0: any)")
+    r.add_argument("--call-services", type=_whole(1, 8), default=1, metavar="N",
+                   help="scale-out: run N call services, the edge spreading calls to extensions over them "
+                        "(docs/decisions/025-scale-out-dispatcher.md); each gets 1/N of --rtp-ports")
     r.add_argument("--no-web", action="store_true", help="do not start the web UI")
     r.add_argument("--browser-phone-port", type=_port, default=0, metavar="PORT",
                    help="SIP over WebSocket for the browser phone page on PORT (e.g. 8443; starts rtpengine); 0: off")
@@ -162,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--sip-addr", type=_ipv4, default="127.0.0.1")
     sv.add_argument("--sip-port", type=_port, default=5060)
     sv.add_argument("--cs-port", type=_port, default=5080, help="call service UDP port on 127.0.0.1")
+    sv.add_argument("--instance", type=_whole(1, 8), default=1, metavar="I",
+                    help="calls: this is call service I of several (2..8: its own lock and control socket "
+                         "DATA/run/control-I.sock, no mail sender; give it its own --cs-port and --rtp-ports)")
+    sv.add_argument("--call-service-port", type=_port, action="append", default=[], metavar="PORT",
+                    help="edge: the UDP port on 127.0.0.1 of call service 2, 3... (repeatable; decision 025)")
     sv.add_argument("--rtp-ports", type=_rtp, default=(10000, 20000), metavar="A-B")
     sv.add_argument("--kernel-media", choices=("auto", "off"), default="auto", help=KERNEL_MEDIA_HELP)
     sv.add_argument("--web-addr", type=_ip, default="127.0.0.1")
@@ -319,7 +327,7 @@ def cmd_run(args) -> int:
                       web=not args.no_web,
                       trusted=tuple(args.trusted), lines_tty=args.lines_tty,
                       browser_phone_port=args.browser_phone_port,
-                      browser_phone_rtp_ports=args.browser_phone_rtp_ports)
+                      browser_phone_rtp_ports=args.browser_phone_rtp_ports, call_services=args.call_services)
     if args.no_lines:
         opts.components = opts.components - {"lines"}
     return run(opts)
@@ -340,7 +348,13 @@ def cmd_service(args) -> int:
                       rtp_ports=args.rtp_ports, kernel_media=args.kernel_media, cs_port=args.cs_port, web=False,
                       trusted=tuple(args.trusted), components=frozenset({args.name}),
                       browser_phone_port=args.browser_phone_port,
-                      browser_phone_rtp_ports=args.browser_phone_rtp_ports)
+                      browser_phone_rtp_ports=args.browser_phone_rtp_ports,
+                      instance=args.instance if args.name == "calls" else 1,
+                      more_call_services=tuple(args.call_service_port) if args.name == "edge" else ())
+    if opts.instance > 1:    # its log lines are told apart from call service 1's
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(logging.Formatter(
+                f"%(asctime)s %(levelname)s calls-{opts.instance} %(name)s: %(message)s"))
     return run(opts)
 
 

@@ -66,6 +66,12 @@ class RunOptions:
     browser_phone_port: int = 0      # SIP over WebSocket for browser phones (+ rtpengine); 0: off
     browser_phone_rtp_ports: tuple[int, int] = (21000, 21999)   # rtpengine's own RTP ports
     pnp_port: int = 5060             # SIP plug-and-play (224.0.1.75); 0: off. Never on loopback.
+    # Scale-out (docs/decisions/025-scale-out-dispatcher.md): `pbx run --call-services N` runs call
+    # services 2..N as supervised child processes (`pbx service calls --instance I`), each on its own
+    # UDP port and its own slice of rtp_ports, and the edge spreads calls over all of them.
+    call_services: int = 1
+    instance: int = 1                # this process's call service number (2..N: no mailer, pnp, HA)
+    more_call_services: tuple[int, ...] = ()   # `pbx service edge`: the ports of call services 2..N
 
 
 class RunError(RuntimeError):
@@ -206,6 +212,11 @@ def port_in_use(host: str, port: int) -> str | None:
     return None
 
 
+def instance_socket(data: Path, instance: int) -> Path:
+    """The control socket of call service I (2..N) of several; call service 1 keeps DATA/run/control.sock."""
+    return Path(data) / "run" / f"control-{instance}.sock"
+
+
 class CdrWriter:
     """Writes CDRs on a thread of its own so an fsync never stalls the call loop."""
 
@@ -276,6 +287,9 @@ class Pbx:
         self.ha = None                   # services.ha.keepalived.Keepalived when failover is on
         self.replicator = None           # services.ha.replication.Replicator when failover is on
         self._mailer_restarted = 0.0
+        self.more_calls: dict[int, subprocess.Popen | None] = {}   # call services 2..N (decision 025)
+        self.more_calls_restarts: dict[int, Restarts] = {}
+        self.more_calls_ports: dict[int, tuple[int, tuple[int, int]]] = {}   # I -> (port, rtp range)
 
     def _subscribers(self) -> dict[str, str]:
         return {e.number: e.secret for e in self.store.extensions() if e.enabled}
@@ -297,12 +311,14 @@ class Pbx:
         o = self.opts
         loop = asyncio.get_running_loop()
         cs_port = o.cs_port
-        self._prepare_ha()
+        rtp_ports = self._plan_call_services()
+        if o.instance == 1:
+            self._prepare_ha()
         self._check_ports(EdgeConfig(data_dir=o.data, sip_addr=o.sip_addr, sip_port=o.sip_port,
                                      cs_addr="127.0.0.1", cs_port=cs_port or 5080))
         if "calls" in o.components:
             from .media.prompt_files import PromptLoader   # a replaced system prompt wins
-            media = MediaEngine(o.sip_addr, o.rtp_ports, kernel_media=o.kernel_media)
+            media = MediaEngine(o.sip_addr, rtp_ports, kernel_media=o.kernel_media)
             self.calls = CallService(store=self.store, cdr_sink=self.cdr, media=media,
                                      sip_addr=o.sip_addr, edge=(o.sip_addr, o.sip_port),
                                      listen=("127.0.0.1", o.cs_port), prompts=PromptLoader(o.data),
@@ -317,8 +333,12 @@ class Pbx:
                                    cs_addr="127.0.0.1", cs_port=cs_port or 5080,
                                    domain=self.store.settings().sip_domain, trusted=o.trusted,
                                    flood_limit=o.flood_limit, children=o.edge_children,
+                                   more_call_services=tuple(port for port, _ in self.more_calls_ports.values())
+                                   or o.more_call_services,
                                    **(self._ha_edge_options() if self.ha is not None else {}),
                                    **browserphone.edge_options(o, self.store.settings().sip_domain))
+        for instance in sorted(self.more_calls_ports):
+            self._start_more_calls(instance)
         if "edge" in o.components and o.browser_phone_port:
             try:
                 self.media_relay = await loop.run_in_executor(
@@ -337,12 +357,15 @@ class Pbx:
         if self.calls is not None:
             self.control = ControlServer(o.data, {"status": self._status, "ping": self._ping,
                                                   "ha": self._ha_status})
+            if o.instance > 1:
+                self.control.path = instance_socket(o.data, o.instance)
             await self.control.start()
+        if self.calls is not None and o.instance == 1:
             from .mailer.sender import MailSender, policy_from_env
             self.mailer = MailSender(o.data, policy=policy_from_env()).start()
         if "web" in o.components and o.web:
             self._start_web()
-        if self.calls is not None and o.pnp_port and not o.sip_addr.startswith("127."):
+        if self.calls is not None and o.instance == 1 and o.pnp_port and not o.sip_addr.startswith("127."):
             await self._start_pnp()
         if self.ha is not None:
             await loop.run_in_executor(None, self.ha.start)
@@ -360,6 +383,54 @@ class Pbx:
         log.info("PBX ready (%s): SIP udp+tcp %s:%d, web %s://%s:%d/, data %s", parts, o.sip_addr,
                  o.sip_port, scheme, o.sip_addr, o.web_port, o.data)
         self.notifier.ready(f"serving {parts}")
+
+    def _plan_call_services(self) -> tuple[int, int]:
+        """`pbx run --call-services N`: the port and RTP slice of call services 2..N (self.more_calls_ports);
+        the RTP range this process's call service uses. Each gets an equal, disjoint slice of --rtp-ports."""
+        o = self.opts
+        n = o.call_services
+        if n <= 1 or o.instance > 1 or not {"edge", "calls"} <= o.components:
+            return o.rtp_ports
+        from .ha import settings as ha_settings
+        if ha_settings.load(o.data).enabled:
+            raise RunError(f"--call-services {n} and failover cannot be combined yet (decision 025): "
+                           "run one call service per box, or turn failover off (`pbx ha set --off`)")
+        first, last = o.rtp_ports
+        size = (last - first) // n
+        if size < 20:
+            raise RunError(f"--rtp-ports {first}-{last} is too narrow for {n} call services: give each at "
+                           "least 20 ports (e.g. --rtp-ports 10000-20000)")
+        for i in range(2, n + 1):
+            if o.cs_port:
+                port = o.cs_port + i - 1
+            else:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    s.bind(("127.0.0.1", 0))
+                    port = s.getsockname()[1]
+            start = first + (i - 1) * size
+            self.more_calls_ports[i] = (port, (start, start + size))
+            self.more_calls_restarts[i] = Restarts(f"call service {i}")
+        log.info("%d call services: 1 on RTP %d-%d, %s", n, first, first + size,
+                 ", ".join(f"{i} on udp 127.0.0.1:{p} RTP {r[0]}-{r[1]}" for i, (p, r) in self.more_calls_ports.items()))
+        return first, first + size
+
+    def _start_more_calls(self, instance: int) -> None:
+        o = self.opts
+        port, (first, last) = self.more_calls_ports[instance]
+        self.more_calls[instance] = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "service", "calls", "--instance", str(instance),
+             "--data", str(o.data), "--sip-addr", o.sip_addr, "--sip-port", str(o.sip_port),
+             "--cs-port", str(port), "--rtp-ports", f"{first}-{last}", "--kernel-media", o.kernel_media],
+            preexec_fn=die_with_parent())
+        self.more_calls_restarts[instance].up()
+
+    def _check_more_calls(self, instance: int) -> None:
+        proc = self.more_calls[instance]
+        if proc is not None and proc.poll() is not None:
+            self.more_calls[instance] = None
+            self.more_calls_restarts[instance].failed(f"exited with code {proc.returncode}")
+        if self.more_calls[instance] is None and self.more_calls_restarts[instance].due():
+            self._start_more_calls(instance)
 
     def _start_web(self) -> None:
         o = self.opts
@@ -439,6 +510,7 @@ class Pbx:
                 "registrations": regs, "calls": st["calls"], "completed_calls": st["completed"],
                 "sip": st["sip"], "trunks": trunks, "sip_addr": self.opts.sip_addr,
                 "sip_port": self.opts.sip_port, "cs_port": self.calls.endpoint.local[1],
+                "call_service": self.opts.instance, "pid": os.getpid(),
                 "rtp_legs": st["rtp_legs"], "tables": st["tables"],
                 "python_blocks": st["python_blocks"],
                 **{k: st[k] for k in hooks.ON_STATUS if k in st},
@@ -453,7 +525,8 @@ class Pbx:
         return {"pong": True, "edge": self.edge.running if self.edge is not None else None}
 
     def _given_up(self) -> str | None:
-        for restarts in (self.edge_restarts, self.web_restarts, self.lines_restarts):
+        for restarts in (self.edge_restarts, self.web_restarts, self.lines_restarts,
+                         *self.more_calls_restarts.values()):
             if restarts.gave_up:
                 return (f"{restarts.what} {restarts.reason}; gave up after {restarts.failures} failures "
                         "in a row")
@@ -500,6 +573,8 @@ class Pbx:
                         log.warning("trunk registrations not tended: %s", exc)
             if "web" in self.opts.components and self.opts.web:
                 self._check_web()
+            for instance in self.more_calls:
+                self._check_more_calls(instance)
             if self.lines is not None:
                 self._check_lines()
             if self.mailer is not None and not self.mailer.alive and time.monotonic() - self._mailer_restarted > 30:
@@ -606,6 +681,15 @@ class Pbx:
                 self.web.wait(5)
             except subprocess.TimeoutExpired:
                 self.web.kill()
+        for instance, proc in self.more_calls.items():
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+        for instance, proc in self.more_calls.items():
+            if proc is not None:
+                try:
+                    await asyncio.get_running_loop().run_in_executor(None, proc.wait, 15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
         if self.calls is not None:
             await self.calls.stop()
         if self.edge is not None:
@@ -618,6 +702,8 @@ class Pbx:
 
 async def _main(opts: RunOptions) -> int:
     parts = {c for c in opts.components if c != "web" or opts.web}
+    if opts.instance > 1:           # call service I of several: its own lock (decision 025)
+        parts = {f"calls-{opts.instance}" if c == "calls" else c for c in parts}
     locks = lock_data_dir(opts.data, parts)
     try:
         pbx = Pbx(opts)

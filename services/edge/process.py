@@ -231,6 +231,8 @@ class Edge:
             write_trunks(cfg.trunks_db_path, trunks, cfg.sip_addr, cfg.sip_port, cfg.trunk_expires)
             self._backoff = Backoff(cfg.trunk_retry_seconds, cfg.trunk_retry_max_seconds)
             cfg.cfg_path.write_text(cfg.render())
+            if cfg.more_call_services:    # the dispatcher's call services (decision 025)
+                cfg.dispatcher_list_path.write_text(cfg.dispatcher_list())
             _write_webrtc_info(cfg)
             for stale in (cfg.rpc_fifo, cfg.ctl_socket):
                 stale.unlink(missing_ok=True)
