@@ -178,3 +178,18 @@ def test_a_hung_or_killed_call_service_2_is_skipped(pbx, tmp_path):
         assert restarted["pid"] != pid
     assert "call service 2 exited with code -9; retrying" in pbx.log_tail(400)
     print("after SIGKILL, calls carried by call services", where)
+
+
+def test_feature_calls_stay_on_call_service_1(pbx, tmp_path):
+    """A number that is not an extension (here the echo test *43) goes to call service 1 every time:
+    features keep their state in its memory (decision 025)."""
+    with phones(pbx, tmp_path, ["1008"]) as ph:
+        a = ph["1008"]
+        where = []
+        for i in range(4):
+            a.call(pbx.uri("*43"))
+            a.wait_state("CONFIRMED", timeout=8)
+            where.append(carrier(pbx, "1008", "*43"))
+            a.hangup()
+            a.wait_state("DISCONNECTED", timeout=5)
+    assert where == [1, 1, 1, 1]
