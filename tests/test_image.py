@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import sqlite3
@@ -290,6 +291,11 @@ def test_the_root_is_the_appliance(rootfs):
                             "openssh-server"}
     freeze = (rootfs / "usr/share/pbx/pip-freeze.txt").read_text()
     assert "aiosipua==" in freeze and "pytest" not in freeze
+    # every spoken prompt (build output, not in git) is in the root, or the box would be silent
+    from services.media.prompts import PROMPTS
+    sounds = rootfs / "opt/pbx/services/media/sounds"
+    missing = [p for p in PROMPTS if not (sounds / f"{p}.wav").is_file()]
+    assert not missing, f"{len(missing)} of {len(PROMPTS)} prompts missing from the root, e.g. {missing[:3]}"
 
 
 def test_boots_to_ready_and_listens_only_where_the_pbx_does(box):
@@ -345,6 +351,9 @@ def test_the_update_check_passes_only_with_a_self_test_call_through_the_booted_b
                "health --timeout 60", check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "passed" in r.stderr and "echo call as 1000: answered in" in r.stderr and "BYE 200" in r.stderr
+    # the echo starts after the spoken "echo test" prompt (~4 s): the box's prompts are there
+    back_ms = float(re.search(r"own audio back after (\d+) ms", r.stderr).group(1))
+    assert back_ms > 2500, f"own audio back after {back_ms} ms: the echo test's prompt did not play"
     # it read the configuration as root without leaving a root-owned file in the pbx user's data
     owners = box.sh("stat -c '%U %n' /var/lib/pbx/config.*").stdout.split("\n")
     assert all(line.startswith("pbx ") for line in owners if line), owners

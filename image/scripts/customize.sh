@@ -31,6 +31,10 @@ in_root /opt/pbx/.venv/bin/pip freeze --disable-pip-version-check | sort > "$R/u
 # byte-code for the PBX itself: the root is read-only at run time; SOURCE_DATE_EPOCH makes
 # checked-hash .pyc files (no source mtimes inside)
 in_root /opt/pbx/.venv/bin/python -m compileall -q -j1 /opt/pbx/firmware /opt/pbx/services /opt/pbx/webui /opt/pbx/hw
+# the spoken prompts are build output (not in git): made here by the root's own espeak-ng, as
+# `make prompts` makes them for a checkout; without them every announcement of the box is silent
+in_root sh -c 'cd /opt/pbx && exec .venv/bin/python -m services.media.prompts' >/dev/null
+log "spoken prompts: $(ls "$R/opt/pbx/services/media/sounds" | grep -c '\.wav$') in /opt/pbx/services/media/sounds"
 rm -f "$R/tmp/requirements.txt" "$R/tmp/constraints.txt" "$R/tmp/build-ca.crt"
 
 log "purge the build-only packages: $(grep -v '^#' "$IMG_HERE/packages/build-only.txt" | paste -sd' ')"
