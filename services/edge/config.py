@@ -290,7 +290,7 @@ _DISPATCHER_CFG = """# ----- more than one call service (docs/decisions/025-scal
 # In-dialog requests follow the Record-Route / Contact of the service that owns
 # the dialog. Every call service is probed with OPTIONS each second: one that
 # stops answering is skipped until it answers again; a new INVITE it does not
-# answer within 1 s is sent to the next one.
+# answer within 2 s is sent to the next one.
 loadmodule "dispatcher.so"
 modparam("dispatcher", "list_file", "{{dispatcher_list}}")
 # 2: failover (ds_next_dst, ds_mark_dst) over the set ds_select_dst chose from
@@ -315,7 +315,7 @@ route[CS_PICK] {
 		exit;
 	}
 	if (is_method("INVITE")) {
-		t_set_fr(0, 1000);
+		t_set_fr(0, 2000);
 		t_on_failure("CS_FAILOVER");
 	}
 }
@@ -331,14 +331,14 @@ event_route[dispatcher:dst-up] {
 	xlog("L_NOTICE", "edge: call service $ru up again: new calls reach it\\n");
 }
 
-# A call service that did not answer a new INVITE at all within 1 s: marked down
+# A call service that did not answer a new INVITE at all within 2 s: marked down
 # (the probes bring it back) and the call goes to the next one in the set.
 failure_route[CS_FAILOVER] {
 	if (t_is_canceled() || !t_branch_timeout() || t_branch_replied()) exit;
 	xlog("L_WARN", "edge: call service $du did not answer $rm call-id=$ci: trying the next one\\n");
 	ds_mark_dst("ip");
 	if (ds_next_dst()) {
-		t_set_fr(0, 1000);
+		t_set_fr(0, 2000);
 		t_on_failure("CS_FAILOVER");
 		route(RELAY);
 	}

@@ -133,16 +133,38 @@ def caller_numbers(rate: float) -> list[str]:
     return [CALLER] + [str(int(CALLEE) + i) for i in range(1, n)]
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _query_socket(path: Path) -> dict:
+    """One control command ("status") on a call service's own socket (DATA/run/control-I.sock)."""
+    import json
+    import socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(str(path))
+        s.sendall(b'{"cmd": "status"}\n')
+        with s.makefile("rb") as f:
+            return json.loads(f.readline())
+
+
 class BenchPbx:
     """A fresh PBX with caller extensions for `caller_rate` calls/s (caller_numbers) and a registered
     SIPp callee port; with trunk=True also an IP trunk whose host is CARRIER (no registration) and
     the inbound route DID -> CALLEE."""
 
-    def __init__(self, workdir: Path, name: str, caller_rate: float = 0, trunk: bool = False):
+    def __init__(self, workdir: Path, name: str, caller_rate: float = 0, trunk: bool = False,
+                 call_services: int = 1):
         self.workdir = workdir / name
         self.callers = caller_numbers(caller_rate)
+        self.call_services = call_services    # > 1: `pbx run --call-services N` (decision 025)
         self.pbx = PbxProcess(self.workdir / "data", extensions=[CALLEE, *self.callers],
-                              trusted=("127.0.0.1",), rtp_size=RTP_RANGE)
+                              trusted=("127.0.0.1",), rtp_size=RTP_RANGE,
+                              args=["--call-services", str(call_services)] if call_services > 1 else ())
         self.callee_port = free_port()
         if trunk:
             # The edge matches a trunk's calls by source IP, any port: each carrier SIPp has its own.
@@ -170,13 +192,26 @@ class BenchPbx:
 
     def pids(self) -> dict[str, list[int]]:
         pid = self.pbx.proc.pid
-        return {"call service": [pid], "kamailio": procstat.kamailio_pids(pid)}
+        more = [p for p in procstat.descendants(pid) if b"--instance" in _cmdline(p)]   # call services 2..N
+        return {"call service": [pid, *more], "kamailio": procstat.kamailio_pids(pid)}
+
+    def _calls(self) -> list[dict]:
+        """The calls up in every call service (2..N answer on DATA/run/control-I.sock)."""
+        calls = list(self.pbx.status()["calls"])
+        if self.call_services > 1:
+            from services.runner import instance_socket
+            for i in range(2, self.call_services + 1):
+                try:
+                    calls += _query_socket(instance_socket(self.pbx.data, i))["calls"]
+                except (OSError, ValueError):    # restarting: it holds no call
+                    pass
+        return calls
 
     def answered(self) -> int:
-        return sum(1 for c in self.pbx.status()["calls"] if c["state"] == "answered")
+        return sum(1 for c in self._calls() if c["state"] == "answered")
 
     def active(self) -> int:
-        return len(self.pbx.status()["calls"])
+        return len(self._calls())
 
     def wait_active(self, want, timeout: float) -> int:
         """Poll until `want(count of answered calls)` holds or timeout; returns the last count."""

@@ -4,6 +4,7 @@
     .venv/bin/python -m tests.bench.setup_cost 300 --profile py-spy   # + the call service's stacks
     .venv/bin/python -m tests.bench.setup_cost 300 --profile perf     # + Kamailio's (perf record -g)
     .venv/bin/python -m tests.bench.setup_cost 300 --root /tmp/old    # the PBX from another tree
+    .venv/bin/python -m tests.bench.setup_cost 300 --call-services 2  # scale-out (decision 025)
 
 Prints the step (completed, failed, ms of CPU per call of the call service and of Kamailio) and the
 load average; with --profile the raw stacks stay in the work directory (py-spy's "raw" format:
@@ -35,6 +36,8 @@ def main(argv=None) -> int:
     p.add_argument("--profile", choices=("py-spy", "perf"), help="profile the call service or Kamailio")
     p.add_argument("--gil", action="store_true", help="py-spy: only the thread holding the GIL")
     p.add_argument("--root", type=Path, help="run `pbx run` from this tree instead of this one")
+    p.add_argument("--call-services", type=int, default=1, metavar="N",
+                   help="`pbx run --call-services N` (the call service CPU is then all N together)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     if args.root:
@@ -47,7 +50,7 @@ def main(argv=None) -> int:
         return 2
     work = Path(tempfile.mkdtemp(prefix="pbx-setup-cost-"))
     plan = phases.Plan(rates=(args.rate,), rate_seconds=args.seconds)
-    bench = phases.BenchPbx(work, "pbx", caller_rate=args.rate).start()
+    bench = phases.BenchPbx(work, "pbx", caller_rate=args.rate, call_services=args.call_services).start()
     prof = None
     res = phases.SetupResult()
     try:
