@@ -158,6 +158,39 @@ def test_calls_are_spread_over_both_call_services_with_audio(pbx, tmp_path):
     assert len([r for r in pbx.cdrs(50) if (r.src, r.dst) in pairs]) == seen[1] + seen[2]
 
 
+def test_in_dialog_requests_from_either_phone_reach_call_service_2(pbx, tmp_path):
+    """A call carried by call service 2: the callee's re-INVITEs (hold, unhold) and BYE go through the
+    edge to that service by loose routing (its Contact and the edge's Record-Route), and its
+    requests reach both phones."""
+    with phones(pbx, tmp_path, ["1009", "1008"]) as ph:
+        a, b = ph["1009"], ph["1008"]
+        for _ in range(12):              # until the Call-ID hash picks service 2 (1 in 2 each time)
+            b.auto_answer(200)
+            a.call(pbx.uri("1008"))
+            a.wait_state("CONFIRMED", timeout=8)
+            b.wait_state("CONFIRMED", timeout=5)
+            if carrier(pbx, "1009", "1008") == 2:
+                break
+            a.hangup()
+            a.wait_state("DISCONNECTED", timeout=5)
+            b.wait_state("DISCONNECTED", timeout=5)
+        else:
+            pytest.fail("12 calls in a row landed on call service 1")
+        mark = b.event_count
+        b.hold()
+        b.wait_media("LOCAL_HOLD", timeout=5, after=mark)
+        mark = b.event_count
+        b.unhold()
+        b.wait_media("ACTIVE", timeout=5, after=mark)
+        time.sleep(1.0)
+        b.hangup()
+        b.wait_state("DISCONNECTED", timeout=5)
+        a.wait_state("DISCONNECTED", timeout=5)
+        assert tone_present(a.recording_path, CALLEE_HZ, start_s=-1.5, end_s=-0.3), "no audio after unhold"
+    rec = pbx.wait_cdr(lambda r: (r.src, r.dst) == ("1009", "1008") and r.legs[0].get("hangup_by") == "callee")
+    assert rec.billsec >= 1
+
+
 def test_a_hung_or_killed_call_service_2_is_skipped(pbx, tmp_path):
     pid = wait_instance(pbx, 2)["pid"]
     with phones(pbx, tmp_path, ["1006", "1007"]) as ph:
