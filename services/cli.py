@@ -452,6 +452,9 @@ def cmd_status(args) -> int:
     print(f"active calls ({len(st['calls'])}):")
     for c in st["calls"]:
         print(f"  {c['src']} -> {c['dst']}  {c['state']}")
+    for cs in st.get("call_services") or []:     # scale-out: call services 2..N (decision 025)
+        print(f"call service {cs['call_service']}: " + (cs["error"] if "error" in cs else
+              f"{cs['calls']} active calls, {cs['completed_calls']} completed (pid {cs['pid']}, udp {cs['cs_port']})"))
     km = st.get("kernel_media") or {}
     print(f"media: {km.get('bridges', 0)} bridged calls forwarded by the kernel" if km.get("on")
           else "media: user-space relay (kernel path off: the reason is in the log)")

@@ -18,6 +18,7 @@ import asyncio
 import dataclasses
 import errno
 import fcntl
+import json
 import logging
 import os
 import queue
@@ -514,7 +515,29 @@ class Pbx:
                 "rtp_legs": st["rtp_legs"], "tables": st["tables"],
                 "python_blocks": st["python_blocks"],
                 **{k: st[k] for k in hooks.ON_STATUS if k in st},
-                "ha": await self._ha_status(None) or None}
+                "ha": await self._ha_status(None) or None,
+                **({"call_services": await self._more_call_services()} if self.opts.instance == 1 else {})}
+
+    async def _more_call_services(self) -> list[dict]:
+        """Call services 2..N (decision 025): each one's calls, from its own control socket
+        (DATA/run/control-I.sock, under `pbx run --call-services N` or systemd units alike)."""
+        out = []
+        for path in sorted(self.opts.data.glob("run/control-*.sock")):
+            name = path.stem.split("-", 1)[1]
+            entry: dict = {"call_service": int(name) if name.isdigit() else name}
+            try:
+                reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), 2)
+                try:
+                    writer.write(b'{"cmd": "status"}\n')
+                    st = json.loads(await asyncio.wait_for(reader.readline(), 2))
+                finally:
+                    writer.close()
+                entry.update(pid=st["pid"], cs_port=st["cs_port"], calls=len(st["calls"]),
+                             completed_calls=st["completed_calls"])
+            except (OSError, asyncio.TimeoutError, ValueError, KeyError) as exc:
+                entry["error"] = f"not answering on {path}: {exc or type(exc).__name__}"
+            out.append(entry)
+        return out
 
     async def _ha_status(self, _args) -> dict:
         """Failover: state, peer health, replication lag, last takeover ({} when off)."""

@@ -11,13 +11,15 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
 
 from services.edge.config import EdgeConfig
 from services.runner import instance_socket
-from tests.pbxproc import PbxProcess
+from tests.pbxproc import ROOT, PbxProcess
 from tests.phones.audio import tone_present
 from tests.phones.pj import PjPhone
 
@@ -154,6 +156,12 @@ def test_calls_are_spread_over_both_call_services_with_audio(pbx, tmp_path):
     assert seen[1] and seen[2], f"calls per call service: {seen}"
     done = {n: service_status(pbx, n)["completed_calls"] for n in (1, 2)}
     assert done[1] >= seen[1] and done[2] >= seen[2], done
+    # call service 1's status (and `pbx status`) names call service 2 and what it carried
+    [two] = pbx.status()["call_services"]
+    assert two["call_service"] == 2 and two["completed_calls"] == done[2], two
+    out = subprocess.run([sys.executable, "-m", "services.cli", "status", "--data", str(pbx.data)],
+                         capture_output=True, text=True, timeout=30, cwd=ROOT).stdout
+    assert f"call service 2: 0 active calls, {done[2]} completed" in out, out
     # both wrote their call records into the one CDR database
     assert len([r for r in pbx.cdrs(50) if (r.src, r.dst) in pairs]) == seen[1] + seen[2]
 
