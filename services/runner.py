@@ -218,6 +218,19 @@ def instance_socket(data: Path, instance: int) -> Path:
     return Path(data) / "run" / f"control-{instance}.sock"
 
 
+def _remove_dead_sockets(data: Path) -> None:
+    """Control sockets of call services 2..N that a killed PBX left behind (nobody listens: refused),
+    so that `pbx status` does not list a call service that is not there."""
+    for path in data.glob("run/control-*.sock"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            try:
+                s.connect(str(path))
+            except ConnectionRefusedError:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass
+
+
 class CdrWriter:
     """Writes CDRs on a thread of its own so an fsync never stalls the call loop."""
 
@@ -313,6 +326,8 @@ class Pbx:
         loop = asyncio.get_running_loop()
         cs_port = o.cs_port
         rtp_ports = self._plan_call_services()
+        if o.instance == 1 and "calls" in o.components:
+            _remove_dead_sockets(o.data)
         if o.instance == 1:
             self._prepare_ha()
         self._check_ports(EdgeConfig(data_dir=o.data, sip_addr=o.sip_addr, sip_port=o.sip_port,
