@@ -683,6 +683,13 @@ def selftest_call(host: str, port: int, data: Path, deadline: float) -> str | No
 
 # ---- `pbx update` --------------------------------------------------------------------------------
 
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not (sep and host and port.isdigit() and 1 <= int(port) <= 65535 and len(value) <= 255):
+        raise argparse.ArgumentTypeError(f"{value[:60]!r} is not HOST:PORT (e.g. 127.0.0.1:5060)")
+    return value
+
+
 def add_parser(sub, common) -> None:
     u = sub.add_parser("update", help="A/B software updates of the appliance image (RAUC bundles)")
     usub = u.add_subparsers(dest="update_cmd", required=True)
@@ -694,7 +701,8 @@ def add_parser(sub, common) -> None:
     st.add_argument("--json", action="store_true")
     t = usub.add_parser("selftest", parents=[common],
                         help="place the self-test call (echo test as the lowest extension), as after an update")
-    t.add_argument("--sip", default="", metavar="HOST:PORT", help="the edge (default: pbx.env, else 127.0.0.1:5060)")
+    t.add_argument("--sip", default=None, type=_host_port, metavar="HOST:PORT",
+                   help="the edge (default: pbx.env, else 127.0.0.1:5060)")
 
 
 def cmd_update(args) -> int:

@@ -165,6 +165,11 @@ def no_runner(monkeypatch):
                         lambda source, *_a, **_k: "installed" if Path(source).is_file() else
                         (_ for _ in ()).throw(services.update.UpdateError(f"{source}: no such file")))
     monkeypatch.setattr(services.update, "rauc_status", lambda: {"booted": "A", "slots": []})
+    # `pbx update selftest` would call the edge (tests/test_selftest.py places that call for real)
+    import services.selftest
+    monkeypatch.setattr(services.selftest, "echo_call",
+                        lambda host, port, user, secret, timeout=30.0: services.selftest.SelfTestResult(
+                            user, 1.0, 1.0, 10, 200))
 
 
 def call(argv, capsys) -> tuple[int, str, str]:
