@@ -26,7 +26,12 @@ def socket_path(data_dir) -> Path:
 
 
 def query(data_dir, cmd: str, timeout: float = 5.0, **args) -> dict:
-    path = socket_path(data_dir)
+    return query_socket(socket_path(data_dir), cmd, timeout, **args)
+
+
+def query_socket(path: Path, cmd: str, timeout: float = 5.0, **args) -> dict:
+    """One command on a control socket (DATA/run/control.sock, or call service I's control-I.sock)."""
+    path = Path(path)
     if not path.exists():
         raise ControlError(f"PBX not running (no control socket at {path}; start it with `pbx run`)")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:

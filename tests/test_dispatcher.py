@@ -7,16 +7,15 @@ service 2 hangs (SIGSTOP) and is killed (SIGKILL): new calls still complete.
 """
 
 import contextlib
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
+from services.control import ControlError, query_socket
 from services.edge.config import EdgeConfig
 from services.runner import instance_socket
 from tests.pbxproc import ROOT, PbxProcess
@@ -29,17 +28,7 @@ EXTENSIONS = [str(n) for n in range(1000, 1010)]
 
 
 def _query(path, cmd="status"):
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(5)
-        s.connect(str(path))
-        s.sendall(json.dumps({"cmd": cmd}).encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-    return json.loads(buf)
+    return query_socket(path, cmd)
 
 
 def service_status(pbx, instance):
@@ -54,7 +43,7 @@ def carrier(pbx, src, dst, services=(1, 2)):
     for n in services:
         try:
             calls = service_status(pbx, n)["calls"]
-        except OSError:               # killed and not started again yet: it holds no call
+        except ControlError:             # killed and not started again yet: it holds no call
             continue
         if any((c["src"], c["dst"]) == (src, dst) for c in calls):
             found.append(n)
@@ -69,7 +58,7 @@ def wait_instance(pbx, instance, timeout=10.0, not_pid=None):
             st = _query(instance_socket(pbx.data, instance))
             if st.get("pid") != not_pid:
                 return st
-        except OSError:
+        except ControlError:
             pass
         time.sleep(0.1)
     raise AssertionError(f"call service {instance} not answering on its control socket:\n{pbx.log_tail()}")
