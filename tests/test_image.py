@@ -48,8 +48,9 @@ pytestmark = [
 class Box:
     """The image's root booted by systemd-nspawn; data is the host directory bound on /data."""
 
-    def __init__(self, rootfs: Path, data: Path, log: Path, name: str = "pbximg") -> None:
+    def __init__(self, rootfs: Path, data: Path, log: Path, name: str = "pbximg", extra=()) -> None:
         self.rootfs, self.data, self.log_path, self.name = rootfs, data, log, name
+        self.extra = list(extra)        # more systemd-nspawn options (an ether link: --network-veth-extra)
         self.proc: subprocess.Popen | None = None
         self.leader = 0
         self.boots = 0
@@ -63,7 +64,7 @@ class Box:
         self.proc = subprocess.Popen(
             ["systemd-nspawn", "--boot", "--keep-unit", "--register=no", "--quiet",
              "--machine", self.name, "-D", str(self.rootfs), "--read-only", "--private-network",
-             f"--bind={self.data}:/data", "--console=read-only"],
+             f"--bind={self.data}:/data", "--console=read-only", *self.extra],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         self.leader = self._find_leader()
@@ -357,6 +358,71 @@ def test_the_update_check_passes_only_with_a_self_test_call_through_the_booted_b
     # it read the configuration as root without leaving a root-owned file in the pbx user's data
     owners = box.sh("stat -c '%U %n' /var/lib/pbx/config.*").stdout.split("\n")
     assert all(line.startswith("pbx ") for line in owners if line), owners
+
+
+def _eth0_addresses(box: Box) -> list[str]:
+    out = box.sh("ip -4 -o addr show dev eth0", check=False).stdout
+    return re.findall(r"inet (\S+)", out)
+
+
+def _save_network(box: Box, mode: str, address: str = "", gateway: str = "") -> None:
+    """What the web UI does (webui/network.py): as the pbx user, check and save DATA/network/network.json."""
+    box.sh("cd /opt/pbx && runuser -u pbx -- .venv/bin/python -c 'import sys; from firmware.netconf "
+           "import parse, save; save(\"/var/lib/pbx\", parse(*sys.argv[1:]))' " + f"{mode} '{address}' '{gateway}'")
+
+
+def _wait(what: str, predicate, timeout: float) -> float:
+    t0 = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - t0 < timeout, f"{what}: not within {timeout} s"
+        time.sleep(0.2)
+    return time.monotonic() - t0
+
+
+def test_a_static_address_saved_as_the_web_ui_does_moves_the_ether_link(rootfs, work):
+    """Decision 023's chain on the booted root, with an ether link (a veth): the pbx user saves
+    DATA/network/network.json, pbx-network.path starts the root service that renders the networkd
+    drop-in; eth0 takes the address, PBX_SIP_ADDR follows and the PBX is READY on it; another address
+    moves it; a tampered file is refused and changes nothing; DHCP removes the static address."""
+    data = work / "netdata"
+    data.mkdir()
+    host_if = f"vpbx{os.getpid() % 100000}"
+    b = Box(rootfs, data, work / "console-net.log", name=f"pbxnet-{os.getpid()}",
+            extra=[f"--network-veth-extra={host_if}:eth0"]).start()
+    try:
+        _wait("the host side of the veth", lambda: subprocess.run(["ip", "link", "set", host_if, "up"],
+                                                                   capture_output=True).returncode == 0, 30)
+        b.wait_ready()
+        _save_network(b, "static", "10.99.0.2/24", "10.99.0.1")
+        took = _wait("eth0 at 10.99.0.2/24", lambda: _eth0_addresses(b) == ["10.99.0.2/24"], 30)
+        print(f"static address on eth0 {took:.1f} s after the save")
+        _wait("PBX_SIP_ADDR following", lambda: "PBX_SIP_ADDR=10.99.0.2" in
+              b.sh("cat /etc/pbx/pbx.env", check=False).stdout, 30)
+        b.wait_ready()
+        assert "10.99.0.2:5060" in b.sh("ss -lnu", check=False).stdout, "the edge does not listen on the new address"
+        assert "DHCP=no" in b.sh("cat /run/systemd/network/80-pbx-wired.network.d/50-pbx-static.conf").stdout
+
+        _save_network(b, "static", "10.99.0.3/24", "10.99.0.1")
+        took = _wait("eth0 moved to 10.99.0.3/24", lambda: _eth0_addresses(b) == ["10.99.0.3/24"], 30)
+        print(f"moved to the next address {took:.1f} s after the save (the old one gone)")
+
+        # a file the root service must not trust: refused, logged, the address stays
+        netdir = data / "var" / "lib" / "pbx" / "network"
+        st = netdir.stat()
+        tmp = netdir / "network.json.tmp"
+        tmp.write_text(json.dumps({"mode": "static", "address": "x\n[Match]", "gateway": "", "dns": []}))
+        os.chown(tmp, st.st_uid, st.st_gid)              # as the pbx user of the box wrote it
+        os.replace(tmp, netdir / "network.json")
+        _wait("pbx-network.service to refuse it", lambda: b.sh("systemctl is-failed pbx-network.service",
+                                                                check=False).stdout.strip() == "failed", 20)
+        time.sleep(1.0)
+        assert _eth0_addresses(b) == ["10.99.0.3/24"]
+
+        _save_network(b, "dhcp")
+        _wait("the static address gone", lambda: not any(a.startswith("10.99.0.") for a in _eth0_addresses(b)), 30)
+        assert not b.sh("ls /run/systemd/network/80-pbx-wired.network.d/", check=False).stdout.strip()
+    finally:
+        b.stop()
 
 
 def test_power_cuts_leave_config_and_cdrs_usable(box, tmp_path):
