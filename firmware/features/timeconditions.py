@@ -26,7 +26,6 @@ from datetime import date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import holidays as holidays_lib
 
 from firmware.config.destination import DestinationKind, register_kind
 from firmware.config.errors import ValidationError, ValidationErrors
@@ -192,6 +191,7 @@ def parse_special_line(line: str) -> tuple[date, date, tuple[tuple[int, int], ..
 def holiday_region_error(country: str, region: str) -> str | None:
     if not country:
         return "a region needs a country, e.g. GB" if region else None
+    import holidays as holidays_lib     # here, not at import: 8 MB the call service needs only for this
     supported = holidays_lib.list_supported_countries()
     if country not in supported:
         return f"'{country}' is not a country the holidays library knows: use a code like GB or US"
@@ -203,6 +203,7 @@ def holiday_region_error(country: str, region: str) -> str | None:
 
 @lru_cache(maxsize=64)
 def _holiday_calendar(country: str, region: str, year: int):
+    import holidays as holidays_lib
     return holidays_lib.country_holidays(country, subdiv=region or None, years=year)
 
 
