@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 EXPIRES_S = 600
 REFRESH_S = 300          # re-publish every state this often (and after a 412)
 DIALOG_STATES = ("terminated", "early", "confirmed")
+REMOVE_AFTER_S = 1.0     # an ended dialog publication is removed this long after the one replacing it
 
 
 @dataclass
@@ -44,6 +45,7 @@ class _Publication:
     sent: str | None = None        # the body the edge has (None: not yet / must re-send)
     version: int = 0
     state: tuple = ()              # dialog: (state, direction, remote, remote_target) of the body
+    ended_etag: str = ""           # dialog: the terminated presentity the next publication replaces
 
 
 class Presence:
@@ -133,15 +135,19 @@ class Presence:
             break
         if 200 <= resp.status_code < 300:
             pub.etag = resp.headers.get_first("sip-etag") or pub.etag
-            if pub.event == "dialog" and "<state>terminated</state>" in body:
+            if pub.ended_etag and pub.ended_etag != pub.etag:
+                # the terminated presentity this publication replaces: removed shortly, not left in
+                # the edge's shared memory for its whole Expires (one per call and extension: the
+                # soak's Kamailio growth). The removal's NOTIFY repeats the new state; it comes
+                # REMOVE_AFTER_S later, not on the heels of the new state's own NOTIFY.
+                ended, pub.ended_etag = pub.ended_etag, ""
+                self.svc.loop.call_later(REMOVE_AFTER_S, self._spawn_remove, pub, ended)
+            if pub.event == "dialog" and ("<state>terminated</state>" in body
+                                          or (pub.state and pub.state[0] == "terminated")):
                 # Kamailio's presence skips (with 200) any update of a presentity whose dialog is
                 # terminated ("Trying to update an already terminated state"): the next state
-                # is published afresh, without SIP-If-Match
-                pub.etag = ""
-            if pub.event == "dialog" and pub.state and pub.state[0] == "terminated":
-                # the edge ends a publication whose dialogs all terminated: the next state is a
-                # new publication, not a refresh of this one
-                pub.etag = ""
+                # is published afresh, without SIP-If-Match, and then this one is removed
+                pub.ended_etag, pub.etag = pub.etag, ""
             pub.sent = body
             self.sent += 1
             # the change itself was logged where it happened (BLF, voicemail...): one line per event
@@ -150,8 +156,20 @@ class Presence:
             log.warning("presence: %s %s refused by the edge: %d %s", pub.event, pub.resource,
                         resp.status_code, resp.reason_phrase)
 
-    def _request(self, pub: _Publication, body: str) -> SipRequest:
+    def _spawn_remove(self, pub: _Publication, etag: str) -> None:
+        if self._task is not None and not self._task.done():      # not after stop()
+            self.svc.loop.create_task(self._remove(pub, etag))
+
+    async def _remove(self, pub: _Publication, etag: str) -> None:
+        """End one publication (RFC 3903 section 4.5: Expires 0 with its entity tag, no body)."""
+        resp = await self.svc.endpoint.request(self._request(pub, "", etag=etag, expires=0)).final
+        if not 200 <= resp.status_code < 300:      # 412: expired or forgotten already
+            log.debug("presence: removing %s %s (%s): %d", pub.event, pub.resource, etag, resp.status_code)
+
+    def _request(self, pub: _Publication, body: str, *, etag: str | None = None,
+                 expires: int = EXPIRES_S) -> SipRequest:
         svc = self.svc
+        etag = pub.etag if etag is None else etag
         self._cseq += 1
         uri = f"sip:{pub.resource}@{svc.edge[0]}:{svc.edge[1]}"
         h = CaseInsensitiveDict()
@@ -162,10 +180,11 @@ class Presence:
         h.append("Call-ID", f"{new_branch()[7:]}@pbx")
         h.append("CSeq", f"{self._cseq} PUBLISH")
         h.append("Event", pub.event)
-        h.append("Expires", str(EXPIRES_S))
-        if pub.etag:
-            h.append("SIP-If-Match", pub.etag)
-        h.append("Content-Type", pub.content_type)
+        h.append("Expires", str(expires))
+        if etag:
+            h.append("SIP-If-Match", etag)
+        if body:
+            h.append("Content-Type", pub.content_type)
         return SipRequest(headers=h, body=body.encode(), method="PUBLISH", uri=uri)
 
 
