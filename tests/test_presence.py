@@ -144,6 +144,36 @@ def test_blf_lamp_follows_the_published_dialog_state_and_a_late_watcher_gets_it_
         late.close()
 
 
+def test_each_call_does_not_leave_a_presentity_behind_in_the_edge(lamps):
+    """Kamailio refuses updates of a terminated dialog presentity, so every call's lamp starts a new
+    publication; the ended one is removed 1 s later (PUBLISH Expires 0), not kept for its 600 s
+    in the edge's shared memory. A watcher still ends on the idle state."""
+    edge, host = lamps
+    watcher = _phone(edge, "1000")
+    try:
+        status, dialog = watcher.subscribe("1001", "dialog")
+        assert status in (200, 202)
+        for _ in range(4):                     # four calls: ringing, talking, idle
+            for state in ("early", "confirmed", "terminated"):
+                sent = host.presence.sent
+                host.call(host.presence.publish_dialog, "1001", state)
+                _published(host, sent + 1)
+        deadline = time.monotonic() + 5
+        while True:
+            mine = [p for p in edge._rpc.call("presence.presentity_list")
+                    if p.get("user") == "1001" and p.get("event") == "dialog"]
+            if len(mine) == 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert len(mine) == 1, f"{len(mine)} dialog presentities of 1001 in the edge after 4 calls"
+        last = None
+        while (msg := watcher.next_notify(dialog, timeout=1.5)) is not None:
+            last = msg
+        assert last is not None and "<state>terminated</state>" in last.body
+    finally:
+        watcher.close()
+
+
 def test_unknown_event_packages_are_refused_and_phones_cannot_publish(lamps):
     edge, _ = lamps
     phone = _phone(edge, "1000")
