@@ -19,7 +19,9 @@ from __future__ import annotations
 import ctypes
 import os
 import random
+import secrets
 import socket
+import time
 import subprocess
 import threading
 
@@ -39,9 +41,7 @@ class LanHost:
     """One LAN host (a namespace) and the box's address facing it."""
 
     def __init__(self):
-        tag = f"{os.getpid() % 10000:04d}{random.randrange(100):02d}"
-        self.ns = f"pbxlan{tag}"
-        self.box_if, self.host_if = f"pbxb{tag}", f"pbxh{tag}"
+        self._name(secrets.token_hex(4))
         used = _used_addresses()
         for _ in range(100):
             third, fourth = random.randrange(256), random.randrange(0, 256, 4)
@@ -53,8 +53,23 @@ class LanHost:
         self.host_addr = f"198.{second}.{third}.{fourth + 2}"
         self.started = False
 
+    def _name(self, tag: str) -> None:
+        self.ns = f"pbxlan{tag}"
+        self.box_if, self.host_if = f"pbxb{tag}", f"pbxh{tag}"
+
     def start(self) -> "LanHost":
-        _ip("netns", "add", self.ns)
+        # A random name, never one still in use (a namespace another test leaked, or the same name drawn
+        # twice); iproute2's first `netns add` on a machine also races with a concurrent one while it
+        # mounts /run/netns, so a failed add is tried again under a new name a few times.
+        for attempt in range(5):
+            added = _ip("netns", "add", self.ns, check=False)
+            if added.returncode == 0:
+                break
+            if attempt == 4:
+                raise RuntimeError(f"could not make LAN host {self.ns}: {added.stderr.strip()} "
+                                   "(network namespaces need root and iproute2)")
+            time.sleep(0.05 * (attempt + 1))
+            self._name(secrets.token_hex(4))
         self.started = True
         try:
             _ip("link", "add", self.box_if, "type", "veth", "peer", "name", self.host_if)
