@@ -70,6 +70,25 @@ def test_first_start_generates_a_certificate_for_the_box_names_readable_by_the_p
     assert moved.read_bytes() != first                   # a new address: a new certificate
 
 
+def test_a_start_with_a_fitting_certificate_does_not_import_cryptography(tmp_path):
+    """box.json (the hash, names and expiry of box.crt) answers the start's check; a box.json that
+    does not match the certificate's bytes is not trusted: the certificate itself is read."""
+    crt, _ = certs.ensure_generated(tmp_path, ["pbx.example.lan"], ["127.0.0.1"])
+    facts = tmp_path / "tls" / certs.FACTS
+    assert facts.stat().st_mode & 0o777 == 0o600
+    probe = ("import sys; from webui.https import certs; "
+             f"certs.ensure_generated({str(tmp_path)!r}, ['pbx.example.lan'], ['127.0.0.1']); "
+             "print('cryptography' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+    first = crt.read_bytes()
+    facts.write_text(facts.read_text().replace('"names": [', '"names": ["198.51.100.9", '))
+    crt.write_bytes(first + b"\n")                       # same certificate, other bytes: facts ignored
+    again, _ = certs.ensure_generated(tmp_path, ["pbx.example.lan"], ["198.51.100.9"])
+    assert again.read_bytes() not in (first, first + b"\n")   # read for real: the address is not in it
+
+
 @pytest.mark.parametrize("case,match", [
     ("garbage", "not a PEM certificate"),
     ("other_key", "does not belong"),

@@ -19,9 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from firmware.dsp.levels import DBM0_RMS
+from services.media.lazy_numpy import np
 from services.media.wavfile import RATE, float_to_pcm16, parse_wav, read_wav, write_wav
 
 logger = logging.getLogger(__name__)

@@ -14,9 +14,7 @@ import struct
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from firmware.dsp import g711
+from services.media.lazy_numpy import np
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +80,7 @@ def _to_float(fmt: tuple, data: memoryview, name: str) -> tuple[np.ndarray, int]
     elif code == _FLOAT and width in (4, 8):
         x = np.frombuffer(data, "<f4" if width == 4 else "<f8").astype(np.float64)
     elif code in (_ALAW, _ULAW):
+        from firmware.dsp import g711
         pcm = (g711.alaw_decode if code == _ALAW else g711.ulaw_decode)(bytes(data))
         x = np.frombuffer(pcm, "<i2").astype(np.float64) / 32768.0
     else:

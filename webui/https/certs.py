@@ -7,23 +7,30 @@ Files in DATA/tls/ (readable by the PBX user only):
 
 `context(data_dir, host)` is the ssl.SSLContext the web server serves with;
 `install(data_dir, cert_pem, key_pem)` checks an upload completely before it replaces anything.
+
+cryptography (about 14 MB in a process) is imported only to make, read or check a certificate. Each
+start checks the generated one against box.json, written beside it when it was made (the SHA-256 of
+box.crt, its names and its expiry), so a box whose certificate still fits serves without importing it.
 """
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
+import json
 import os
 import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+if TYPE_CHECKING:
+    from cryptography import x509
 
 GENERATED = ("box.crt", "box.key")
+FACTS = "box.json"          # what box.crt covers, written with it (see the module's text)
+RENEW_BEFORE = dt.timedelta(days=30)
 UPLOADED = ("uploaded.crt", "uploaded.key")
 MAX_PEM = 64 * 1024
 
@@ -65,14 +72,16 @@ def ensure_generated(data_dir, names: list[str], addresses: list[str]) -> tuple[
     """The generated certificate, made now if missing or if it does not cover `names`/`addresses`."""
     d = tls_dir(data_dir)
     crt, key = d / GENERATED[0], d / GENERATED[1]
+    wanted = set(names) | set(addresses)
     if crt.exists() and key.exists():
-        try:
-            cert = x509.load_pem_x509_certificate(crt.read_bytes())
-            covered = set(_names_of(cert))
-            if set(names) | set(addresses) <= covered and cert.not_valid_after_utc > _now() + dt.timedelta(days=30):
-                return crt, key
-        except ValueError:
-            pass        # unreadable: make a new one
+        pem = crt.read_bytes()
+        facts = _read_facts(d / FACTS, pem) or _facts_of(pem, d / FACTS)
+        if facts is not None and wanted <= facts[0] and facts[1] > _now() + RENEW_BEFORE:
+            return crt, key
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0] if names else "pbx"),
                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Office PBX (self-signed)")])
@@ -87,8 +96,39 @@ def ensure_generated(data_dir, names: list[str], addresses: list[str]) -> tuple[
             .sign(private, hashes.SHA256()))
     _write(key, private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption()))
-    _write(crt, cert.public_bytes(serialization.Encoding.PEM))
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    _write(crt, pem)
+    _write_facts(d / FACTS, pem, set(_names_of(cert)), cert.not_valid_after_utc)
     return crt, key
+
+
+def _read_facts(path: Path, pem: bytes) -> tuple[set[str], dt.datetime] | None:
+    """(names, expiry) of box.crt from box.json, or None when that file is missing, unreadable or
+    written for other certificate bytes (then the certificate itself is read)."""
+    try:
+        facts = json.loads(path.read_text())
+        if facts["sha256"] != hashlib.sha256(pem).hexdigest():
+            return None
+        return set(facts["names"]), dt.datetime.fromisoformat(facts["not_after"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _facts_of(pem: bytes, path: Path) -> tuple[set[str], dt.datetime] | None:
+    """(names, expiry) read from the certificate itself (and kept in box.json); None: unreadable."""
+    from cryptography import x509
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        return None
+    names, not_after = set(_names_of(cert)), cert.not_valid_after_utc
+    _write_facts(path, pem, names, not_after)
+    return names, not_after
+
+
+def _write_facts(path: Path, pem: bytes, names: set[str], not_after: dt.datetime) -> None:
+    _write(path, json.dumps({"sha256": hashlib.sha256(pem).hexdigest(), "names": sorted(names),
+                             "not_after": not_after.isoformat()}).encode())
 
 
 def active_files(data_dir, host: str = "") -> tuple[Path, Path, str]:
@@ -111,6 +151,8 @@ def context(data_dir, host: str = "") -> ssl.SSLContext:
 
 
 def info(data_dir, host: str = "") -> CertInfo:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
     crt, _, source = active_files(data_dir, host)
     cert = x509.load_pem_x509_certificates(crt.read_bytes())[0]
     return CertInfo(source, cert.subject.rfc4514_string(), tuple(_names_of(cert)), cert.not_valid_after_utc,
@@ -125,6 +167,9 @@ def install(data_dir, cert_pem: bytes, key_pem: bytes) -> CertInfo:
     if len(cert_pem) > MAX_PEM or len(key_pem) > MAX_PEM:
         raise CertificateError(f"a certificate or key file is larger than {MAX_PEM // 1024} kB: upload the PEM "
                                "files themselves")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
     try:
         chain = x509.load_pem_x509_certificates(cert_pem)
     except ValueError:
@@ -177,6 +222,7 @@ def remove_uploaded(data_dir) -> None:
 
 
 def _names_of(cert: x509.Certificate) -> list[str]:
+    from cryptography import x509
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
