@@ -299,6 +299,15 @@ def test_generated_secrets_never_start_with_a_dash():
     assert not [s for s in (generate_secret() for _ in range(5000)) if s.startswith("-")]
 
 
+def test_generated_secrets_never_start_with_0x(monkeypatch):
+    """SIPp takes a password starting with 0x for a hex key: such an extension could never
+    register or call from it (it cost the soak 31 calls in every 10,000)."""
+    from firmware.config import model
+    drawn = iter(["0xYupMhPmAIicfnhqrB4lOpf", "0XYupMhPmAIicfnhqrB4lOpf", "AxYupMhPmAIicfnhqrB4lOpf"])
+    monkeypatch.setattr(model.secrets, "token_urlsafe", lambda n: next(drawn))
+    assert model.generate_secret() == "AxYupMhPmAIicfnhqrB4lOpf"
+
+
 @pytest.mark.parametrize("spelling", ["joined", "separate"])
 def test_secret_may_start_with_a_dash(pbx_data, spelling):
     secret = "-abc-Def-123456"
