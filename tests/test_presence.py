@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from services.callsvc.presence import Presence
+from services.callsvc.presence import REMOVE_AFTER_S, Presence
 from services.callsvc.sip import SipEndpoint, new_branch
 from services.edge import Edge, EdgeConfig
 from tests.phones.raw import RawPhone
@@ -172,6 +172,26 @@ def test_each_call_does_not_leave_a_presentity_behind_in_the_edge(lamps):
         assert last is not None and "<state>terminated</state>" in last.body
     finally:
         watcher.close()
+
+
+def test_the_refresh_of_an_idle_lamp_keeps_one_presentity_and_no_edge_error(lamps, caplog):
+    """The 5-minute refresh re-publishes an idle lamp with the same dialog id; the edge replaces
+    the old presentity itself, so nothing may try to remove it again (in the 100,000-call soak each
+    refresh logged one "No E_Tag match" error per idle extension in Kamailio)."""
+    edge, host = lamps
+    for state in ("confirmed", "terminated"):
+        sent = host.presence.sent
+        host.call(host.presence.publish_dialog, "1000", state)
+        _published(host, sent + 1)
+    time.sleep(0.2)
+    sent = host.presence.sent
+    host.call(host.presence._refresh_all)
+    _published(host, sent + 1)
+    time.sleep(REMOVE_AFTER_S + 1.0)                 # when a removal would have gone out
+    mine = [p for p in edge._rpc.call("presence.presentity_list")
+            if p.get("user") == "1000" and p.get("event") == "dialog"]
+    assert len(mine) == 1, mine
+    assert "No E_Tag match" not in caplog.text
 
 
 def test_unknown_event_packages_are_refused_and_phones_cannot_publish(lamps):

@@ -46,6 +46,7 @@ class _Publication:
     version: int = 0
     state: tuple = ()              # dialog: (state, direction, remote, remote_target) of the body
     ended_etag: str = ""           # dialog: the terminated presentity the next publication replaces
+    ended_body: str = ""           # ... and the body it holds
 
 
 class Presence:
@@ -139,15 +140,18 @@ class Presence:
                 # the terminated presentity this publication replaces: removed shortly, not left in
                 # the edge's shared memory for its whole Expires (one per call and extension: the
                 # soak's Kamailio growth). The removal's NOTIFY repeats the new state; it comes
-                # REMOVE_AFTER_S later, not on the heels of the new state's own NOTIFY.
+                # REMOVE_AFTER_S later, not on the heels of the new state's own NOTIFY. A refresh
+                # of the same idle state carries the same dialog id, and the edge drops the old
+                # presentity itself: removing it again would only log "No E_Tag match" there.
                 ended, pub.ended_etag = pub.ended_etag, ""
-                self.svc.loop.call_later(REMOVE_AFTER_S, self._spawn_remove, pub, ended)
+                if body != pub.ended_body:
+                    self.svc.loop.call_later(REMOVE_AFTER_S, self._spawn_remove, pub, ended)
             if pub.event == "dialog" and ("<state>terminated</state>" in body
                                           or (pub.state and pub.state[0] == "terminated")):
                 # Kamailio's presence skips (with 200) any update of a presentity whose dialog is
                 # terminated ("Trying to update an already terminated state"): the next state
                 # is published afresh, without SIP-If-Match, and then this one is removed
-                pub.ended_etag, pub.etag = pub.etag, ""
+                pub.ended_etag, pub.ended_body, pub.etag = pub.etag, body, ""
             pub.sent = body
             self.sent += 1
             # the change itself was logged where it happened (BLF, voicemail...): one line per event
