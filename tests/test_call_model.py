@@ -127,6 +127,30 @@ def test_early_media_in_a_183_reaches_the_caller_before_the_answer(pbx, phones):
     wait_idle(pbx)
 
 
+def test_a_retransmitted_200_gets_the_same_ack_again_byte_for_byte(pbx, phones):
+    """A callee whose 200 is retransmitted (our ACK was late or lost) must get the same ACK again:
+    a new one, with a new Via branch, is a new request to it (SIPp aborts the call on it)."""
+    a, b, a_rtp, b_rtp = phones("1010", "1011")
+    acks = []
+
+    def callee():
+        req = b.wait_request("INVITE", 8)
+        answer = sdp_body("127.0.0.1", b_rtp.getsockname()[1])
+        for _ in range(2):                          # the 200, then its retransmission (timer G)
+            b.reply(req, 200, "OK", answer, tag="retx200")
+            acks.append(b.wait_request("ACK", 3))
+
+    t = threading.Thread(target=callee)
+    t.start()
+    status, dialog, _ = a.invite("1011", sdp_body("127.0.0.1", a_rtp.getsockname()[1]))
+    t.join(10)
+    assert status == 200
+    assert len(acks) == 2 and None not in acks, acks
+    assert acks[1].raw == acks[0].raw
+    assert a.bye(dialog) == 200
+    wait_idle(pbx)
+
+
 def test_a_callee_ringing_longer_than_32_s_can_still_answer(pbx, phones):
     pbx.store.update_settings(no_answer_timeout=60)
     try:

@@ -136,6 +136,7 @@ class Channel:
         self.on_ringing = None       # callable(channel), outbound
         self.on_progress = None      # callable(channel), outbound: 183 with SDP (early media)
         self.reinvite_tx: ServerTransaction | None = None
+        self.ack: SipRequest | None = None      # the ACK of our INVITE's 2xx, sent again as it was
         self.credentials: tuple[str, str] | None = None  # (user, password) for a provider's challenge
         self.trunk = ""              # the trunk this outbound channel goes out on
 
@@ -359,7 +360,8 @@ class Channel:
         self.target = uri_of(resp.headers.get_first("contact") or self.target)
         self.routes = list(reversed(resp.headers.get("record-route")))
         self.confirmed = True
-        self.svc.endpoint.send_stateless(self.in_dialog("ACK", cseq=1))
+        self.ack = self.in_dialog("ACK", cseq=1)
+        self.svc.endpoint.send_stateless(self.ack)
         if self.is_gone or self.cancel_reason:
             # the caller left (or another target won) just as this one answered
             await self.hangup(self.cancel_reason and "completed elsewhere" or "caller gone")
@@ -442,8 +444,12 @@ class Channel:
         self.svc.endpoint.send_stateless(SipRequest(headers=h, method="ACK", uri=inv.uri))
 
     def resend_ack(self, cseq: int) -> None:
+        """A retransmitted 2xx: the ACK again, byte for byte (RFC 3261 13.2.2.4). A fresh one, with a
+        new Via branch, is a new request to the phone: SIPp aborts the call on it ("expected BYE, got
+        ACK"), as it did at 300 setups/s when an ACK took longer than the callee's 500 ms timer."""
         if not self.inbound and self.confirmed:
-            self.svc.endpoint.send_stateless(self.in_dialog("ACK", cseq=cseq))
+            ack = self.ack if self.ack is not None and cseq == 1 else self.in_dialog("ACK", cseq=cseq)
+            self.svc.endpoint.send_stateless(ack)
 
     # --- media primitives ----------------------------------------------------------------------------
     async def play(self, player: Player, stop_on_digits: str = "") -> str | None:

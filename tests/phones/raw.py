@@ -59,6 +59,7 @@ def sdp_address(body: str) -> tuple[str, int]:
 
 class Message:
     def __init__(self, data: bytes):
+        self.raw = data
         head, _, body = data.partition(b"\r\n\r\n")
         lines = head.decode("utf-8", "replace").split("\r\n")
         self.start = lines[0]
