@@ -21,9 +21,9 @@ import os
 import random
 import secrets
 import socket
-import time
 import subprocess
 import threading
+import time
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
