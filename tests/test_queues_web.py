@@ -4,6 +4,8 @@ PBX's control socket, and the agent's own page logging in, out and pausing."""
 import csv
 import io
 import time
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -65,16 +67,20 @@ def test_an_admin_adds_a_queue_and_a_mistake_is_named_at_its_field(admin, tmp_pa
 
 def test_the_statistics_page_csv_and_api_count_from_the_queue_log(admin, tmp_path):
     fill_log(tmp_path)
-    page = admin.get("/queues/stats")
+    # from the day the log starts (10 min ago: yesterday, in the first minutes after midnight) to today
+    from firmware.config import ConfigStore
+    zone = ZoneInfo(ConfigStore(tmp_path).settings().timezone)
+    since = f"from={datetime.fromtimestamp(time.time() - 600, zone).date().isoformat()}"
+    page = admin.get(f"/queues/stats?{since}")
     assert page.status_code == 200
     assert 'data-queue="500"' in page.text and "50 %" in page.text      # 1 of 2 within 20 s
-    rows = list(csv.DictReader(io.StringIO(admin.get("/queues/stats.csv?what=queues").text)))
+    rows = list(csv.DictReader(io.StringIO(admin.get(f"/queues/stats.csv?what=queues&{since}").text)))
     assert rows[0]["queue"] == "500" and (rows[0]["offered"], rows[0]["answered"], rows[0]["abandoned"]) == ("2", "1", "1")
-    agents = list(csv.DictReader(io.StringIO(admin.get("/queues/stats.csv?what=agents").text)))
+    agents = list(csv.DictReader(io.StringIO(admin.get(f"/queues/stats.csv?what=agents&{since}").text)))
     assert {a["agent"]: a["answered"] for a in agents} == {"1001": "1", "1002": "0"}
-    data = api(admin, "GET", "/api/v1/queues/stats").get_json()
+    data = api(admin, "GET", f"/api/v1/queues/stats?{since}").get_json()
     assert data["queues"][0]["longest_wait"] == 30 and data["queues"][0]["average_talk"] == 50
-    events = api(admin, "GET", "/api/v1/queues/log").get_json()["events"]
+    events = api(admin, "GET", f"/api/v1/queues/log?{since}").get_json()["events"]
     assert [e["event"] for e in events][:2] == ["ENTERQUEUE", "CONNECT"]
 
 
