@@ -26,12 +26,15 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-
 from firmware.config.errors import ValidationError, ValidationErrors
 from firmware.config.records import Collection, RecordKind, Ref, register_records
+
+if TYPE_CHECKING:
+    import jinja2
 
 TABLE = "phones"
 PROFILES = "provisioning_profiles"

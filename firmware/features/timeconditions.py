@@ -26,7 +26,6 @@ from datetime import date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-
 from firmware.config.destination import DestinationKind, register_kind
 from firmware.config.errors import ValidationError, ValidationErrors
 from firmware.config.records import Collection, RecordKind, Ref, destination_refs, register_records
