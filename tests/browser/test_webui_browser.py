@@ -349,6 +349,8 @@ def test_dashboard_shows_every_phone_state_inside_its_card_on_wide_screens_and_o
         page.fill("#f-password", ADMIN_PASSWORD)
         page.click("button:has-text('Log in')")
         expect(page).to_have_url(re.compile(r"/dashboard$"))
+        # the URL changes when the navigation commits, before the page is parsed: wait for the table
+        expect(page.locator("#phones tbody tr")).to_have_count(6)
         for size in ({"width": 1280, "height": 800}, {"width": 1920, "height": 1080}, PHONE):
             page.set_viewport_size(size)
             # The table stays inside the card's padding, and each state reads on one line, fully shown.
