@@ -23,7 +23,7 @@ RESTART_AFTER_S = 5.0
 
 
 def uses_tls(sip_addr: str) -> bool:
-    from webui.server import wants_tls
+    from webui.scheme import wants_tls
     return wants_tls("auto", sip_addr)
 
 

@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scale-out: run N call services, the edge spreading calls to extensions over them "
                         "(docs/decisions/025-scale-out-dispatcher.md); each gets 1/N of --rtp-ports")
     r.add_argument("--no-web", action="store_true", help="do not start the web UI")
+    r.add_argument("--web-idle-exit", type=_whole(0, 86400), default=600, metavar="SECONDS",
+                   help="stop the web UI after this many seconds without a request; the next connection "
+                        "starts it again (default 600; 0: keep it running)")
     r.add_argument("--browser-phone-port", type=_port, default=0, metavar="PORT",
                    help="SIP over WebSocket for the browser phone page on PORT (e.g. 8443; starts rtpengine); 0: off")
     r.add_argument("--browser-phone-rtp-ports", type=_rtp, default=(21000, 21999), metavar="A-B",
@@ -178,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="web UI over HTTPS (auto: unless --web-addr is loopback)")
     sv.add_argument("--redirect-port", type=_port, default=None,
                     help="answer plain HTTP here with a redirect to the HTTPS UI (e.g. 80)")
+    sv.add_argument("--idle-exit", type=_whole(0, 86400), default=0, metavar="SECONDS",
+                    help="web: stop after this many seconds without a request, when socket-activated "
+                         "(pbx-web.socket starts it again on the next connection); 0: never")
     sv.add_argument("--trusted", type=_ipv4_net, action="append", default=[])
     sv.add_argument("--browser-phone-port", type=_port, default=0, metavar="PORT",
                     help="edge: SIP over WebSocket for browser phones on PORT (starts rtpengine); 0: off")
@@ -324,7 +330,7 @@ def cmd_run(args) -> int:
         _ensure_demo(data, args.sip_addr, args.sip_port)
     opts = RunOptions(data=data, sip_addr=args.sip_addr, sip_port=args.sip_port, web_port=args.web_port,
                       rtp_ports=args.rtp_ports, kernel_media=args.kernel_media, cs_port=args.cs_port,
-                      web=not args.no_web,
+                      web=not args.no_web, web_idle_exit=args.web_idle_exit,
                       trusted=tuple(args.trusted), lines_tty=args.lines_tty,
                       browser_phone_port=args.browser_phone_port,
                       browser_phone_rtp_ports=args.browser_phone_rtp_ports, call_services=args.call_services)
@@ -339,10 +345,11 @@ def cmd_service(args) -> int:
     if args.name == "web":
         from .runner import RunError, port_in_use
         from .webservice import serve
-        busy = port_in_use(args.web_addr, args.web_port)
-        if busy:
-            raise RunError(f"web UI cannot start: {busy}")
-        return serve(data, args.web_addr, args.web_port, args.https, args.redirect_port)
+        if "LISTEN_FDS" not in os.environ:     # socket-activated: systemd holds the ports
+            busy = port_in_use(args.web_addr, args.web_port)
+            if busy:
+                raise RunError(f"web UI cannot start: {busy}")
+        return serve(data, args.web_addr, args.web_port, args.https, args.redirect_port, args.idle_exit)
     from .runner import RunOptions, run
     opts = RunOptions(data=data, sip_addr=args.sip_addr, sip_port=args.sip_port, web_port=args.web_port,
                       rtp_ports=args.rtp_ports, kernel_media=args.kernel_media, cs_port=args.cs_port, web=False,

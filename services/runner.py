@@ -59,6 +59,7 @@ class RunOptions:
     kernel_media: str = "auto"       # bridged G.711 forwarded by nftables when the box allows it; "off"
     cs_port: int = 0                 # 0: any free port (the edge config is written after binding)
     web: bool = True
+    web_idle_exit: int = 600         # the web UI stops after so many seconds without a request; 0: never
     trusted: tuple[str, ...] = ()
     flood_limit: tuple[int, int] = (100, 2)
     edge_children: int = 4
@@ -286,6 +287,8 @@ class Pbx:
         self.calls: CallService | None = None
         self.web: subprocess.Popen | None = None
         self.web_restarts = Restarts("web UI")
+        self.web_socket: socket.socket | None = None   # the UI's port, held here (decision 026)
+        self.web_waiting = False         # the UI stopped idle: the next connection starts it
         self.edge_restarts = Restarts("Kamailio edge")
         self.lines_restarts = Restarts("line service")
         self.lines = None                # hw.lines.gw_process.LinesComponent
@@ -316,9 +319,26 @@ class Pbx:
             if busy:
                 raise RunError(f"Kamailio edge cannot start: {busy}")
         if "web" in o.components and o.web:
-            busy = port_in_use(o.sip_addr, o.web_port)
-            if busy:
-                raise RunError(f"web UI cannot start: {busy}")
+            self._listen_web()
+
+    def _listen_web(self) -> None:
+        """Listen on the web UI's port here, for the life of `pbx run` (as pbx-web.socket does under
+        systemd): the UI child serves on this socket (--listen-fd) and stops when idle, and the next
+        connection waiting on it starts the UI again (decision 026)."""
+        o = self.opts
+        sock = socket.socket(socket.AF_INET6 if ":" in o.sip_addr else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # TIME_WAIT is no obstacle
+        try:
+            sock.bind((o.sip_addr, o.web_port))
+            sock.listen(128)
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise RunError(f"web UI cannot start: port {o.web_port} in use by another process: "
+                               "stop it or pass --web-port") from None
+            raise RunError(f"web UI cannot start: cannot listen on {o.sip_addr}:{o.web_port}: "
+                           f"{exc.strerror or exc}") from None
+        self.web_socket = sock
 
     async def start(self) -> None:
         """Start every part; RunError (one line: part, cause, fix) when one cannot start."""
@@ -394,7 +414,7 @@ class Pbx:
         if "lines" in o.components and self.store.line_ports():
             await self._start_lines(loop)
         parts = ", ".join(sorted(c for c in o.components if c != "lines" or self.lines is not None))
-        from webui.server import wants_tls
+        from webui.scheme import wants_tls
         scheme = "https" if wants_tls("auto", o.sip_addr) else "http"
         log.info("PBX ready (%s): SIP udp+tcp %s:%d, web %s://%s:%d/, data %s", parts, o.sip_addr,
                  o.sip_port, scheme, o.sip_addr, o.web_port, o.data)
@@ -450,23 +470,36 @@ class Pbx:
 
     def _start_web(self) -> None:
         o = self.opts
-        busy = port_in_use(o.sip_addr, o.web_port)
-        if busy:  # starting it would only print a traceback and exit
-            self.web_restarts.failed(f"not started: {busy}")
-            return
+        fd = self.web_socket.fileno()
         self.web = subprocess.Popen([sys.executable, "-m", "webui", "--data", str(o.data),
-                                     "--host", o.sip_addr, "--port", str(o.web_port)],
-                                    preexec_fn=die_with_parent())
+                                     "--host", o.sip_addr, "--port", str(o.web_port), "--listen-fd", str(fd),
+                                     "--idle-exit", str(o.web_idle_exit)],
+                                    pass_fds=(fd,), preexec_fn=die_with_parent())
         self.web_restarts.up()
 
     def _check_web(self) -> None:
         if self.web is not None and self.web.poll() is not None:
-            reason = f"exited with code {self.web.returncode}"
-            busy = port_in_use(self.opts.sip_addr, self.opts.web_port)
+            code = self.web.returncode
             self.web = None
-            self.web_restarts.failed(f"{reason}: {busy}" if busy else reason)
-        if self.web is None and self.web_restarts.due():
+            if code == 0 and not self.stopping.is_set():
+                self._start_web_on_connection()     # it stopped idle (and said so)
+                return
+            self.web_restarts.failed(f"exited with code {code}")
+        if self.web is None and not self.web_waiting and self.web_restarts.due():
             self._start_web()
+
+    def _start_web_on_connection(self) -> None:
+        loop = asyncio.get_running_loop()
+        fd = self.web_socket.fileno()
+
+        def wanted() -> None:
+            loop.remove_reader(fd)
+            self.web_waiting = False
+            if self.web is None and not self.stopping.is_set():
+                log.info("web UI: a connection is waiting: starting it")
+                self._start_web()
+        self.web_waiting = True
+        loop.add_reader(fd, wanted)
 
     async def _check_edge(self, loop) -> bool:
         """Restart a dead edge (with back-off); False while it is down."""
@@ -685,7 +718,7 @@ class Pbx:
         """Answer desk phones' plug-and-play requests on the LAN (services/pnp.py). A box that
         cannot join the group (no multicast on its interface) still runs: phones are then given
         their address by DHCP or by hand."""
-        from webui.server import wants_tls
+        from webui.scheme import wants_tls
 
         from . import pnp
         o = self.opts
@@ -719,6 +752,10 @@ class Pbx:
                 self.web.wait(5)
             except subprocess.TimeoutExpired:
                 self.web.kill()
+        if self.web_socket is not None:
+            if self.web_waiting:
+                asyncio.get_running_loop().remove_reader(self.web_socket.fileno())
+            self.web_socket.close()
         for instance, proc in self.more_calls.items():
             if proc is not None and proc.poll() is None:
                 proc.terminate()

@@ -561,14 +561,14 @@ def install_spool(spool: Path, work: Path, var: Path, backup_root: Path) -> int:
 def pbx_units() -> list[str]:
     r = subprocess.run(["systemctl", "show", "-p", "Wants", "--value", "pbx.target"],
                        capture_output=True, text=True)
-    return sorted(u for u in r.stdout.split() if u.startswith("pbx-") and u.endswith(".service"))
+    return sorted(u for u in r.stdout.split() if u.startswith("pbx-") and u.endswith((".service", ".socket")))
 
 
 def unit_states(units: list[str]) -> dict[str, str]:
     if not units:
         return {}
-    r = subprocess.run(["systemctl", "show", "-p", "Id,ActiveState,SubState,ConditionResult", *units],
-                       capture_output=True, text=True)
+    r = subprocess.run(["systemctl", "show", "-p", "Id,ActiveState,SubState,ConditionResult,Result,TriggeredBy",
+                        *units], capture_output=True, text=True)
     states, cur = {}, {}
     for line in r.stdout.splitlines() + [""]:
         if not line.strip():
@@ -576,6 +576,8 @@ def unit_states(units: list[str]) -> dict[str, str]:
                 state = f"{cur.get('ActiveState', '')}/{cur.get('SubState', '')}"
                 if cur.get("ConditionResult") == "no" and state == "inactive/dead":
                     state = "skipped"  # a condition says it does not run on this box
+                elif state == "inactive/dead" and cur.get("TriggeredBy") and cur.get("Result") == "success":
+                    state = "on demand"   # stopped idle, its socket starts it again (the web UI)
                 states[cur["Id"]] = state
             cur = {}
             continue
@@ -622,10 +624,10 @@ def health(timeout: float, data: Path = Path("/var/lib/pbx")) -> int:
     a self-test call carrying audio (services/selftest.py); exit 1 naming what is not. Run by
     pbx-update-check.service before boot-complete.target."""
     deadline = time.monotonic() + timeout
-    unit_ok = ("active/running", "active/exited", "skipped")
+    unit_ok = ("active/running", "active/exited", "active/listening", "skipped", "on demand")
     units = pbx_units()
     if not units:
-        print("pbx-update-check: pbx.target wants no pbx-*.service", file=sys.stderr)
+        print("pbx-update-check: pbx.target wants no pbx-* unit", file=sys.stderr)
         return 1
     while True:
         states = unit_states(units)

@@ -2,6 +2,10 @@
 
 The server owns its own threads, so the watchdog thread pings systemd only after a real HTTP(S)
 request to the UI succeeded: a hung web server stops the pings and systemd restarts it.
+
+Socket-activated (pbx-web.socket holds ports 443 and 80, decision 026): with `idle_exit` the UI
+stops after that many seconds without a request, and systemd starts it again on the next
+connection. Started without the socket unit it binds the ports itself and stays up.
 """
 
 from __future__ import annotations
@@ -35,12 +39,25 @@ def _alive(host: str, port: int, tls: bool = False) -> bool:
         return False
 
 
-def serve(data_dir, host: str, port: int, https: str = "auto", redirect_port: int | None = None) -> int:
+def serve(data_dir, host: str, port: int, https: str = "auto", redirect_port: int | None = None,
+          idle_exit: float = 0.0) -> int:
     from webui import create_app, server
     from webui.wizard import setup_code
     notifier = Notifier()
+    try:
+        sockets = server.inherited_sockets()
+    except ValueError as exc:
+        log.error("web UI not started: the sockets systemd handed over are unusable: %s: check "
+                  "pbx-web.socket", exc)
+        return 1
+    if sockets:
+        port = sockets[0].getsockname()[1]
+    elif idle_exit > 0:
+        log.info("web UI: not socket-activated (pbx-web.socket), so it stays up instead of stopping when idle")
+        idle_exit = 0.0
     app = create_app(str(data_dir))
-    servers = server.for_app(app, data_dir, host, port, https=https, redirect_port=redirect_port)
+    servers = server.for_app(app, data_dir, host, port, https=https, redirect_port=redirect_port,
+                             sockets=sockets, idle_exit=idle_exit)
     tls = "pbx.tls" in app.extensions
     scheme = "https" if tls else "http"
     code = setup_code.read(str(data_dir))

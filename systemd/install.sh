@@ -51,9 +51,23 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=${root%/}
 dest=${dest:-$root/etc/systemd/system}
 mkdir -p "$dest"
-for unit in "$here"/pbx.target "$here"/pbx-*.service; do
+# pbx-web.socket listens where /etc/pbx/pbx.env says (a socket unit cannot read an environment file)
+env_file="$root/etc/pbx/pbx.env"
+[ -e "$env_file" ] || env_file="$here/pbx.env.example"
+setting() {   # the last NAME=value of the env file, else the default
+    value=$(sed -n "s/^$1=//p" "$env_file" | tail -1 | tr -d '"' | tr -d "'")
+    echo "${value:-$2}"
+}
+listen() {    # address:port as ListenStream= wants it ([v6]:port)
+    case "$1" in *:*) echo "[$1]:$2" ;; *) echo "$1:$2" ;; esac
+}
+web_addr=$(setting PBX_WEB_ADDR 0.0.0.0)
+web_listen=$(listen "$web_addr" "$(setting PBX_WEB_PORT 443)")
+web_redirect_listen=$(listen "$web_addr" "$(setting PBX_WEB_REDIRECT_PORT 80)")
+for unit in "$here"/pbx.target "$here"/pbx-*.service "$here"/pbx-*.socket; do
     name=$(basename "$unit")
-    sed "s|@PREFIX@|$prefix|g" "$unit" > "$dest/$name.tmp"
+    sed -e "s|@PREFIX@|$prefix|g" -e "s|@WEB_LISTEN@|$web_listen|g" \
+        -e "s|@WEB_REDIRECT_LISTEN@|$web_redirect_listen|g" "$unit" > "$dest/$name.tmp"
     chmod 0644 "$dest/$name.tmp"
     mv "$dest/$name.tmp" "$dest/$name"
     echo "installed $dest/$name"
@@ -86,7 +100,7 @@ else
     systemctl --root="$root" mask kamailio.service
 fi
 
-parts="pbx.target pbx-edge.service pbx-calls.service pbx-web.service pbx-panel.service"
+parts="pbx.target pbx-edge.service pbx-calls.service pbx-web.socket pbx-web.service pbx-panel.service"
 [ "$with_lines" = yes ] && parts="$parts pbx-lines.service"
 if [ "$root" = "" ]; then
     if [ -d /run/systemd/system ]; then

@@ -123,14 +123,29 @@ def test_auto_serves_https_except_on_loopback():
 
 
 # ----- the running web UI --------------------------------------------------------------------------
-@pytest.fixture
-def https_ui(tmp_path):
+@pytest.fixture(params=["bound", "handed-over"])
+def https_ui(tmp_path, request):
+    """The UI binding its ports itself, or serving on listening sockets handed over to it
+    (--listen-fd, as `pbx run` and pbx-web.socket do: decision 026); the ports it is told
+    (--port, --redirect-port) are then not the ones it serves on."""
     data = tmp_path / "data"
-    port, redirect = free_port(), free_port()
     log = open(tmp_path / "web.log", "w")
+    held = []
+    if request.param == "bound":
+        port, redirect = free_port(), free_port()
+        args, fds = ["--port", str(port), "--redirect-port", str(redirect)], ()
+    else:
+        for _ in range(2):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            s.listen(16)
+            held.append(s)
+        port, redirect = (s.getsockname()[1] for s in held)
+        fds = tuple(s.fileno() for s in held)
+        args = ["--port", "443", "--redirect-port", "80", "--listen-fd", str(fds[0]), "--listen-fd", str(fds[1])]
     proc = subprocess.Popen([sys.executable, "-m", "webui", "--data", str(data), "--host", "127.0.0.1",
-                             "--port", str(port), "--https", "on", "--redirect-port", str(redirect)],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                             "--https", "on", *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            pass_fds=fds)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -143,6 +158,8 @@ def https_ui(tmp_path):
     proc.terminate()
     proc.wait(10)
     log.close()
+    for s in held:
+        s.close()
 
 
 def test_the_ui_is_served_over_https_with_the_box_certificate_and_http_redirects(https_ui):

@@ -360,6 +360,50 @@ def test_the_update_check_passes_only_with_a_self_test_call_through_the_booted_b
     assert all(line.startswith("pbx ") for line in owners if line), owners
 
 
+WEB_GET = ("cd /opt/pbx && /opt/pbx/.venv/bin/python -c \"import http.client, ssl; "
+           "c = http.client.{cls}('127.0.0.1', {port}, timeout=60{ctx}); c.request('GET', '/login'); "
+           "print(c.getresponse().status)\"")
+
+
+def _web_get(box: Box, tls: bool) -> int:
+    ctx = ", context=ssl._create_unverified_context()" if tls else ""
+    cmd = WEB_GET.format(cls="HTTPSConnection" if tls else "HTTPConnection", port=443 if tls else 80, ctx=ctx)
+    return int(box.sh(cmd, timeout=90).stdout.strip())
+
+
+def test_the_web_ui_stops_when_idle_and_its_socket_starts_it_on_the_next_connection(box):
+    """pbx-web.socket holds 443 and 80 (decision 026). With a 3 s idle time the web UI service
+    stops cleanly (not a failure, not restarted), both ports keep listening, the next HTTPS
+    request starts it under real systemd and is answered, and the update check counts the
+    stopped UI as started on demand."""
+    dropin = "/run/systemd/system/pbx-web.service.d"
+    box.sh(f"mkdir -p {dropin} && printf 'PBX_WEB_IDLE_EXIT=3\\n' > /run/pbx-web-idle.env && "
+           f"printf '[Service]\\nEnvironmentFile=/run/pbx-web-idle.env\\n' > {dropin}/idle.conf && "
+           "systemctl daemon-reload && systemctl restart pbx-web.service")
+    try:
+        def web_state() -> str:
+            return box.sh("systemctl is-active pbx-web.service", check=False).stdout.strip()
+        stopped = _wait("the idle web UI to stop", lambda: web_state() == "inactive", 90)
+        print(f"web UI stopped {stopped:.1f} s after its restart (idle time 3 s)")
+        assert box.sh("systemctl show -p Result --value pbx-web.service").stdout.strip() == "success"
+        assert box.sh("systemctl is-active pbx-web.socket", check=False).stdout.strip() == "active"
+        listening = box.sh("ss -Hltn").stdout
+        assert ":443 " in listening and ":80 " in listening, listening
+        check = box.sh("cd /opt/pbx && /opt/pbx/.venv/bin/python -c \"from services.update import unit_states; "
+                       "print(unit_states(['pbx-web.service', 'pbx-web.socket']))\"").stdout
+        assert "'pbx-web.service': 'on demand'" in check and "'pbx-web.socket': 'active/listening'" in check, check
+        t0 = time.monotonic()
+        assert _web_get(box, tls=True) in (200, 302)
+        print(f"first page with the web UI stopped: {time.monotonic() - t0:.1f} s")
+        assert web_state() == "active"
+        assert _web_get(box, tls=False) == 308        # port 80 redirects to HTTPS
+        _wait("the idle web UI to stop again", lambda: web_state() == "inactive", 60)
+        assert _web_get(box, tls=False) == 308        # a request on the redirect port starts it too
+    finally:
+        box.sh(f"rm -rf {dropin} /run/pbx-web-idle.env && systemctl daemon-reload && "
+               "systemctl restart pbx-web.service", check=False)
+
+
 def _eth0_addresses(box: Box) -> list[str]:
     out = box.sh("ip -4 -o addr show dev eth0", check=False).stdout
     return re.findall(r"inet (\S+)", out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import select
 import shlex
 import shutil
 import signal
@@ -26,7 +27,7 @@ from tests.pbxproc import ROOT, free_port, free_rtp_range
 
 INSTALL = ROOT / "systemd" / "install.sh"
 SERVICES = ("edge", "calls", "web", "panel", "lines")
-UNITS = tuple(f"pbx-{name}.service" for name in SERVICES) + ("pbx.target",)
+UNITS = tuple(f"pbx-{name}.service" for name in SERVICES) + ("pbx.target", "pbx-web.socket")
 # systemd-analyze security --offline: 0 is a locked box, 10 an unprotected root service; "OK" ends
 # at 4.9. Measured: edge 1.7 (CAP_NET_BIND_SERVICE, network, netlink), lines 1.6, web 1.5,
 # calls 1.4, panel 0.7. A change that loosens a unit past 2.0 must say why in decision 006.
@@ -124,7 +125,12 @@ def test_edge_and_web_start_after_the_call_service_without_depending_on_it(units
     assert edge[("Unit", "Conflicts")] == ["kamailio.service"]
     web = unit_entries(units / "pbx-web.service")
     assert "pbx-calls.service" in web[("Unit", "After")][0].split()
-    assert ("Unit", "Requires") not in web and ("Unit", "Wants") not in web
+    # its ports are its socket unit's (decision 026), nothing ties it to the call service
+    assert web[("Unit", "Requires")] == ["pbx-web.socket"] and ("Unit", "Wants") not in web
+    socket_unit = unit_entries(units / "pbx-web.socket")
+    # the UI's port first, then the redirect's: the order the service takes them in
+    assert socket_unit[("Socket", "ListenStream")] == ["0.0.0.0:443", "0.0.0.0:80"]
+    assert socket_unit[("Unit", "PartOf")] == ["pbx.target"]
 
 
 def test_full_install_into_an_image_root_creates_user_and_enables_the_target(tmp_path):
@@ -141,18 +147,22 @@ def test_full_install_into_an_image_root_creates_user_and_enables_the_target(tmp
     system = root / "etc/systemd/system"
     assert (system / "multi-user.target.wants/pbx.target").is_symlink()
     assert sorted(p.name for p in (system / "pbx.target.wants").iterdir()) == sorted(
-        f"pbx-{name}.service" for name in SERVICES)
+        [f"pbx-{name}.service" for name in SERVICES] + ["pbx-web.socket"])
     assert "ExecStart=/opt/pbx/.venv/bin/python" in (system / "pbx-edge.service").read_text()
     assert (root / "etc/pbx/pbx.env").read_text() == (ROOT / "systemd/pbx.env.example").read_text()
     assert (root / "etc/udev/rules.d/60-pbx-gpio.rules").exists()
     # the kamailio package's own service would take port 5060 from the edge
     assert os.readlink(system / "kamailio.service") == "/dev/null"
     # a second run keeps the admin's settings
-    (root / "etc/pbx/pbx.env").write_text("PBX_SIP_ADDR=192.0.2.7\n")
+    settings = "PBX_SIP_ADDR=192.0.2.7\nPBX_WEB_ADDR=192.0.2.7\nPBX_WEB_PORT=8443\n"
+    (root / "etc/pbx/pbx.env").write_text(settings)
     again = subprocess.run([str(INSTALL), "--root", str(root), "--prefix", "/opt/pbx"],
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 0, again.stderr
-    assert (root / "etc/pbx/pbx.env").read_text() == "PBX_SIP_ADDR=192.0.2.7\n"
+    assert (root / "etc/pbx/pbx.env").read_text() == settings
+    # the socket unit cannot read pbx.env: the installer writes its addresses into it
+    listen = unit_entries(system / "pbx-web.socket")[("Socket", "ListenStream")]
+    assert listen == ["192.0.2.7:8443", "192.0.2.7:80"]
 
 
 def test_installer_refuses_a_relative_prefix_with_a_clear_error(tmp_path):
@@ -228,10 +238,22 @@ def exec_start(unit: Path, data: Path, values: dict[str, str]) -> list[str]:
     return argv
 
 
-class Service:
-    """One unit's ExecStart running under a NOTIFY_SOCKET and WATCHDOG_USEC that the test holds."""
+def socket_activated(argv: list[str], sockets: list[socket.socket]) -> tuple[list[str], tuple[int, ...]]:
+    """argv run as systemd runs a socket-activated service: the listening sockets as fds 3, 4...
+    and LISTEN_FDS / LISTEN_PID (the pid that execs the service) set; with the fds to pass."""
+    fds = tuple(s.fileno() for s in sockets)
+    park = " ".join(f"{20 + i}<&{fd}" for i, fd in enumerate(fds))    # out of the way of 3, 4...
+    place = " ".join(f"{3 + i}<&{20 + i} {20 + i}<&-" for i in range(len(fds)))
+    script = f'exec {park}; exec {place}; export LISTEN_PID=$$ LISTEN_FDS={len(fds)}; exec "$@"'
+    return ["bash", "-c", script, "bash", *argv], fds
 
-    def __init__(self, units: Path, name: str, tmp: Path, values: dict[str, str], extra_env=None):
+
+class Service:
+    """One unit's ExecStart running under a NOTIFY_SOCKET and WATCHDOG_USEC that the test holds
+    (and with `sockets`, on listening sockets the test holds, as its .socket unit would)."""
+
+    def __init__(self, units: Path, name: str, tmp: Path, values: dict[str, str], extra_env=None,
+                 sockets: list[socket.socket] | None = None):
         tmp.mkdir(parents=True, exist_ok=True)
         self.log = tmp / f"{name}.log"
         self.notify = NotifySocket()
@@ -241,10 +263,13 @@ class Service:
                    PYTHONUNBUFFERED="1", **(extra_env or {}))
         try:
             argv = exec_start(units / f"pbx-{name}.service", self.data, values)
-            with open(self.log, "wb") as log:
+            fds: tuple[int, ...] = ()
+            if sockets:
+                argv, fds = socket_activated(argv, sockets)
+            with open(self.log, "ab") as log:
                 # own session: if it must be killed, Kamailio's children go with it
                 self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                             stderr=subprocess.STDOUT, start_new_session=True)
+                                             stderr=subprocess.STDOUT, start_new_session=True, pass_fds=fds)
         except BaseException:
             self.notify.close()
             raise
@@ -283,8 +308,8 @@ class Service:
 def start_service(units, tmp_path):
     started = []
 
-    def start(name, values, extra_env=None):
-        service = Service(units, name, tmp_path / name, values, extra_env)
+    def start(name, values, extra_env=None, sockets=None):
+        service = Service(units, name, tmp_path / name, values, extra_env, sockets)
         started.append(service)
         return service
 
@@ -387,7 +412,8 @@ def test_web_service_is_ready_when_http_answers_and_its_watchdog_stops_when_hung
     port = free_port(socket.SOCK_STREAM, both=False)
     # on loopback the unit serves plain HTTP (--https auto); the redirect port is for HTTPS only
     web = start_service("web", {"PBX_WEB_ADDR": "127.0.0.1", "PBX_WEB_PORT": str(port),
-                                "PBX_WEB_REDIRECT_PORT": str(free_port(socket.SOCK_STREAM, both=False))})
+                                "PBX_WEB_REDIRECT_PORT": str(free_port(socket.SOCK_STREAM, both=False)),
+                                "PBX_WEB_IDLE_EXIT": "1"})
     ready = web.wait_ready(60)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     conn.request("GET", "/")
@@ -395,8 +421,65 @@ def test_web_service_is_ready_when_http_answers_and_its_watchdog_stops_when_hung
     conn.close()
     assert ready["STATUS"] == f"web UI on http://127.0.0.1:{port}/"
     assert_watchdog_pings_then_stop_while_hung(web)
+    # not socket-activated, it holds its port itself: nothing would start it again, so it stays up
+    assert web.proc.poll() is None
+    assert "not socket-activated (pbx-web.socket), so it stays up" in web.log.read_text()
     # the web server leaves SIGTERM to its default action
     assert_stops_cleanly(web, says_stopping=False)
+
+
+def listening(n: int = 2) -> list[socket.socket]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        socks.append(s)
+    return socks
+
+
+def http_get(sock: socket.socket, path: str = "/login") -> int:
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: pbx\r\nConnection: close\r\n\r\n".encode())
+    return int(sock.makefile("rb").readline().split()[1])
+
+
+def test_web_service_socket_activated_stops_when_idle_and_the_next_connection_starts_it(start_service):
+    """As under pbx-web.socket (decision 026): the test holds the listening sockets and hands them
+    over as fds 3 and 4. The UI serves on them (not on PBX_WEB_PORT), stops with exit 0 after
+    PBX_WEB_IDLE_EXIT seconds without a request although its watchdog keeps probing /healthz, and
+    the sockets stay open here: a connection made while it is down waits on them, and the next
+    start answers it."""
+    socks = listening()
+    port = socks[0].getsockname()[1]
+    values = {"PBX_WEB_ADDR": "127.0.0.1", "PBX_WEB_PORT": "443", "PBX_WEB_REDIRECT_PORT": "80",
+              "PBX_WEB_IDLE_EXIT": "3"}
+    try:
+        web = start_service("web", values, sockets=socks)
+        ready = web.wait_ready(60)
+        assert ready["STATUS"] == f"web UI on http://127.0.0.1:{port}/"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            assert http_get(client) < 500
+        served = time.monotonic()
+        code = web.proc.wait(20)
+        idle = time.monotonic() - served
+        assert code == 0, tail(web.log)
+        assert 3.0 <= idle < 8.0, idle
+        assert "web UI: no request for 3 s: stopping until the next connection" in web.log.read_text()
+        # what systemd watches: a connection waiting on the socket it still holds
+        client = socket.create_connection(("127.0.0.1", port), timeout=60)
+        try:
+            client.sendall(b"GET /login HTTP/1.1\r\nHost: pbx\r\nConnection: close\r\n\r\n")
+            readable, _, _ = select.select([socks[0]], [], [], 5)
+            assert readable, "the waiting connection did not make the socket readable"
+            again = start_service("web", values, sockets=socks)
+            status = int(client.makefile("rb").readline().split()[1])
+            assert status < 500
+            assert again.proc.poll() is None
+        finally:
+            client.close()
+    finally:
+        for s in socks:
+            s.close()
 
 
 def test_panel_service_reports_the_mode_and_follows_a_change_made_elsewhere(start_service):

@@ -101,6 +101,36 @@ def memory(pids) -> Memory:
     return total
 
 
+def resident_union_mb(pids) -> float | None:
+    """The memory the processes hold together, each physical page once: the distinct page frames
+    of every present page they map (/proc/PID/pagemap). Unlike summed RSS it does not count a
+    library or interpreter page once per process, unlike summed PSS it does not hand part of a
+    shared page to processes outside the set. None without the rights to read frame numbers
+    (CAP_SYS_ADMIN: the kernel shows 0 otherwise)."""
+    import numpy as np
+    page = os.sysconf("SC_PAGE_SIZE")
+    frames = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+                for line in maps:
+                    if line.rstrip().endswith("[vsyscall]"):
+                        continue
+                    start, end = (int(x, 16) for x in line.split()[0].split("-"))
+                    pagemap.seek(start // page * 8)
+                    entries = np.frombuffer(pagemap.read((end - start) // page * 8), dtype=np.uint64)
+                    present = entries[(entries >> np.uint64(63)) == 1]
+                    frames.append(present & np.uint64((1 << 55) - 1))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    if not frames:
+        return 0.0
+    unique = np.unique(np.concatenate(frames))
+    if len(unique) == 1 and unique[0] == 0:
+        return None
+    return len(unique) * page / 2**20
+
+
 def _udp_sockets() -> list[tuple[int, int, int]]:
     """(local port, inode, drops) of every IPv4 UDP socket, from /proc/net/udp."""
     out = []
