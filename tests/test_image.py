@@ -395,7 +395,8 @@ def test_the_web_ui_stops_when_idle_and_its_socket_starts_it_on_the_next_connect
         t0 = time.monotonic()
         assert _web_get(box, tls=True) in (200, 302)
         print(f"first page with the web UI stopped: {time.monotonic() - t0:.1f} s")
-        assert web_state() == "active"
+        # READY follows the service's own probe, a moment after the page was served
+        _wait("the started web UI to be READY", lambda: web_state() == "active", 30)
         assert _web_get(box, tls=False) == 308        # port 80 redirects to HTTPS
         _wait("the idle web UI to stop again", lambda: web_state() == "inactive", 60)
         assert _web_get(box, tls=False) == 308        # a request on the redirect port starts it too
