@@ -242,8 +242,9 @@ def socket_activated(argv: list[str], sockets: list[socket.socket]) -> tuple[lis
     """argv run as systemd runs a socket-activated service: the listening sockets as fds 3, 4...
     and LISTEN_FDS / LISTEN_PID (the pid that execs the service) set; with the fds to pass."""
     fds = tuple(s.fileno() for s in sockets)
-    park = " ".join(f"{20 + i}<&{fd}" for i, fd in enumerate(fds))    # out of the way of 3, 4...
-    place = " ".join(f"{3 + i}<&{20 + i} {20 + i}<&-" for i in range(len(fds)))
+    high = max(fds) + 10                  # above every fd in play: parking cannot overwrite a source
+    park = " ".join(f"{high + i}<&{fd}" for i, fd in enumerate(fds))
+    place = " ".join(f"{3 + i}<&{high + i} {high + i}<&-" for i in range(len(fds)))
     script = f'exec {park}; exec {place}; export LISTEN_PID=$$ LISTEN_FDS={len(fds)}; exec "$@"'
     return ["bash", "-c", script, "bash", *argv], fds
 
