@@ -111,6 +111,11 @@ class FrontPanel:
         except Exception as exc:       # a failed toggle shows on the fault LED instead of killing GPIO events
             logger.error("panel: day/night toggle failed: %s", exc)
             self.set_fault(True)
+        finally:
+            # the lockout also runs from the end of the toggle: chatter that queued up behind a slow
+            # store write (an fsync on a busy SD card) is a bounce too, not a second press
+            with self._press_lock:
+                self._last_press = time.monotonic()
 
     def show_mode(self, mode: str) -> None:
         """Day/night LED: lit in night mode (like the BLF lamp of a call-flow toggle)."""
