@@ -54,6 +54,23 @@ def register_records(kind: RecordKind) -> RecordKind:
     return kind
 
 
+def pairs_of(value, kind: type, first: str, second: str) -> tuple:
+    """A record's list of small (first, second) items (a ring group's members, a queue's members)
+    as `kind` instances, however they were stored or given: instances as they are, dicts
+    {first: ..., second: ...}, [a, b] pairs, or a bare first value (the second then defaults)."""
+    out = []
+    for m in value or ():
+        if isinstance(m, kind):
+            out.append(m)
+        elif isinstance(m, dict):
+            out.append(kind(str(m.get(first, "")), **({second: m[second]} if second in m else {})))
+        elif isinstance(m, (list, tuple)) and len(m) == 2:
+            out.append(kind(str(m[0]), m[1]))
+        else:
+            out.append(kind(str(m)))
+    return tuple(out)
+
+
 def destination_refs(*fields: tuple[str, str]) -> list[Ref]:
     """References made by destination strings: destination_refs(("no_answer", "voicemail:1000"))."""
     refs = []

@@ -33,7 +33,7 @@ from typing import Iterable, Mapping
 from firmware.config.destination import (EXTENSION_NUMBER_RE, Destination, DestinationKind, destination_errors,
                                          register_kind)
 from firmware.config.errors import ValidationError, ValidationErrors
-from firmware.config.records import Collection, RecordKind, Ref, destination_refs, register_records
+from firmware.config.records import Collection, RecordKind, Ref, destination_refs, pairs_of, register_records
 from firmware.dialplan.context import ADMIN, Context
 from firmware.dialplan.feature_codes import CodeDef, register_code
 from firmware.dialplan.plan import NOTHING_NEXT, Next, Plan, Reject
@@ -71,17 +71,7 @@ class QueueMember:
 
 
 def _members(value) -> tuple[QueueMember, ...]:
-    out = []
-    for m in value or ():
-        if isinstance(m, QueueMember):
-            out.append(m)
-        elif isinstance(m, dict):
-            out.append(QueueMember(str(m.get("extension", "")), m.get("penalty", 0)))
-        elif isinstance(m, (list, tuple)) and len(m) == 2:
-            out.append(QueueMember(str(m[0]), m[1]))
-        else:
-            out.append(QueueMember(str(m)))
-    return tuple(out)
+    return pairs_of(value, QueueMember, "extension", "penalty")
 
 
 def parse_member(text: str) -> QueueMember:

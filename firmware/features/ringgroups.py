@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from firmware.config.destination import (DestinationKind, Destination, destination_errors, register_kind,
                                          EXTENSION_NUMBER_RE, EXTERNAL_NUMBER_RE)
 from firmware.config.errors import ValidationError, ValidationErrors
-from firmware.config.records import Collection, RecordKind, Ref, destination_refs, register_records
+from firmware.config.records import Collection, RecordKind, Ref, destination_refs, pairs_of, register_records
 from firmware.dialplan.context import ADMIN, Context
 from firmware.dialplan.outbound import dial_out
 from firmware.dialplan.plan import NOTHING_NEXT, Dial, Next, Plan, Reject
@@ -83,17 +83,7 @@ def parse_member(text: str, extensions=()) -> Member:
 
 
 def _members(value) -> tuple[Member, ...]:
-    out = []
-    for m in value or ():
-        if isinstance(m, Member):
-            out.append(m)
-        elif isinstance(m, dict):
-            out.append(Member(str(m.get("destination", "")), m.get("timeout", 20)))
-        elif isinstance(m, (list, tuple)) and len(m) == 2:
-            out.append(Member(str(m[0]), m[1]))
-        else:
-            out.append(Member(str(m)))
-    return tuple(out)
+    return pairs_of(value, Member, "destination", "timeout")
 
 
 @dataclass(frozen=True)
