@@ -3,18 +3,13 @@ one; deletion after a confirmation (refused while an inbound route or another fe
 calls to the room)."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, render_template, request
 
-from firmware.config import ValidationError
 from firmware.features import conference as model
-from webui.auth import guard
-from webui.pbx import config_store, pbx_status, validation_errors
+from webui.pbx import config_store, pbx_status
+from webui.record_pages import record_pages
 
 bp = Blueprint("conference", __name__, template_folder="templates", url_prefix="/conference")
-
-
-def _audit(event: str, detail: str) -> None:
-    current_app.extensions["pbx.accounts"].audit(event, g.user.username, guard.client_address(), detail)
 
 
 @bp.get("")
@@ -47,57 +42,7 @@ def _form(room, errors, new):
                            members=model.MEMBERS), 400 if errors else 200
 
 
-@bp.route("/new", methods=["GET", "POST"])
-def new():
-    if request.method == "GET":
-        return _form(model.ConferenceRoom("", ""), {}, True)
-    room = _from_form(request.form.get("number", "").strip())
-    try:
-        config_store().add_record(model.TABLE, room)
-    except ValidationError as e:
-        return _form(room, validation_errors(e), True)
-    _audit("conference_room_added", f"{room.number} {room.name}")
-    flash(f"Conference room {room.number} ({room.name}) created: dial {room.number} to join.", "ok")
-    return redirect(url_for("conference.index"))
-
-
-@bp.route("/<number>", methods=["GET", "POST"])
-def edit(number: str):
-    store = config_store()
-    room = store.record(model.TABLE, number)
-    if room is None:
-        return guard.refuse(404, f"no conference room {number}: it was deleted, or the address is wrong")
-    if request.method == "GET":
-        return _form(room, {}, False)
-    changed = _from_form(number)
-    try:
-        store.replace_record(model.TABLE, changed)
-    except ValidationError as e:
-        return _form(changed, validation_errors(e), False)
-    _audit("conference_room_changed", number)
-    flash(f"Conference room {number} saved.", "ok")
-    return redirect(url_for("conference.index"))
-
-
-@bp.get("/<number>/delete")
-def delete_confirm(number: str):
-    room = config_store().record(model.TABLE, number)
-    if room is None:
-        return guard.refuse(404, f"no conference room {number}")
-    return render_template("confirm.html", title=f"Delete conference room {number}",
-                           what=f"conference room {number} ({room.name})", blockers=[],
-                           consequences=[f"dialling {number} no longer reaches a room"],
-                           action=url_for("conference.delete", number=number),
-                           back=url_for("conference.edit", number=number))
-
-
-@bp.post("/<number>/delete")
-def delete(number: str):
-    try:
-        config_store().remove_record(model.TABLE, number)
-    except ValidationError as e:
-        flash(f"Not deleted: {e.message}", "error")
-        return redirect(url_for("conference.edit", number=number))
-    _audit("conference_room_deleted", number)
-    flash(f"Conference room {number} deleted.", "ok")
-    return redirect(url_for("conference.index"))
+record_pages(bp, table=model.TABLE, noun="conference room", event="conference_room",
+             blank=lambda: model.ConferenceRoom("", ""), from_form=_from_form, form=_form,
+             created="dial {number} to join.",
+             deleted=lambda room: f"dialling {room.number} no longer reaches a room")
