@@ -561,7 +561,7 @@ class Pbx:
                 "sip_port": self.opts.sip_port, "cs_port": self.calls.endpoint.local[1],
                 "call_service": self.opts.instance, "pid": os.getpid(),
                 "rtp_legs": st["rtp_legs"], "tables": st["tables"],
-                "python_blocks": st["python_blocks"],
+                "python_blocks": st["python_blocks"], "memory": st["memory"],
                 **{k: st[k] for k in hooks.ON_STATUS if k in st},
                 "ha": await self._ha_status(None) or None,
                 **({"call_services": await self._more_call_services()} if self.opts.instance == 1 else {})}

@@ -92,3 +92,33 @@ def test_sip_from_anyone_but_the_edge_is_ignored():
 
     endpoint = asyncio.run(feed())
     assert endpoint.stats["foreign"] == 2 and endpoint.server_tx == {}
+
+
+def test_lingering_clean_ups_run_in_order_after_their_delay_and_leave_no_timer():
+    import asyncio
+
+    from services.callsvc.sip import Lingering
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        linger = Lingering(loop, 0.3)
+        linger.SWEEP_S = 0.05
+        ran = []
+        start = loop.time()
+        linger.add(lambda a: ran.append((a, loop.time() - start)), "first")
+        await asyncio.sleep(0.1)
+        linger.add(lambda a: ran.append((a, loop.time() - start)), "second")
+        linger.add(lambda a: 1 / 0, "broken")          # logged, does not stop the others
+        linger.add(lambda a: ran.append((a, loop.time() - start)), "third")
+        await asyncio.sleep(0.2)
+        assert [a for a, _ in ran] == ["first"] and len(linger) == 3
+        await asyncio.sleep(0.3)
+        assert [a for a, _ in ran] == ["first", "second", "third"]
+        assert 0.3 <= ran[0][1] < 0.45 and 0.4 <= ran[1][1] < 0.55, ran
+        assert len(linger) == 0 and linger._timer is None   # an idle service has no wake-up
+        linger.add(ran.append, "closed")
+        linger.close()
+        await asyncio.sleep(0.4)
+        assert ran[-1][0] == "third"
+
+    asyncio.run(run())

@@ -25,14 +25,14 @@ from firmware.dialplan.router import plan_for_destination
 
 from . import charging as call_charging
 from . import hooks, moh, sdp
-from .channel import Channel
+from .channel import Channel, EndedChannel
 from .flows import plan as plan_flow
 from .flows import transfer
 from .flows.outside import TRUNK_HEADER
 from .media import MediaCapacityError, MediaEngine
 from .presence import Presence
-from .session import Session
-from .sip import LINGER, ServerTransaction, SipEndpoint, make_response, new_branch, new_tag, tag_of, user_of
+from .session import CHANNELS, SESSIONS, Session
+from .sip import ServerTransaction, SipEndpoint, make_response, new_branch, new_tag, tag_of, user_of
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ class CallService:
             lambda: SipEndpoint(self.edge, self._on_request), local_addr=self.listen)
         self.endpoint.on_stray_2xx = self._on_stray_2xx
         self.endpoint.on_ack_timeout = self._on_ack_timeout
+        self._forget_later = self._forget          # bound once: the linger queue holds one per call
         self.contact = f"<sip:pbx@{self.listen[0]}:{self.endpoint.local[1]}>"
         self.refresh_config()
         self._sweeper = self.loop.call_later(SWEEP_EVERY, self._sweep)
@@ -169,6 +170,9 @@ class CallService:
         return {"calls": [call_charging.describe(self, s) for s in self.calls.values()], "completed": self.completed,
                 "sip": dict(self.endpoint.stats) if self.endpoint else {}, "rtp_legs": self.media.legs,
                 "tables": self.tables(), "python_blocks": sys.getallocatedblocks(),
+                "memory": {"sessions": SESSIONS.alive, "channels": CHANNELS.alive,
+                           "sessions_freed_by_collector": SESSIONS.by_collector,
+                           "channels_freed_by_collector": CHANNELS.by_collector},
                 **{name: _status_part(name, part, self) for name, part in hooks.ON_STATUS.items()}}
 
     def tables(self) -> dict:
@@ -201,14 +205,25 @@ class CallService:
         self.channels[ch.call_id] = ch
 
     def channel_ended(self, ch: Channel) -> None:
-        # keep the channel a little so late retransmissions and BYEs still find their dialog
-        self.loop.call_later(LINGER, self._forget, ch)
+        # kept a little so late retransmissions and BYEs still find their dialog: as an EndedChannel,
+        # which answers them without keeping the call in memory (unless it still owes its BYE: then
+        # Channel._bye retires it once sent). The clean-up names the Call-ID, not the channel, for
+        # the same reason.
+        self.retire(ch)
+        self.endpoint.linger.add(self._forget_later, ch.call_id)
 
-    def _forget(self, ch: Channel) -> None:
+    def retire(self, ch: Channel) -> None:
         if self.channels.get(ch.call_id) is ch and ch.is_gone and not ch.confirmed:
-            del self.channels[ch.call_id]
-        elif self.channels.get(ch.call_id) is ch:  # its BYE is still under way
-            self.loop.call_later(LINGER, self._forget, ch)
+            self.channels[ch.call_id] = EndedChannel(ch)
+
+    def _forget(self, call_id: str) -> None:
+        ch = self.channels.get(call_id)
+        if ch is None or not ch.is_gone:  # a new dialog with the same Call-ID is not ours to end
+            return
+        if ch.confirmed:  # its BYE is still under way
+            self.endpoint.linger.add(self._forget_later, call_id)
+        else:
+            del self.channels[call_id]
 
     def start_recording(self, session: Session, *channels: Channel) -> None:
         """One mono WAV per party: what the caller said and what the callee said."""
@@ -374,3 +389,4 @@ class CallService:
         for result in await asyncio.gather(*byes, return_exceptions=True):
             if isinstance(result, Exception):
                 log.warning("call %d: hang-up failed: %r", session.n, result)
+        session.release()

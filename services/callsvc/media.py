@@ -358,6 +358,7 @@ class MediaEngine:
             leg.peer._refresh()
         leg.peer = None
         leg.out_send = None
+        leg.on_dtmf = None      # the channel's bound method: a cycle that would wait for the collector
         if leg.mixer is not None:
             leg.mixer.inbox.pop(leg, None)
             leg.mixer = None

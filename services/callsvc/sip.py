@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections import deque
 from collections.abc import Callable
 
 from aiosipua import SipMessage, SipRequest, SipResponse
@@ -64,6 +65,52 @@ REASONS = {
     487: "Request Terminated", 488: "Not Acceptable Here", 491: "Request Pending",
     500: "Server Internal Error", 501: "Not Implemented", 503: "Service Unavailable",
 }
+
+
+class Lingering:
+    """Clean-ups due a fixed delay (LINGER) after something ended: the end of a finished transaction's
+    wait for retransmissions, of an ended dialog's. They come in time order, so one deque swept once
+    a second holds them, instead of a loop timer each: uvloop's call_later costs a TimerHandle, a
+    libuv timer and a copy of the context apiece, and at 300 setups/s about 9,000 of them were
+    pending at any moment, which the cyclic collector walked too (issue 16). Due ones run up to
+    SWEEP_S late; nothing runs while the deque is empty.
+    """
+
+    SWEEP_S = 1.0
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, delay: float):
+        self.loop, self.delay = loop, delay
+        self._due: deque[tuple[float, Callable, object]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def add(self, fn: Callable[[object], None], arg) -> None:
+        """fn(arg) in `delay` seconds (pass a method bound once, not `self.method` each time: the
+        bound method is an object too)."""
+        self._due.append((self.loop.time() + self.delay, fn, arg))
+        if self._timer is None:
+            self._timer = self.loop.call_later(self.delay, self._sweep)
+
+    def _sweep(self) -> None:
+        self._timer = None
+        now = self.loop.time()
+        due = self._due
+        while due and due[0][0] <= now:
+            _, fn, arg = due.popleft()
+            try:
+                fn(arg)
+            except Exception:
+                log.exception("clean-up %r failed", fn)
+        if due:
+            self._timer = self.loop.call_at(max(due[0][0], now + self.SWEEP_S), self._sweep)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._due.clear()
 
 
 def new_tag() -> str:
@@ -157,7 +204,11 @@ def make_response(req: SipRequest, code: int, to_tag: str = "", *, reason: str =
 
 
 class ServerTransaction:
-    """A request we received; remembers the last response to answer retransmissions."""
+    """A request we received; remembers the last response to answer retransmissions.
+
+    Once it is finished (final response sent; for an INVITE's 2xx, ACKed) it lingers LINGER seconds
+    with `request` None: answering a retransmission needs only `last`, and the parsed request would
+    keep ~40 objects per transaction alive for the collector to walk (issue 16)."""
 
     __slots__ = ("request", "addr", "last", "key", "ack_waiter", "_retrans")
 
@@ -207,6 +258,8 @@ class SipEndpoint(asyncio.DatagramProtocol):
         self.client_tx: dict[tuple[str, str], ClientTransaction] = {}
         self.stats = {"rx": 0, "tx": 0, "bad": 0, "foreign": 0}
         self.loop = asyncio.get_event_loop()
+        self.linger = Lingering(self.loop, LINGER)
+        self._forget_stx, self._forget_ctx = self._forget_server_tx, self._forget_client_tx
 
     # --- transport ---------------------------------------------------------------------------
     def connection_made(self, transport):
@@ -302,7 +355,9 @@ class SipEndpoint(asyncio.DatagramProtocol):
             tx._retrans = T1
             tx.ack_waiter = self.loop.call_later(T1, self._retransmit_2xx, tx, self.loop.time() + TIMER_B)
         else:
-            self.loop.call_later(LINGER, self.server_tx.pop, tx.key, None)
+            if tx.key[1] != "INVITE":
+                tx.request = None    # lingering only answers retransmissions, with tx.last
+            self.linger.add(self._forget_stx, tx)
 
     def _retransmit_2xx(self, tx: ServerTransaction, give_up: float) -> None:
         if self.loop.time() >= give_up:
@@ -321,7 +376,8 @@ class SipEndpoint(asyncio.DatagramProtocol):
         if tx.ack_waiter is not None:
             tx.ack_waiter.cancel()
             tx.ack_waiter = None
-        self.loop.call_later(LINGER, self.server_tx.pop, tx.key, None)
+        tx.request = None
+        self.linger.add(self._forget_stx, tx)
 
     # --- client side ---------------------------------------------------------------------------
     def request(self, req: SipRequest, on_provisional=None) -> ClientTransaction:
@@ -368,10 +424,26 @@ class SipEndpoint(asyncio.DatagramProtocol):
             tx.timer.cancel()
         if not tx.final.done():
             tx.final.set_result(resp)
+            # a finished transaction lingers only to catch 2xx retransmissions: it lets go of the
+            # request and of the channel behind on_provisional, so an ended call is freed at once
+            # (by reference counting) instead of LINGER later by the cyclic collector (issue 16)
+            tx.request = tx.on_provisional = None
+            tx.data = b""
             # keep INVITE transactions a while to catch 2xx retransmissions (we re-ACK them)
-            self.loop.call_later(LINGER if tx.is_invite else 0, self.client_tx.pop, tx.key, None)
+            if tx.is_invite:
+                self.linger.add(self._forget_ctx, tx)
+            else:
+                self.client_tx.pop(tx.key, None)
         elif method == "INVITE" and resp.status_code < 300:
             self.on_stray_2xx(resp)
+
+    def _forget_server_tx(self, tx: ServerTransaction) -> None:
+        if self.server_tx.get(tx.key) is tx:
+            del self.server_tx[tx.key]
+
+    def _forget_client_tx(self, tx: ClientTransaction) -> None:
+        if self.client_tx.get(tx.key) is tx:
+            del self.client_tx[tx.key]
 
     def on_ack_timeout(self, tx: ServerTransaction) -> None:
         """Our 2xx was never ACKed (section 13.3.1.4): the call layer ends the dialog (set by the B2BUA)."""
@@ -386,6 +458,7 @@ class SipEndpoint(asyncio.DatagramProtocol):
         for tx in self.server_tx.values():
             if tx.ack_waiter is not None:
                 tx.ack_waiter.cancel()
+        self.linger.close()
         if self.transport is not None:
             self.transport.close()
 
