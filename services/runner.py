@@ -15,6 +15,7 @@ failure logged on one line with its cause. Configuration changes made by other p
 from __future__ import annotations
 
 import asyncio
+import gc
 import dataclasses
 import errno
 import fcntl
@@ -47,6 +48,25 @@ from .notify import Notifier
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
+
+
+GC_THRESHOLDS = (2000, 10, 10)
+
+
+def tune_collector() -> None:
+    """Keep Python's cyclic collector off the call path (issue 16, decision 027).
+
+    Everything loaded by the start (modules, the config model, tables: ~45,000 objects) is moved
+    out of the collector's sight (gc.freeze): it lives as long as the process, and every full pass
+    would walk it. Calls free themselves by reference counting (Session.release), so the collector
+    is only a back-stop for the odd cycle: its young passes come at 2,000 new objects instead of
+    700, which makes the middle and full passes (at 10 of the one below) come 3 times less often
+    too. At 500 setups/s the defaults ran full passes of 70-430 ms every 2-3 s while the calls
+    ramped up, each a stall of the event loop. Garbage in a cycle waits for at most ~200,000
+    allocations, not 70,000.
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 @dataclass
@@ -418,6 +438,7 @@ class Pbx:
         scheme = "https" if wants_tls("auto", o.sip_addr) else "http"
         log.info("PBX ready (%s): SIP udp+tcp %s:%d, web %s://%s:%d/, data %s", parts, o.sip_addr,
                  o.sip_port, scheme, o.sip_addr, o.web_port, o.data)
+        tune_collector()
         self.notifier.ready(f"serving {parts}")
 
     def _plan_call_services(self) -> tuple[int, int]:

@@ -22,6 +22,7 @@ import asyncio
 import collections
 import logging
 import secrets
+import socket
 import struct
 from collections.abc import Callable
 
@@ -329,13 +330,18 @@ class MediaEngine:
     async def open_leg(self) -> RtpLeg:
         for _ in range(len(self.pool.free)):
             port = self.pool.take()
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             try:
-                _, leg = await self.loop.create_datagram_endpoint(
-                    lambda: RtpLeg(self, port), local_addr=(self.address, port))
+                # bound here and handed over: with local_addr uvloop resolves the address for
+                # every leg (33 instead of 20 us of CPU per leg, issue 16)
+                sock.setblocking(False)
+                sock.bind((self.address, port))
+                _, leg = await self.loop.create_datagram_endpoint(lambda: RtpLeg(self, port), sock=sock)
                 self.legs += 1
                 self.open_ports.add(port)
                 return leg
             except OSError as exc:
+                sock.close()
                 log.warning("RTP port %s:%d unusable (%s); trying the next", self.address, port, exc)
                 self.pool.give(port)
         raise MediaCapacityError(f"no free RTP port on {self.address} in {self.pool.first}-{self.pool.last}")
