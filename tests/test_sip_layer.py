@@ -122,3 +122,63 @@ def test_lingering_clean_ups_run_in_order_after_their_delay_and_leave_no_timer()
         assert ran[-1][0] == "third"
 
     asyncio.run(run())
+
+
+def _shapes():
+    """SIP messages of every shape the fast parser must agree with aiosipua on."""
+    invite = (b"INVITE sip:1001@127.0.0.1:5080 SIP/2.0\r\n"
+              b"Record-Route: <sip:127.0.0.1:5060;lr;ftag=a>\r\n"
+              b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKa;rport=5060, SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKb\r\n"
+              b"v: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKc\r\n"
+              b"From: \"Doe, J\" <sip:1000@127.0.0.1>;tag=1\r\nTo: <sip:1001@127.0.0.1>\r\n"
+              b"i: abc@h\r\nCSeq: 1 INVITE\r\nm: <sip:1000@10.0.0.5:5062;transport=udp>\r\n"
+              b"Allow: INVITE, ACK,BYE, ,CANCEL\r\nSupported:\r\nX-Custom-thing: a:b:c\r\nx-custom-THING: second\r\n"
+              b"Subject:   spaced   \r\nP-Asserted-Identity: <sip:+441632960001@carrier>\r\n"
+              b"no colon here\r\nContent-Type: application/sdp\r\nl: 12\r\n\r\nv=0\r\no=- 1 1\r\n")
+    yield invite
+    yield invite.replace(b"l: 12", b"Content-Length: 5")           # body trimmed to Content-Length
+    yield invite.replace(b"l: 12", b"Content-Length: 400")         # short body kept
+    yield invite.replace(b"l: 12", b"Content-Length: x")           # unusable length ignored
+    yield invite.replace(b"\r\n", b"\n")                             # bare LF: aiosipua's own path
+    yield invite.replace(b"Subject:   spaced   \r\n", b"Subject: folded\r\n  on two lines\r\n")
+    yield invite.replace(b"Subject:   spaced   \r\n", b"Subject: a\rb\r\n")
+    yield invite.split(b"\r\n\r\n")[0]                               # no blank line, no body
+    yield b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKx\r\nFrom: <sip:a@h>;tag=1\r\n" \
+          b"To: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    yield b"SIP/2.0 200\r\nCall-ID: c\r\n\r\n"
+    yield b"SIP/2.0 abc OK\r\nCall-ID: c\r\n\r\n"                     # ValueError either way
+    yield b"OPTIONS sip:x\r\nCall-ID: c\r\n\r\n"                      # malformed request line
+    yield b"\r\nOPTIONS sip:x SIP/2.0\r\n\r\n"                        # missing start line
+    yield b"OPTIONS sip:x SIP/2.0\r\n" + b"X-A: 1\r\n" * 300 + b"\r\n"  # too many headers
+    yield "MESSAGE sip:x SIP/2.0\r\nSubject: caf\u00e9 \xff\r\nCall-ID: c\r\n\r\n".encode("latin-1")
+
+
+def _outcome(parse_fn, raw):
+    try:
+        msg = parse_fn(raw)
+    except ValueError as exc:
+        return ("error", str(exc))
+    start = (msg.method, msg.uri) if hasattr(msg, "method") else (msg.status_code, msg.reason_phrase)
+    return (type(msg).__name__, start, list(msg.headers.items()), msg.body)
+
+
+def test_fast_parser_gives_aiosipuas_message_for_every_shape():
+    from services.callsvc.sip import parse
+
+    for raw in _shapes():
+        assert _outcome(parse, raw) == _outcome(SipMessage.parse, raw), raw
+
+
+def test_fast_encoder_gives_aiosipuas_bytes():
+    from services.callsvc.sip import encode, parse
+
+    for raw in _shapes():
+        try:
+            ours, theirs = parse(raw), SipMessage.parse(raw)
+        except ValueError:
+            continue
+        assert encode(ours) == bytes(theirs), raw
+    built = make_response(SipMessage.parse(next(_shapes())), 200, "t1", extra=[("X-Odd-name", "v"), ("cseq", "2 X")],
+                          body=b"v=0\r\n")
+    assert encode(built) == bytes(make_response(SipMessage.parse(next(_shapes())), 200, "t1",
+                                                extra=[("X-Odd-name", "v"), ("cseq", "2 X")], body=b"v=0\r\n"))
