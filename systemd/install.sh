@@ -87,6 +87,10 @@ if ! grep -q '^pbx:' "$root/etc/passwd"; then
         --shell /usr/sbin/nologin --comment "Office PBX" pbx
 fi
 install -D -m 0644 "$here/60-pbx-gpio.rules" "$root/etc/udev/rules.d/60-pbx-gpio.rules"
+install -D -m 0644 "$here/60-pbx.conf" "$root/etc/sysctl.d/60-pbx.conf"
+if [ "$root" = "" ]; then
+    sysctl -q -p /etc/sysctl.d/60-pbx.conf 2>/dev/null || echo "note: net.core.rmem_max applies at the next boot"
+fi
 if [ ! -e "$root/etc/pbx/pbx.env" ]; then
     install -D -m 0644 "$here/pbx.env.example" "$root/etc/pbx/pbx.env"
     echo "installed $root/etc/pbx/pbx.env: set PBX_SIP_ADDR to this box's address"

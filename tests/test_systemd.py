@@ -151,6 +151,8 @@ def test_full_install_into_an_image_root_creates_user_and_enables_the_target(tmp
     assert "ExecStart=/opt/pbx/.venv/bin/python" in (system / "pbx-edge.service").read_text()
     assert (root / "etc/pbx/pbx.env").read_text() == (ROOT / "systemd/pbx.env.example").read_text()
     assert (root / "etc/udev/rules.d/60-pbx-gpio.rules").exists()
+    # the call service's SIP socket may hold a burst (4 MB receive buffer)
+    assert "net.core.rmem_max = 4194304" in (root / "etc/sysctl.d/60-pbx.conf").read_text()
     # the kamailio package's own service would take port 5060 from the edge
     assert os.readlink(system / "kamailio.service") == "/dev/null"
     # a second run keeps the admin's settings

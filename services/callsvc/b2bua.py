@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import sys
 import time
 from datetime import datetime
@@ -61,6 +62,29 @@ def _status_part(name: str, part, svc):
         return None
 
 
+SIP_RECEIVE_BUFFER = 4 * 1024 * 1024
+
+
+def _grow_receive_buffer(sock) -> None:
+    """A receive buffer for bursts: the kernel's default (208 KB) holds only ~100 datagrams on
+    loopback (each is charged its whole buffer), so a pause of the loop of a few tens of ms at
+    500 setups/s overflowed it: thousands of SIP messages dropped, calls timed out by the edge
+    (issue 16). The kernel caps the size at net.core.rmem_max: the appliance raises that
+    (systemd/60-pbx.conf); elsewhere a smaller buffer is logged once, with the fix."""
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SIP_RECEIVE_BUFFER)
+        got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2   # the kernel reports it doubled
+    except OSError as exc:
+        log.warning("SIP receive buffer left at the default: %s", exc)
+        return
+    if got < SIP_RECEIVE_BUFFER:
+        log.info("SIP receive buffer %d KB, not %d KB: the kernel caps it (sysctl net.core.rmem_max=%d "
+                 "raises the cap; systemd/60-pbx.conf on the appliance)", got // 1024,
+                 SIP_RECEIVE_BUFFER // 1024, SIP_RECEIVE_BUFFER)
+
+
 class CallService:
     """Owns the SIP endpoint, the media engine, the sessions and their channels."""
 
@@ -99,8 +123,9 @@ class CallService:
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
-        _, self.endpoint = await self.loop.create_datagram_endpoint(
+        transport, self.endpoint = await self.loop.create_datagram_endpoint(
             lambda: SipEndpoint(self.edge, self._on_request), local_addr=self.listen)
+        _grow_receive_buffer(transport.get_extra_info("socket"))
         self.endpoint.on_stray_2xx = self._on_stray_2xx
         self.endpoint.on_ack_timeout = self._on_ack_timeout
         self._forget_later = self._forget          # bound once: the linger queue holds one per call
