@@ -50,21 +50,24 @@ log = logging.getLogger(__name__)
 VERSION = "0.1.0"
 
 
-GC_THRESHOLDS = (2000, 10, 10)
+GC_THRESHOLDS = (700, 10, 30)
 
 
-def tune_collector() -> None:
+def tune_collector(again: bool = False) -> None:
     """Keep Python's cyclic collector off the call path (issue 16, decision 027).
 
     Everything loaded by the start (modules, the config model, tables: ~45,000 objects) is moved
     out of the collector's sight (gc.freeze): it lives as long as the process, and every full pass
-    would walk it. Calls free themselves by reference counting (Session.release), so the collector
-    is only a back-stop for the odd cycle: its young passes come at 2,000 new objects instead of
-    700, which makes the middle and full passes (at 10 of the one below) come 3 times less often
-    too. At 500 setups/s the defaults ran full passes of 70-430 ms every 2-3 s while the calls
-    ramped up, each a stall of the event loop. Garbage in a cycle waits for at most ~200,000
-    allocations, not 70,000.
+    would walk it. After a configuration change (`again`) the new model is frozen the same way,
+    after one full pass that frees what the change left in cycles. Calls free themselves by
+    reference counting (Session.release), so the collector is only a back-stop for the odd cycle:
+    a full pass waits for 30 middle passes instead of 10. The young and middle passes keep
+    Python's sizes: larger ones (2,000 objects) cost as much in all and paused the loop for up to
+    75 ms. At 500 setups/s Python's defaults ran full passes of 70-430 ms every 2-3 s while the
+    calls ramped up.
     """
+    if again:
+        gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
 
@@ -643,6 +646,8 @@ class Pbx:
                     await self._apply_domain(loop)
                 if self.calls is not None:
                     self.calls.refresh_config()
+                    # the new config model lives until the next change: out of the collector's sight
+                    tune_collector(again=True)
             healthy = True
             if self.media_relay is not None:
                 await loop.run_in_executor(None, self.media_relay.check)
