@@ -252,6 +252,24 @@ def test_a_group_mailbox_lights_its_members_lamps_with_their_own_messages_added(
     assert vm.lamp_counts("8000", boxes, counts) == (3, 0)
 
 
+def test_every_lamp_at_once_counts_as_each_lamp_alone():
+    """lamps_with_counts walks the mailboxes once (a 1,400-extension box stalled the call loop
+    50 ms every 3 s asking lamp_counts of each lamp); the answers are the same."""
+    pin = dict(generated_pin="123456")
+    boxes = {n: Mailbox(n, **pin) for n in ("1000", "1001", "1002", "1003")}
+    boxes["8000"] = Mailbox("8000", "Sales", group=True, members=("1000", "1001", "1001", "9999"), **pin)
+    boxes["8001"] = Mailbox("8001", "Support", group=True, members=("1001", "8000"), **pin)
+    boxes["8002"] = Mailbox("8002", "Empty", group=True, members=("1002",), **pin)
+    counts = {"1000": (1, 2), "1001": (0, 5), "8000": (3, 0), "8001": (2, 7), "9999": (4, 4)}
+    every = vm.lamps_with_counts(boxes, counts)
+    assert list(every) == vm.lamps_to_update(boxes, None)
+    assert every == {lamp: vm.lamp_counts(lamp, boxes, counts) for lamp in boxes}
+    assert every["1001"] == (5, 12) and every["8000"] == (3, 0) and every["1003"] == (0, 0)
+    # a member without a mailbox of its own still shows its groups' messages on its lamp
+    assert vm.lamps_with_counts(boxes, counts, vm.lamps_to_update(boxes, "8000")) == {
+        "8000": (3, 0), "1000": (4, 2), "1001": (5, 12), "9999": (7, 4)}
+
+
 # --- what is said --------------------------------------------------------------------------------------
 def test_numbers_times_and_the_envelope_are_spoken_from_prompts_that_exist():
     assert vm.say_number(7) == ["n7"]

@@ -207,11 +207,19 @@ def test_delete_after_email_removes_the_message_once_it_was_sent(vpbx, smtp, tmp
     ConfigStore(vpbx.data).update_record(vm.TABLE, "2000", email="bob@office.example", email_mode="attach",
                                          delete_after_email=True)
     before = len(smtp.inbox.messages)
-    leave_message(vpbx, tmp_path, "2002", "2000", seconds=2.0, skip_greeting=True)
-    smtp.inbox.wait(before + 1)
-    assert "2000" in smtp.inbox.parsed(-1)["Subject"]
-    store = VoicemailStore(vpbx.data)
-    wait_for(lambda: store.messages("2000") == [], 20, "the message deleted after its e-mail")
+    lamp = Lamp(vpbx, "2000")
+    try:
+        lamp.wait("Voice-Message: 0/0")
+        leave_message(vpbx, tmp_path, "2002", "2000", seconds=2.0, skip_greeting=True)
+        smtp.inbox.wait(before + 1)
+        assert "2000" in smtp.inbox.parsed(-1)["Subject"]
+        store = VoicemailStore(vpbx.data)
+        wait_for(lambda: store.messages("2000") == [], 20, "the message deleted after its e-mail")
+        # the housekeeping that deleted it sees the counts change and puts the lamp out
+        seen = next(i for i, body in enumerate(lamp.bodies) if "Voice-Message: 1/0" in body)
+        lamp.wait("Voice-Message: 0/0", after=seen + 1)
+    finally:
+        lamp.close()
 
 
 def test_star_during_the_greeting_opens_the_menu_where_pin_and_greeting_are_changed_by_phone(vpbx, tmp_path):

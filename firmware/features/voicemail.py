@@ -367,15 +367,28 @@ def lamps_to_update(boxes, mailbox: str | None) -> list[str]:
 def lamp_counts(lamp: str, boxes, counts: dict[str, tuple[int, int]]) -> tuple[int, int]:
     """(new, old) on lamp `lamp`: an extension's own messages plus those of the group mailboxes
     it is a member of; a group mailbox's own lamp shows the group's messages."""
-    new, old = counts.get(lamp, (0, 0))
-    box = boxes.get(lamp)
-    if box is not None and box.group:
-        return new, old
+    return lamps_with_counts(boxes, counts, [lamp])[lamp]
+
+
+def lamps_with_counts(boxes, counts: dict[str, tuple[int, int]],
+                      lamps: list[str] | None = None) -> dict[str, tuple[int, int]]:
+    """{lamp: (new, old)} for `lamps` (None: every mailbox's lamp), as lamp_counts says, in one
+    walk over the mailboxes: asking lamp_counts of each lamp walks them all once per lamp, which on
+    a 1,400-extension box was 2 million steps, a 50 ms stall of the call loop (issue 16)."""
+    out = {lamp: counts.get(lamp, (0, 0)) for lamp in (sorted(boxes, key=lambda n: (len(n), n))
+                                                         if lamps is None else lamps)}
     for group in boxes.values():
-        if group.group and lamp in group.members:
-            n, o = counts.get(group.number, (0, 0))
-            new, old = new + n, old + o
-    return new, old
+        if not group.group:
+            continue
+        n, o = counts.get(group.number, (0, 0))
+        if not (n or o):
+            continue
+        for member in set(group.members):
+            box = boxes.get(member)
+            if member in out and not (box is not None and box.group):
+                new, old = out[member]
+                out[member] = (new + n, old + o)
+    return out
 
 
 # --- what to say ------------------------------------------------------------------------------------
