@@ -62,10 +62,10 @@ def tune_collector(again: bool = False) -> None:
     after one full pass that frees what the change left in cycles. Calls free themselves by
     reference counting (Session.release), so the collector is only a back-stop for the odd cycle.
     Its young pass keeps Python's size (700 objects: larger ones cost as much in all and paused the
-    loop for up to 75 ms). The middle pass comes after every young one (threshold 0), not after
-    ten: it walks what the calls in progress made since the last one, and after ten young passes
+    loop for up to 75 ms). Every other pass is a middle one (threshold 0), not one after ten young
+    ones: it walks what the calls in progress made since the last one, and after ten young passes
     that was 20,000 objects, a 10-17 ms pause every 2 s at 100 setups/s, the tail of the post-dial
-    delay. Every other pass is now a middle one of a few ms. A full pass waits for 300 middle
+    delay; now a middle pass takes a few ms. A full pass waits for 300 middle
     passes, some 600 rounds of 700 new objects (Python's defaults: 100). At 500 setups/s
     Python's defaults ran full passes of 70-430 ms every 2-3 s while the calls ramped up.
     """

@@ -211,6 +211,7 @@ def test_delete_after_email_removes_the_message_once_it_was_sent(vpbx, smtp, tmp
     try:
         lamp.wait("Voice-Message: 0/0")
         leave_message(vpbx, tmp_path, "2002", "2000", seconds=2.0, skip_greeting=True)
+        lamp.wait("Voice-Message: 1/0")
         smtp.inbox.wait(before + 1)
         assert "2000" in smtp.inbox.parsed(-1)["Subject"]
         store = VoicemailStore(vpbx.data)

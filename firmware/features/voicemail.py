@@ -364,19 +364,16 @@ def lamps_to_update(boxes, mailbox: str | None) -> list[str]:
     return [mailbox] + list(box.members) if box is not None and box.group else [mailbox]
 
 
-def lamp_counts(lamp: str, boxes, counts: dict[str, tuple[int, int]]) -> tuple[int, int]:
-    """(new, old) on lamp `lamp`: an extension's own messages plus those of the group mailboxes
-    it is a member of; a group mailbox's own lamp shows the group's messages."""
-    return lamps_with_counts(boxes, counts, [lamp])[lamp]
-
-
 def lamps_with_counts(boxes, counts: dict[str, tuple[int, int]],
                       lamps: list[str] | None = None) -> dict[str, tuple[int, int]]:
-    """{lamp: (new, old)} for `lamps` (None: every mailbox's lamp), as lamp_counts says, in one
-    walk over the mailboxes: asking lamp_counts of each lamp walks them all once per lamp, which on
-    a 1,400-extension box was 2 million steps, a 50 ms stall of the call loop (issue 16)."""
-    out = {lamp: counts.get(lamp, (0, 0)) for lamp in (sorted(boxes, key=lambda n: (len(n), n))
-                                                         if lamps is None else lamps)}
+    """{lamp: (new, old)} for `lamps` (None: every mailbox's lamp, in lamps_to_update's order): an
+    extension's own messages plus those of the group mailboxes it is a member of; a group
+    mailbox's own lamp shows the group's messages. One walk over the mailboxes for all lamps:
+    working each lamp out alone walked them all once per lamp, 2 million steps on a
+    1,400-extension box, a 50 ms stall of the call loop every 3 s (issue 16)."""
+    if lamps is None:
+        lamps = lamps_to_update(boxes, None)
+    out = {lamp: counts.get(lamp, (0, 0)) for lamp in lamps}
     for group in boxes.values():
         if not group.group:
             continue

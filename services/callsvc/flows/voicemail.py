@@ -149,19 +149,20 @@ def _answer(caller: Channel, what: str) -> None:
 
 
 # --- lamps ---------------------------------------------------------------------------------------------
-class _LampBasis:
-    """What the housekeeping last worked every lamp out from, and how many single mailboxes' lamps
-    were published since (a deposit, a message heard or deleted by phone)."""
+class _Lamps:
+    """What the housekeeping last worked every lamp out from (config generation, counts), and how
+    many single mailboxes' lamps were published since (a deposit, a message heard or deleted by
+    phone)."""
     def __init__(self):
-        self.basis = None
+        self.worked_from = None
         self.changes = 0
 
 
-def _lamp_basis(svc) -> _LampBasis:
-    basis = getattr(svc, "_voicemail_lamps", None)
-    if basis is None:
-        basis = svc._voicemail_lamps = _LampBasis()
-    return basis
+def _lamps(svc) -> _Lamps:
+    lamps = getattr(svc, "_voicemail_lamps", None)
+    if lamps is None:
+        lamps = svc._voicemail_lamps = _Lamps()
+    return lamps
 
 
 def publish_lamps(svc, mailbox: str | None = None, counts: dict[str, tuple[int, int]] | None = None) -> None:
@@ -177,8 +178,8 @@ def publish_lamps(svc, mailbox: str | None = None, counts: dict[str, tuple[int, 
     lamps = None
     if mailbox is not None:
         lamps = vm.lamps_to_update(boxes, mailbox)
-        basis = _lamp_basis(svc)
-        basis.basis, basis.changes = None, basis.changes + 1
+        state = _lamps(svc)
+        state.worked_from, state.changes = None, state.changes + 1
     for lamp, (new, old) in vm.lamps_with_counts(boxes, counts, lamps).items():
         presence.publish_mwi(lamp, new, old)
 
@@ -319,7 +320,7 @@ async def _housekeeping(svc) -> None:
     messages). Every lamp is worked out again only when the counts or the config changed since
     the last time, or a mailbox's lamps were published meanwhile: on a 1,400-extension box that
     is a few milliseconds of the call loop, not worth spending every 3 s."""
-    lamps = _lamp_basis(svc)
+    lamps = _lamps(svc)
     while True:
         await asyncio.sleep(HOUSEKEEPING_S)
         try:
@@ -329,9 +330,9 @@ async def _housekeeping(svc) -> None:
                 continue    # a lamp was published while the counts were read: they may be older
             svc.refresh_config()
             now = (svc.view.generation, counts)
-            if now != lamps.basis:
+            if now != lamps.worked_from:
                 publish_lamps(svc, counts=counts)
-                lamps.basis = now
+                lamps.worked_from = now
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -497,7 +498,7 @@ async def change_pin(svc, caller: Channel, mailbox: str):
 def _on_start(svc) -> None:
     counts = _store(svc).all_counts()
     publish_lamps(svc, counts=counts)
-    _lamp_basis(svc).basis = (svc.view.generation, counts)
+    _lamps(svc).worked_from = (svc.view.generation, counts)
     svc.spawn(_housekeeping(svc))
 
 
