@@ -318,7 +318,7 @@ def _store(args, create: bool = False):
 
 
 KERNEL_MEDIA_HELP = ("auto (default): bridged G.711 calls forwarded by the kernel (nftables) when the box "
-                     "allows it (CAP_NET_ADMIN, IPv4 forwarding on, media not on loopback), else the "
+                     "allows it (CAP_NET_ADMIN, media on a LAN interface's address), else the "
                      "user-space relay, the reason logged once; off: always the user-space relay")
 
 

@@ -1,8 +1,8 @@
 """The kernel media path (services/callsvc/kernelpath.py, issue 16) in network namespaces.
 
-The PBX runs in its own namespace (box A of an OfficeLan, IPv4 forwarding on there), the phones on
-the phone host: their packets reach the PBX through its eth0 and the prerouting hook, as on a LAN
-(packets a process sends to itself on loopback never pass prerouting). Raw SIP phones with real RTP
+The PBX runs in its own namespace (box A of an OfficeLan, IPv4 forwarding off there), the phones on
+the phone host: their packets reach the PBX through its eth0 and that interface's ingress hook, as
+on a LAN (packets a process sends to itself on loopback pass no interface's ingress). Raw SIP phones with real RTP
 sockets: audio checked both ways packet by packet, the kernel's per-flow counters read with `nft`.
 """
 from __future__ import annotations
@@ -29,7 +29,8 @@ SECRETS = {n: f"kernel-path-{n}-secret-9Qz" for n in ("1000", "1001", "1002", "1
 
 
 class Box:
-    """`pbx run` on a box of the LAN, media on its own address, forwarding on in its namespace."""
+    """`pbx run` on a box of the LAN, media on its own address. IPv4 forwarding stays off: the
+    kernel path sends packets out from the ingress hook and never routes them."""
 
     def __init__(self, lan: OfficeLan, data: Path, host=None):
         from firmware.config import ConfigStore
@@ -38,7 +39,7 @@ class Box:
         store = ConfigStore(data)
         for n, secret in SECRETS.items():
             store.add_extension(n, f"Phone {n}", secret=secret)
-        self.host.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
+        self.host.run(["sysctl", "-qw", "net.ipv4.ip_forward=0"], check=True)
         self.log_path = data / "pbx.log"
         self.proc = None
 
@@ -67,7 +68,7 @@ class Box:
 
     def flows(self) -> dict[tuple[str, int, int], int]:
         """{(phone ip, phone port, PBX port): packets} of the flows in the kernel now."""
-        out = self.host.run(["nft", "-j", "list", "map", "ip", self.kernel()["table"], "flows"], check=True)
+        out = self.host.run(["nft", "-j", "list", "map", "netdev", self.kernel()["table"], "flows"], check=True)
         flows = {}
         for obj in json.loads(out.stdout)["nftables"]:
             for elem in obj.get("map", {}).get("elem", []):
@@ -95,12 +96,13 @@ class Phone:
     """A registered raw SIP phone on the phone host with an RTP socket that keeps talking: a PCMU
     packet every 20 ms whose payload is its own byte, and a record of what it hears and from where."""
 
-    def __init__(self, lan: OfficeLan, box: Box, number: str, rtp_port: int):
-        self.number, self.lan = number, lan
-        self.sip = RawPhone(number, SECRETS[number], (box.addr, 5060), sock=lan.phone.socket(), ip=lan.phone.addr)
+    def __init__(self, lan: OfficeLan, box: Box, number: str, rtp_port: int, ip: str | None = None, host=None):
+        host = host or lan.phone
+        self.number, self.lan, self.ip = number, lan, ip or host.addr
+        self.sip = RawPhone(number, SECRETS[number], (box.addr, 5060), sock=host.socket(), ip=self.ip)
         assert self.sip.register() == 200
-        self.rtp = lan.phone.socket()
-        self.rtp.bind((lan.phone.addr, rtp_port))
+        self.rtp = host.socket()
+        self.rtp.bind((self.ip, rtp_port))
         self.rtp.settimeout(0.05)
         self.port = rtp_port
         self.byte = int(number[-1]) + 0x30
@@ -116,7 +118,7 @@ class Phone:
             t.start()
 
     def sdp(self) -> str:
-        return sdp_body(self.lan.phone.addr, self.port)
+        return sdp_body(self.ip, self.port)
 
     def talk_to(self, pbx_addr) -> None:
         self.to = tuple(pbx_addr)
@@ -200,7 +202,7 @@ def call(box: Box, a: Phone, b: Phone):
 
 
 def in_kernel(box: Box, *phones: Phone) -> bool:
-    keys = {(box.lan.phone.addr, p.port, p.to[1]) for p in phones}
+    keys = {(p.ip, p.port, p.to[1]) for p in phones}
     return keys <= set(box.flows())
 
 
@@ -297,8 +299,7 @@ def test_hold_takes_the_call_out_of_the_kernel_for_music_and_unhold_puts_it_back
         b.close()
 
 
-def test_killing_the_pbx_leaves_no_table_behind_and_without_forwarding_or_the_capability_the_relay_carries_calls(
-        lan, tmp_path):
+def test_killing_the_pbx_leaves_no_table_behind_and_without_the_capability_the_relay_carries_calls(lan, tmp_path):
     box = Box(lan, tmp_path / "b", host=lan.box_b).start()
     a, b = Phone(lan, box, "1001", 40030), Phone(lan, box, "1002", 40032)
     try:
@@ -311,25 +312,17 @@ def test_killing_the_pbx_leaves_no_table_behind_and_without_forwarding_or_the_ca
         wait_for("the kernel to drop the table of the killed process", lambda: table not in box.tables(), 5)
         a.close()
         b.close()
-        # the relay carries the call, the reason logged: forwarding off, then no CAP_NET_ADMIN
-        for n, (forwarding, prefix, reason) in enumerate((
-                ("0", (), "IPv4 forwarding is off"),
-                ("1", ("setpriv", "--bounding-set", "-net_admin", "--inh-caps", "-net_admin", "--"),
-                 "nftables refused the table"))):
-            lan.box_b.run(["sysctl", "-qw", f"net.ipv4.ip_forward={forwarding}"], check=True)
-            box.start(prefix=prefix)
-            assert box.kernel() == {"on": False}
-            assert f"kernel media path off: {reason}" in box.log_tail()
-            a, b = Phone(lan, box, "1001", 40034 + 4 * n), Phone(lan, box, "1002", 40036 + 4 * n)
-            dialog, _ = call(box, a, b)
-            t0 = time.monotonic()
-            time.sleep(1.0)
-            assert b.hears(a, t0, source=b.to) >= 35 and a.hears(b, t0, source=a.to) >= 35
-            assert "pbx_media" not in box.tables()
-            assert a.sip.bye(dialog) == 200
-            a.close()
-            b.close()
-            box.stop()
+        # without CAP_NET_ADMIN the relay carries the call, the reason logged
+        box.start(prefix=("setpriv", "--bounding-set", "-net_admin", "--inh-caps", "-net_admin", "--"))
+        assert box.kernel() == {"on": False}
+        assert "kernel media path off: nftables refused the table" in box.log_tail()
+        a, b = Phone(lan, box, "1001", 40034), Phone(lan, box, "1002", 40036)
+        dialog, _ = call(box, a, b)
+        t0 = time.monotonic()
+        time.sleep(1.0)
+        assert b.hears(a, t0, source=b.to) >= 35 and a.hears(b, t0, source=a.to) >= 35
+        assert "pbx_media" not in box.tables()
+        assert a.sip.bye(dialog) == 200
     finally:
         a.close()
         b.close()
@@ -366,15 +359,21 @@ def _cdr(box: Box, src: str, dst: str):
 
 
 def test_each_reason_the_kernel_path_cannot_run_is_named(tmp_path):
-    from services.callsvc.kernelpath import why_not
-    on, off = tmp_path / "on", tmp_path / "off"
-    on.write_text("1\n")
-    off.write_text("0\n")
-    assert why_not("198.18.0.2", str(on)) is None
-    assert "forwarding is off" in why_not("198.18.0.2", str(off)) and "ip_forward=1" in why_not("198.18.0.2", str(off))
-    assert "prerouting" in why_not("127.0.0.1", str(on))
-    assert "IPv6" in why_not("2001:db8::1", str(on))
-    assert "cannot read" in why_not("198.18.0.2", str(tmp_path / "missing"))
+    from services.callsvc.kernelpath import read_routes, route_to, why_not
+    routes = tmp_path / "route"      # /proc/net/route: eth0 198.18.0.0/24, default via 198.18.0.1
+    routes.write_text("Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+                      "eth0\t00000000\t010012C6\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
+                      "eth0\t000012C6\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
+                      "eth1\t006CA8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n")
+    assert why_not("198.18.0.2", str(routes)) is None
+    assert "no interface has 203.0.113.5 on its link" in why_not("203.0.113.5", str(routes))
+    assert "no interface" in why_not("198.18.0.2", str(tmp_path / "missing"))
+    assert "local path" in why_not("127.0.0.1", str(routes))
+    assert "IPv6" in why_not("2001:db8::1", str(routes))
+    table = read_routes(str(routes))
+    assert route_to("198.18.0.77", table) == ("eth0", None)          # on the link: the phone itself
+    assert route_to("203.0.113.5", table) == ("eth0", "198.18.0.1")  # beyond a router: the gateway
+    assert route_to("192.168.108.9", table) == ("eth1", None)        # another interface
 
 
 def test_a_lan_host_spraying_a_call_in_the_kernel_is_neither_forwarded_nor_heard(lan, box):
@@ -400,3 +399,65 @@ def test_a_lan_host_spraying_a_call_in_the_kernel_is_neither_forwarded_nor_heard
         attacker.close()
         a.close()
         b.close()
+
+
+def test_a_phone_beyond_a_router_is_reached_through_the_gateway(lan, box):
+    """A phone on another subnet (a carrier, a branch office): the kernel hands its packets to the
+    gateway of the box's route, not to the phone's own address. The phone host is that gateway
+    here; it holds 203.0.113.20 on its loopback, answers ARP only for its LAN address and names
+    only that address in its own ARP requests (else the box would learn the far address from them),
+    so a packet sent to the phone's address as a neighbour would never arrive."""
+    far = "203.0.113.20"
+    lan.phone.run(["ip", "addr", "add", f"{far}/32", "dev", "lo"], check=True)
+    lan.phone.run(["sysctl", "-qw", "net.ipv4.conf.eth0.arp_ignore=1", "net.ipv4.conf.eth0.arp_announce=2"],
+                  check=True)
+    box.host.run(["ip", "route", "add", "203.0.113.0/24", "via", lan.phone.addr], check=True)
+    box.host.run(["ip", "neigh", "flush", "dev", "eth0"], check=True)
+    a = b = None
+    try:
+        time.sleep(1.1)    # the call service reads the routing table at most once a second
+        a, b = Phone(lan, box, "1004", 40060, ip=far), Phone(lan, box, "1005", 40062)
+        dialog, _ = call(box, a, b)
+        wait_for("the call in the kernel", lambda: in_kernel(box, a, b), 10)
+        hops = box.host.run(["nft", "list", "map", "netdev", box.kernel()["table"], "next_hop"], check=True).stdout
+        assert lan.phone.addr in hops, hops            # one flow (towards the far phone) via the gateway
+        t0 = time.monotonic()
+        time.sleep(1.0)
+        assert b.hears(a, t0, source=b.to) >= 35 and a.hears(b, t0, source=a.to) >= 35
+        flows = box.flows()
+        assert flows[(far, a.port, a.to[1])] >= 35 and flows[(lan.phone.addr, b.port, b.to[1])] >= 35, flows
+        assert a.sip.bye(dialog) == 200
+        wait_for("no flow left", lambda: not box.flows(), 5)
+        hops = box.host.run(["nft", "list", "map", "netdev", box.kernel()["table"], "next_hop"], check=True).stdout
+        assert lan.phone.addr not in hops, hops
+    finally:
+        for phone in (a, b):
+            if phone is not None:
+                phone.close()
+        box.host.run(["ip", "route", "del", "203.0.113.0/24"])
+        lan.phone.run(["sysctl", "-qw", "net.ipv4.conf.eth0.arp_ignore=0", "net.ipv4.conf.eth0.arp_announce=0"])
+        lan.phone.run(["ip", "addr", "del", f"{far}/32", "dev", "lo"])
+
+
+def test_a_phone_on_another_address_of_the_box_itself_stays_in_user_space(lan, box):
+    """A softphone on the box (on a second address of its LAN interface) talks to the PBX over
+    loopback: its packets never pass the interface's ingress, and the other phone's packets sent to
+    it as a neighbour would be lost. The call stays with the relay and both sides hear each other."""
+    own = box.addr.rsplit(".", 1)[0] + ".99"
+    box.host.run(["ip", "addr", "add", f"{own}/24", "dev", "eth0"], check=True)
+    a = b = None
+    try:
+        time.sleep(1.1)    # the call service reads the routing table at most once a second
+        a, b = Phone(lan, box, "1002", 40070, ip=own, host=box.host), Phone(lan, box, "1003", 40072)
+        dialog, _ = call(box, a, b)
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        time.sleep(1.0)
+        assert b.hears(a, t0, source=b.to) >= 35 and a.hears(b, t0, source=a.to) >= 35
+        assert box.kernel()["bridges"] == 0 and not box.flows()
+        assert a.sip.bye(dialog) == 200
+    finally:
+        for phone in (a, b):
+            if phone is not None:
+                phone.close()
+        box.host.run(["ip", "addr", "del", f"{own}/24", "dev", "eth0"])

@@ -3,14 +3,15 @@
 Decision 008 measured why a relay in user space cannot get much below 0.12 % of a core per call:
 three quarters of a relayed packet's cost is the socket path (recvmsg + sendmsg). Here, once both
 phones of a bridge have latched and the bridge needs nothing from the audio (no prompt, recording,
-mixing or transcoding), its two flows are handed to nftables, which rewrites each packet in the
-prerouting hook and forwards it without it ever reaching a socket (decision 022):
+mixing or transcoding), its two flows are handed to nftables. A chain on the ingress hook of the LAN
+interface rewrites each packet and sends it straight back out to the other phone (`fwd`), before
+the IP stack: no socket, no routing decision, no forwarding (decision 022):
 
     phone A (ipA:pA) -> box:portA   becomes   box:portB -> phone B (ipB:pB)   and the other way round
 
-Stateless: four map lookups keyed by a per-flow mark, `notrack` so conntrack keeps no entry.
-    prerouting (raw):   (saddr, sport, dport) -> mark; daddr, sport, dport set from the mark
-    postrouting:        marked packets leave with the box's address as source
+Stateless: `(saddr, sport, dport)` -> a per-flow mark, then saddr set to the box, daddr, sport and
+dport set from three maps keyed by the mark; `fwd` hands the packet to the neighbour: the phone, or
+for a phone beyond a router (a carrier) the gateway the routing table names, from a fourth map.
 RFC 4733 events (payload types 96-127) are not rewritten: they reach the leg's socket as before, so
 DTMF features hear them and the user-space relay forwards them on. Only PCMU/PCMA (payload types 0
 and 8) bridges qualify, so the test on the payload type cannot catch audio.
@@ -22,8 +23,9 @@ timeout (`Leg.kernel_rx`) and the call record's media statistics.
 
 The table is made with `flags owner`: it belongs to this process's netlink socket and the kernel
 deletes it with the process, even after SIGKILL. Without CAP_NET_ADMIN, without libnftables, with
-forwarding off or with media on a loopback address, `start` logs the reason once and returns None:
-the user-space relay carries every call as before.
+media on a loopback address or on an address no interface reaches, `start` logs the reason once and
+returns None: the user-space relay carries every call as before. A phone the box reaches through
+another interface than the media address's stays in user space.
 """
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ import ipaddress
 import logging
 import os
 import re
+import socket
+import time
 
 from . import hooks
 from .nftables import Nft, NftError
@@ -38,17 +42,18 @@ from .nftables import Nft, NftError
 log = logging.getLogger("pbx.media.kernel")
 
 _ELEMENT = re.compile(r"(\d+\.\d+\.\d+\.\d+) \. (\d+) \. (\d+) counter packets (\d+)")
-MARK = 0x50420000            # "PB": the upper 16 bits mark our media packets; the lower 16: the flow
-MARK_MASK = 0xFFFF0000
-MAX_FLOWS = 0xFFFF
+MARK = 0x50420000            # "PB" in the upper 16 bits; the lower 15: the flow's number
+VIA_GATEWAY = 0x8000         # and this bit: the flow's next hop is a gateway (map next_hop), not the phone
+MAX_FLOWS = 0x7FFF
 POLL_EVERY = 1.0             # s between reads of the flows' packet counters (RTP timeout, CDR)
 QUALIFYING_CODECS = ("PCMU", "PCMA")   # static payload types 0 and 8: below the events' 96-127
-FORWARDING = "/proc/sys/net/ipv4/conf/all/forwarding"
+ROUTES = "/proc/net/route"
+ROUTES_TTL = 1.0             # s a read of the routing table is used for (it changes rarely)
+RTF_UP, RTF_GATEWAY, RTF_REJECT = 0x1, 0x2, 0x200
 
 
-def table_text(name: str, address: str, ports: tuple[int, int]) -> str:
-    mark = f"0x{MARK:08x}"
-    return f"""table ip {name} {{
+def table_text(name: str, address: str, ports: tuple[int, int], device: str) -> str:
+    return f"""table netdev {name} {{
   flags owner
   map flows {{
     type ipv4_addr . inet_service . inet_service : mark
@@ -63,24 +68,60 @@ def table_text(name: str, address: str, ports: tuple[int, int]) -> str:
   map out_port {{
     type mark : inet_service
   }}
-  chain prerouting {{
-    type filter hook prerouting priority raw; policy accept;
+  map next_hop {{
+    type mark : ipv4_addr
+  }}
+  chain ingress {{
+    type filter hook ingress device "{device}" priority 0; policy accept;
     ip daddr {address} udp dport {ports[0]}-{ports[1]} jump media
   }}
   chain media {{
     @th,73,7 >= 96 return
-    meta mark set ip saddr . udp sport . udp dport map @flows notrack
-    meta mark & 0x{MARK_MASK:08x} == {mark} ip daddr set meta mark map @peer_addr udp sport set meta mark map @out_port udp dport set meta mark map @peer_port
+    meta mark set ip saddr . udp sport . udp dport map @flows goto rewrite
   }}
-  chain postrouting {{
-    type filter hook postrouting priority srcnat; policy accept;
-    meta mark & 0x{MARK_MASK:08x} == {mark} ip saddr set {address}
+  chain rewrite {{
+    ip saddr set {address} ip daddr set meta mark map @peer_addr udp sport set meta mark map @out_port udp dport set meta mark map @peer_port
+    meta mark & 0x{VIA_GATEWAY:04x} == 0x{VIA_GATEWAY:04x} fwd ip to meta mark map @next_hop device "{device}"
+    fwd ip to ip daddr device "{device}"
   }}
 }}
 """
 
 
-def why_not(address: str, forwarding_file: str = FORWARDING) -> str | None:
+def read_routes(path: str = ROUTES) -> list[tuple[int, int, int, str, str | None]]:
+    """The main IPv4 routing table: (prefix length, metric, network, interface, gateway or None),
+    longest prefix first. Policy routing (`ip rule`) is not read: the appliance has none."""
+    routes = []
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        return []
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        iface, dest, gw, flags, metric, mask = fields[0], fields[1], fields[2], int(fields[3], 16), int(fields[6]), fields[7]
+        if not flags & RTF_UP or flags & RTF_REJECT:
+            continue
+        net, netmask = (int.from_bytes(bytes.fromhex(x), "little") for x in (dest, mask))
+        gateway = str(ipaddress.IPv4Address(int.from_bytes(bytes.fromhex(gw), "little"))) if flags & RTF_GATEWAY else None
+        routes.append((bin(netmask).count("1"), metric, net, iface, gateway))
+    routes.sort(key=lambda r: (-r[0], r[1]))
+    return routes
+
+
+def route_to(ip: str, routes) -> tuple[str, str | None] | None:
+    """(interface, gateway or None when `ip` is on that interface's link) for `ip`, or None."""
+    addr = int(ipaddress.IPv4Address(ip))
+    for length, _, net, iface, gateway in routes:
+        mask = (0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF
+        if addr & mask == net & mask:
+            return iface, gateway
+    return None
+
+
+def why_not(address: str, routes_file: str = ROUTES) -> str | None:
     """The reason the kernel path cannot run for media on `address`, or None."""
     try:
         ip = ipaddress.ip_address(address)
@@ -89,23 +130,23 @@ def why_not(address: str, forwarding_file: str = FORWARDING) -> str | None:
     if ip.version != 4:
         return "media address is IPv6 (the kernel path handles IPv4)"
     if ip.is_loopback or ip.is_unspecified:
-        return f"media on {address}: phones on this machine reach it through the local path, not prerouting"
-    try:
-        with open(forwarding_file) as f:
-            if f.read().strip() != "1":
-                return ("IPv4 forwarding is off: set net.ipv4.ip_forward=1 (the image's "
-                        "/etc/sysctl.d/60-pbx-media.conf does)")
-    except OSError as exc:
-        return f"cannot read {forwarding_file}: {exc.strerror}"
+        return f"media on {address}: phones on this machine reach it through the local path, not a network interface"
+    route = route_to(address, read_routes(routes_file))
+    if route is None or route[1] is not None:
+        return (f"no interface has {address} on its link (routing table {routes_file}): give the "
+                f"LAN interface an address in the media address's subnet")
     return None
 
 
 class KernelPath:
     """The nftables table of one call service and the flows it holds, keyed by leg."""
 
-    def __init__(self, nft: Nft, name: str, address: str, ports: tuple[int, int]):
-        self.nft, self.name, self.address, self.ports = nft, name, address, ports
-        self.flows: dict[object, tuple[str, int, object]] = {}  # leg -> (flow key text, flow id, partner)
+    def __init__(self, nft: Nft, name: str, address: str, ports: tuple[int, int], device: str):
+        self.nft, self.name, self.address, self.ports, self.device = nft, name, address, ports, device
+        self.flows: dict[object, tuple[str, int, object]] = {}  # leg -> (flow key text, mark, partner)
+        self._routes: list = []
+        self._routes_at = -ROUTES_TTL
+        self._local: dict[str, bool] = {}   # ip -> it is one of this box's addresses (with the routes)
         self._free = list(range(MAX_FLOWS, 0, -1))
         self.loop = None                 # the call service's loop: counters are read beside it
         self._reader: Nft | None = None  # a second context for reading counters in a worker thread
@@ -124,9 +165,10 @@ class KernelPath:
         nft = None
         if reason is None:
             name = f"pbx_media_{os.getpid()}"
+            device = route_to(address, read_routes())[0]
             try:
                 nft = Nft()
-                nft.run(table_text(name, address, ports))
+                nft.run(table_text(name, address, ports, device))
             except NftError as exc:
                 if nft is not None:
                     nft.close()
@@ -136,16 +178,17 @@ class KernelPath:
             level = logging.INFO if address.startswith("127.") else logging.WARNING
             log.log(level, "kernel media path off: %s; the user-space relay carries media", reason)
             return None
-        log.info("kernel media path on: table ip %s, bridged G.711 calls on %s:%d-%d forwarded by "
-                 "the kernel", name, address, *ports)
-        path = cls(nft, name, address, ports)
+        log.info("kernel media path on: table netdev %s, bridged G.711 calls on %s:%d-%d (%s) forwarded "
+                 "by the kernel", name, address, *ports, device)
+        path = cls(nft, name, address, ports, device)
         path.loop = loop
         return path
 
     # --- which bridges qualify ----------------------------------------------------------------
     def qualifies(self, a, b) -> bool:
         """Both legs forward untouched (their fast paths are set), speak G.711 and their phones
-        are elsewhere on the network (not this box: a local socket would see the wrong source)."""
+        are elsewhere on the network (not this box: a local socket would see the wrong source),
+        reached through the interface the media address is on."""
         for leg in (a, b):
             if leg.out_send is None or leg.remote is None or leg.codec not in QUALIFYING_CODECS:
                 return False
@@ -154,7 +197,29 @@ class KernelPath:
             ip = leg.remote[0]
             if ip == self.address or ip.startswith("127.") or ":" in ip:
                 return False
+            route = self._route(ip)
+            if route is None or route[0] != self.device or self._is_local(ip):
+                return False
         return True
+
+    def _route(self, ip: str) -> tuple[str, str | None] | None:
+        now = time.monotonic()
+        if now - self._routes_at >= ROUTES_TTL:
+            self._routes, self._routes_at = read_routes(), now
+            self._local.clear()
+        return route_to(ip, self._routes)
+
+    def _is_local(self, ip: str) -> bool:
+        """A phone on another of this box's addresses talks to us over loopback, never through
+        the interface's ingress, and a packet sent to it as a neighbour would be lost."""
+        if ip not in self._local:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                try:
+                    probe.bind((ip, 0))
+                    self._local[ip] = True
+                except OSError:
+                    self._local[ip] = False
+        return self._local[ip]
 
     def partner(self, leg):
         """The leg whose flow is paired with leg's in the kernel, or None."""
@@ -171,12 +236,17 @@ class KernelPath:
         ida, idb = self._free.pop(), self._free.pop()
         keys = {a: self._key(a), b: self._key(b)}
         cmd = []
+        marks = {}
         for leg, peer, fid in ((a, b, ida), (b, a, idb)):
-            mark = MARK | fid
-            cmd.append(f"add element ip {self.name} flows {{ {keys[leg]} : {mark} }}")
-            cmd.append(f"add element ip {self.name} peer_addr {{ {mark} : {peer.remote[0]} }}")
-            cmd.append(f"add element ip {self.name} peer_port {{ {mark} : {peer.remote[1]} }}")
-            cmd.append(f"add element ip {self.name} out_port {{ {mark} : {peer.port} }}")
+            route = self._route(peer.remote[0])
+            gateway = route[1] if route is not None else None
+            marks[leg] = mark = MARK | fid | (VIA_GATEWAY if gateway else 0)
+            cmd.append(f"add element netdev {self.name} flows {{ {keys[leg]} : {mark} }}")
+            cmd.append(f"add element netdev {self.name} peer_addr {{ {mark} : {peer.remote[0]} }}")
+            cmd.append(f"add element netdev {self.name} peer_port {{ {mark} : {peer.remote[1]} }}")
+            cmd.append(f"add element netdev {self.name} out_port {{ {mark} : {peer.port} }}")
+            if gateway:
+                cmd.append(f"add element netdev {self.name} next_hop {{ {mark} : {gateway} }}")
         try:
             self.nft.run("\n".join(cmd))
         except NftError as exc:
@@ -186,7 +256,7 @@ class KernelPath:
                 log.warning("kernel media path: bridge of rtp ports %d and %d stays in user space: %s "
                             "(%d so far)", a.port, b.port, exc, self.failed)
             return False
-        self.flows[a], self.flows[b] = (keys[a], ida, b), (keys[b], idb, a)
+        self.flows[a], self.flows[b] = (keys[a], marks[a], b), (keys[b], marks[b], a)
         for leg in (a, b):
             self._spells += 1
             self._spell[leg] = self._spells
@@ -204,18 +274,19 @@ class KernelPath:
         legs = [leg] + [x for x in (self.flows[leg][2],) if x in self.flows]
         cmd = []
         for x in legs:
-            key, fid, _ = self.flows.pop(x)
+            key, mark, _ = self.flows.pop(x)
             self._spell.pop(x, None)
             x.kernel = False
             # counted up to the last poll (at most POLL_EVERY ago): reading the counter here would
             # read the whole map (nftables 1.0.6), milliseconds on the loop at hundreds of calls
             x.kernel_base = x.kernel_rx
-            mark = MARK | fid
-            cmd += [f"delete element ip {self.name} flows {{ {key} }}",
-                    f"delete element ip {self.name} peer_addr {{ {mark} }}",
-                    f"delete element ip {self.name} peer_port {{ {mark} }}",
-                    f"delete element ip {self.name} out_port {{ {mark} }}"]
-            self._free.append(fid)
+            cmd += [f"delete element netdev {self.name} flows {{ {key} }}",
+                    f"delete element netdev {self.name} peer_addr {{ {mark} }}",
+                    f"delete element netdev {self.name} peer_port {{ {mark} }}",
+                    f"delete element netdev {self.name} out_port {{ {mark} }}"]
+            if mark & VIA_GATEWAY:
+                cmd.append(f"delete element netdev {self.name} next_hop {{ {mark} }}")
+            self._free.append(mark & MAX_FLOWS)
         try:
             self.nft.run("\n".join(cmd))
         except NftError as exc:
@@ -249,7 +320,7 @@ class KernelPath:
         try:
             if self._reader is None:
                 self._reader = Nft()
-            text = self._reader.run(f"list map ip {self.name} flows")
+            text = self._reader.run(f"list map netdev {self.name} flows")
         except NftError as exc:
             log.warning("kernel media path: counters not read: %s", exc)
             return None
@@ -266,7 +337,7 @@ class KernelPath:
             leg.kernel = False
         self.flows.clear()
         try:
-            self.nft.run(f"delete table ip {self.name}")
+            self.nft.run(f"delete table netdev {self.name}")
         except NftError:
             pass
         self.nft.close()

@@ -2,10 +2,11 @@
 
     .venv/bin/python -m tests.bench.kernel_media [--quick] [--loads 200,500] [--modes direct,routed,off,auto]
 
-The kernel path only runs where packets pass the prerouting hook: media on a LAN address, not
-loopback, and IPv4 forwarding on. So the PBX (`pbx run`) runs in box A of an office LAN
-(tests/hanet.py: namespaces for a switch, box A, box B and a phone host) with forwarding on there,
-and every SIPp process runs on the phone host (`ip netns exec`): the SIPp callers (extensions 1000,
+The kernel path only runs where packets arrive on a network interface (its ingress hook): media
+on a LAN address, not loopback. So the PBX (`pbx run`) runs in box A of an office LAN
+(tests/hanet.py: namespaces for a switch, box A, box B and a phone host) with IPv4 forwarding off
+there (the kernel path sends packets out from the ingress hook and never routes them), and every
+SIPp process runs on the phone host (`ip netns exec`): the SIPp callers (extensions 1000,
 1002, ... as tests/bench/phases.py uses them) call extension 1001, a registered SIPp UAS; both
 stream G.711 A-law every 20 ms from their rtp_stream socket (tests/sipp/uac_load.xml, uas_load.xml).
 
@@ -17,14 +18,14 @@ then measures for 20 s:
     direct  no PBX: the same SIPp callers call a SIPp UAS on box B peer to peer, media straight
             across the switch: what the load generator and the LAN cost by themselves
     routed  as direct, but the phone host and box B reach each other through box A as a plain IP
-            router (host routes, no nftables table): every packet crosses the switch twice and is
-            forwarded once, as on the kernel path, without the PBX's rewrite
+            router (host routes, no nftables table): every packet crosses the switch twice, as on
+            the kernel path, and box A's IP stack routes it
 
 CPU: utime + stime of the call service, of Kamailio's processes and of the SIPp processes over the
 window (/proc/PID/stat), and the machine's busy time from /proc/stat with its softirq part shown
 apart, all in % of one core. This kernel has no CONFIG_IRQ_TIME_ACCOUNTING: softirq work that runs
 on the way out of a sender's system call (a veth transmit delivers the packet in the sender's
-context, through the switch, box A's prerouting hook and back to the phone) is charged to that
+context, through the switch, box A's ingress hook and back to the phone) is charged to that
 sender's stime. So the kernel path's forwarding mostly shows up in SIPp's stime, and "machine minus
 SIPp" would flatter it; the honest per-call cost of the PBX is the CPU of everything the bench
 runs (call service, Kamailio, SIPp, ksoftirqd) above the direct run at the same load, per call
@@ -358,7 +359,7 @@ def run_mode(lan, mode: str, plan: Plan, workdir: Path, steps: list[Step]) -> No
         for host, to in routes:
             host.run(["ip", "route", "add", f"{to}/32", "via", lan.box_a.addr], check=True)
     if mode not in ("direct", "routed"):
-        lan.box_a.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
+        lan.box_a.run(["sysctl", "-qw", "net.ipv4.ip_forward=0"], check=True)
         extensions = [CALLEE, *callers, *[n for pair in PROBES for n in pair]]
         pbx = NsPbx(lan.box_a, workdir / mode / "data", extensions, mode, f"{lan.phone.addr}/32").start()
     try:
