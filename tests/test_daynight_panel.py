@@ -13,6 +13,7 @@ from firmware.dialplan import Caller, config_view, route_call
 from firmware.features.daynight import TABLE, CallFlowToggle
 from hw.panel import PanelPins, run_panel
 from tests.browser.webui_env import admin_client, make_app, post
+from tests.test_panel import panel_listening
 
 PINS = PanelPins()
 
@@ -38,7 +39,7 @@ def panel(tmp_path):
     stop = threading.Event()
     thread = threading.Thread(target=run_panel, args=(store, PINS, stop), kwargs={"poll_interval": 0.05})
     thread.start()
-    _wait(lambda: Device.pin_factory.pin(PINS.ready).state == 1)
+    assert _wait(panel_listening), "the panel never attached its button handler"
     yield store
     stop.set()
     thread.join(timeout=2)

@@ -219,7 +219,8 @@ def run_panel(store, pins: PanelPins, stop_event: threading.Event, factory=None,
 
     panel = FrontPanel(pins, toggle, factory=factory, bounce_time=bounce_time)
     try:
-        panel.show_mode(store.settings().mode)
+        with mode_lock:     # the button is live: a press now must not be undone by this first read
+            panel.show_mode(store.settings().mode)
         panel.set_ready()
         follow_setup_code()
         store_fault = False
